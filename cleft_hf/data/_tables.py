@@ -1,0 +1,224 @@
+"""Shared helpers of the dataset loaders: table lookup/reading, column and label checks, image checks,
+multi-label encoding, patient-level splits and the load report."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from datasets import ClassLabel, Dataset, List, Value
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "validation", "test")
+UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
+VERIFY_MODES = ("none", "exists", "header", "decode")
+
+
+@dataclass
+class LoadReport:
+    """What a loader kept and dropped. Returned by loaders called with ``return_report=True``."""
+
+    dataset: str
+    rows: dict[str, int] = field(default_factory=dict)  # split -> kept rows
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    bad_images: list[str] = field(default_factory=list)  # unreadable / missing files skipped (skip_bad=True)
+    no_text: list[str] = field(default_factory=list)  # ids of studies without usable report text
+    text_sources: dict[str, int] = field(default_factory=dict)  # "sections" / "fallback" -> count
+
+    @property
+    def n_bad_images(self) -> int:
+        return len(self.bad_images)
+
+    @property
+    def n_no_text(self) -> int:
+        return len(self.no_text)
+
+    def drop(self, reason: str, count: int) -> None:
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+
+    def log(self) -> None:
+        logger.info("%s: kept rows per split %s", self.dataset, self.rows)
+        for reason, count in self.dropped.items():
+            logger.info("%s: dropped %d rows (%s)", self.dataset, count, reason)
+        if self.bad_images:
+            logger.warning(
+                "%s: skipped %d unreadable or missing images, e.g. %s",
+                self.dataset, len(self.bad_images), self.bad_images[:3],
+            )
+        if self.no_text:
+            logger.warning(
+                "%s: %d studies have no usable report text and were dropped, e.g. %s",
+                self.dataset, len(self.no_text), self.no_text[:5],
+            )
+
+
+def require_root(root: str | os.PathLike, what: str) -> Path:
+    """The dataset folder as a Path; FileNotFoundError naming it when it does not exist."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} root folder not found: {path}")
+    return path
+
+
+def find_table(folders: Sequence[Path], name: str, required: bool = True) -> Path | None:
+    """First of ``folder/name`` or ``folder/name.gz`` that exists (tables ship plain or gzipped)."""
+    candidates = [folder / variant for folder in folders for variant in (name, name + ".gz")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if required:
+        raise FileNotFoundError(f"table {name} (or {name}.gz) not found; looked for {[str(c) for c in candidates]}")
+    return None
+
+
+def read_table(path: Path, columns: Iterable[str], dtype: dict | None = None) -> pd.DataFrame:
+    """Read a CSV (plain or .gz); ValueError naming the column and file when a required column is missing."""
+    try:
+        frame = pd.read_csv(path, dtype=dtype, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        raise ValueError(f"cannot read table {path}: {err}") from err
+    require_columns(frame, columns, path)
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path | str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"column '{missing[0]}' missing from {path} (missing: {missing})")
+
+
+def check_values(values: pd.Series, allowed: Iterable, column: str, path: Path | str, allow_blank: bool = True) -> None:
+    """ValueError naming column, file and offending values when a column holds values outside ``allowed``."""
+    allowed = set(allowed)
+    present = values.dropna() if allow_blank else values
+    bad = sorted({v for v in present.unique().tolist() if v not in allowed}, key=str)
+    if bad:
+        raise ValueError(f"column '{column}' in {path} has values outside {sorted(allowed, key=str)}: {bad[:5]}")
+
+
+def encode_multilabel(raw: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """CheXpert-style label matrix (N, K) with 1, 0, -1 (uncertain) or NaN (blank) to (labels, mask).
+
+    labels (N, K) float32 multi-hot: blank -> 0; uncertain -> 0 ("zeros"), 1 ("ones") or 0 with mask 0
+    ("ignore"). mask (N, K) float32: 1 where the label counts, 0 where it is ignored.
+    """
+    if policy not in UNCERTAIN_POLICIES:
+        raise ValueError(f"uncertain must be one of {UNCERTAIN_POLICIES}, got {policy!r}")
+    uncertain = raw == -1
+    labels = (raw == 1).astype(np.float32)
+    mask = np.ones_like(labels)
+    if policy == "ones":
+        labels[uncertain] = 1.0
+    elif policy == "ignore":
+        mask[uncertain] = 0.0
+    return labels, mask
+
+
+def multilabel_features(class_names: Sequence[str]) -> dict:
+    """Features of the multi-label columns; the class names live in ``positive_classes``/``uncertain_classes``."""
+    k = len(class_names)
+    return {
+        "labels": List(Value("float32"), length=k),
+        "label_mask": List(Value("float32"), length=k),
+        "positive_classes": List(ClassLabel(names=list(class_names))),
+        "uncertain_classes": List(ClassLabel(names=list(class_names))),
+    }
+
+
+def multilabel_columns(raw: np.ndarray, policy: str) -> dict[str, list]:
+    """Column values matching :func:`multilabel_features` for a raw (N, K) label matrix."""
+    labels, mask = encode_multilabel(raw, policy)
+    return {
+        "labels": labels.tolist(),
+        "label_mask": mask.tolist(),
+        "positive_classes": [np.flatnonzero(row).tolist() for row in labels],
+        "uncertain_classes": [np.flatnonzero(row).tolist() for row in raw == -1],
+    }
+
+
+def label_names(dataset: Dataset, column: str = "labels") -> list[str]:
+    """Class names of a dataset's labels: a ClassLabel's names, or the multi-label names in ``positive_classes``."""
+    feature = dataset.features[column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    if "positive_classes" in dataset.features:
+        return list(dataset.features["positive_classes"].feature.names)
+    raise ValueError(f"column '{column}' carries no class names (neither ClassLabel nor multi-label with positive_classes)")
+
+
+def assign_splits(groups: Sequence, fractions: Sequence[float], seed: int) -> np.ndarray:
+    """Split name per row so that every group (patient) falls in one split; deterministic for a seed.
+
+    ``fractions`` are the train/validation/test shares of the groups (they are normalised).
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+        raise ValueError(f"split_fractions must be 3 non-negative numbers (train, validation, test), got {fractions}")
+    unique = np.array(sorted({str(g) for g in groups}))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    shares = np.asarray(fractions, dtype=np.float64) / float(sum(fractions))
+    bounds = np.round(np.cumsum(shares) * len(unique)).astype(int)
+    split_of_rank = np.searchsorted(bounds, np.arange(len(unique)), side="right")
+    split_of_group = dict(zip(unique[order], np.array(SPLIT_NAMES)[np.minimum(split_of_rank, 2)]))
+    return np.array([split_of_group[str(g)] for g in groups])
+
+
+def _check_readable(path: str, mode: str, header_reader: Callable[[str], None], decoder: Callable[[str], object]) -> str | None:
+    """None if the image passes the check, else a one-line reason."""
+    if not os.path.isfile(path):
+        return "file not found"
+    if mode == "exists":
+        return None
+    try:
+        (header_reader if mode == "header" else decoder)(path)
+    except Exception as err:  # any decoder failure means the file is unusable
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def verify_images(
+    paths: Sequence[str],
+    mode: str,
+    skip_bad: bool,
+    report: LoadReport,
+    header_reader: Callable[[str], None],
+    decoder: Callable[[str], object],
+) -> np.ndarray:
+    """Check the image files; returns a keep mask (N,). A bad file raises naming it, or with ``skip_bad`` is
+    skipped and counted in ``report.bad_images``."""
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {mode!r}")
+    keep = np.ones(len(paths), dtype=bool)
+    if mode == "none":
+        return keep
+    for index, path in enumerate(paths):
+        problem = _check_readable(path, mode, header_reader, decoder)
+        if problem is None:
+            continue
+        if not skip_bad:
+            raise (FileNotFoundError if problem == "file not found" else ValueError)(
+                f"unreadable image {path}: {problem} (pass skip_bad=True to skip such files)"
+            )
+        keep[index] = False
+        report.bad_images.append(path)
+    return keep
+
+
+def pil_header(path: str) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.size  # noqa: B018 - opening parses the header
+
+
+def pil_decode(path: str) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()

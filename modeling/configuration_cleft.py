@@ -1,0 +1,186 @@
+"""Configuration of CLEFT: a timm vision tower, a PEFT-adapted causal LLM text tower, projections, prompts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
+DEFAULT_TEXT_MODEL = "stanford-crfm/BioMedLM"
+DEFAULT_PROMPT_TEMPLATE = "this is a chest x ray of a patient with {}"
+DEFAULT_PROMPT_INIT_TEXT = "this is a chest x ray of a patient with"
+# stanford-crfm/BioMedLM (GPT-2 family, 2.7 B): the paper's default text tower.
+BIOMEDLM_CONFIG = {
+    "n_layer": 32, "n_embd": 2560, "n_head": 20, "n_positions": 1024,
+    "vocab_size": 28896, "bos_token_id": 28895, "eos_token_id": 28895,
+}
+SUPPORTED_PEFT_TYPES = ("LORA", "IA3", "PREFIX_TUNING", "ADALORA")
+DEFAULT_LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
+
+# Keys that PretrainedConfig itself writes to or reads from config.json; anything else unknown is an error.
+_BASE_CONFIG_KEYS = {
+    "auto_map", "torch_dtype", "num_labels", "name_or_path", "_name_or_path", "_commit_hash",
+    "output_attentions", "attn_implementation", "experts_implementation", "per_layer_config",
+    "model_type", "use_cache", "tie_word_embeddings", "pad_token_id", "bos_token_id", "eos_token_id",
+}
+
+
+def _default_target_modules(peft_type: str, family: str) -> dict[str, Any]:
+    """peft's default target (and IA3 feed-forward) modules for an LLM family; {} when peft has none."""
+    from peft.utils import constants
+
+    if peft_type == "PREFIX_TUNING":
+        return {}
+    table = {
+        "LORA": constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+        "ADALORA": constants.TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING,
+        "IA3": constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+    }[peft_type]
+    if family not in table:
+        return {}
+    defaults = {"target_modules": list(table[family])}
+    if peft_type == "IA3":
+        defaults["feedforward_modules"] = list(constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[family])
+    return defaults
+
+
+class CLEFTConfig(PretrainedConfig):
+    r"""Configuration of a [`CLEFTModel`].
+
+    Args:
+        vision_model_name (`str`): timm model name of the image encoder (weights are not loaded from the config).
+        vision_model_kwargs (`dict`): extra `timm.create_model` kwargs (e.g. `in_chans`, `drop_path_rate`).
+        image_size (`int`): input resolution given to timm as `img_size`.
+        image_pooling (`str`): `"mean"` of all final tokens before the last LayerNorm (paper) or `"cls"`.
+        text_config (`dict` or `PretrainedConfig`): full config of a causal LM (GPT-2, Llama, Qwen2, ...).
+        text_model_name_or_path (`str`): where the LLM base weights come from (Hub id or local folder).
+        peft_config (`dict`): PEFT config (`peft_type` LORA, IA3, PREFIX_TUNING or ADALORA); default LoRA r=8,
+            alpha=32, dropout=0.1 on peft's default target modules for the LLM family.
+        projection_dim (`int`): size of the shared image-text space.
+        logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
+        prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
+        prompt_init_text (`str`): text whose token embeddings initialise the context (repeated to fill it).
+        prompt_class_specific (`bool`): one context per class instead of one shared context.
+        prompt_template (`str`): hand-written zero-shot prompt with `{}` for the class name.
+        class_names (`list[str]`): classes of the learned prompts.
+        prompt_class_token_ids (`list[list[int]]`): tokenised class names (set by `set_prompt_classes`).
+        save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
+        adapter_only_threshold (`int`): LLM parameter count from which saving is adapter-only by default.
+        checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
+    """
+
+    model_type = "cleft"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2", init_kwargs=BIOMEDLM_CONFIG)
+    }
+
+    vision_model_name: str = DEFAULT_VISION_MODEL
+    vision_model_kwargs: dict | None = None
+    image_size: int = 224
+    image_pooling: str = "mean"
+    text_config: dict | PretrainedConfig | None = None
+    text_model_name_or_path: str | None = DEFAULT_TEXT_MODEL
+    peft_config: dict | None = None
+    projection_dim: int = 512
+    logit_scale_init_value: float = math.log(1 / 0.07)
+    prompt_num_context_tokens: int = 30
+    prompt_init_text: str | None = DEFAULT_PROMPT_INIT_TEXT
+    prompt_class_specific: bool = False
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    class_names: list | None = None
+    prompt_class_token_ids: list | None = None
+    save_base_model: bool | None = None
+    adapter_only_threshold: int = 500_000_000
+    checkpoint_has_base_model: bool = True
+
+    def __post_init__(self, **kwargs: Any):
+        unknown = sorted(k for k in kwargs if k not in _BASE_CONFIG_KEYS and not k.startswith("_"))
+        if unknown:
+            raise ValueError(f"CLEFTConfig got unknown field(s): {', '.join(unknown)}")
+        if isinstance(self.text_config, dict) and "model_type" not in self.text_config:
+            raise ValueError("text_config needs a 'model_type' (e.g. 'gpt2', 'llama')")
+        super().__post_init__(**kwargs)
+        self.vision_model_kwargs = dict(self.vision_model_kwargs or {})
+        self._validate()
+        self.peft_config = self._resolve_peft_config(self.peft_config)
+
+    # ----------------------------------------------------------------- validation
+    def _validate(self) -> None:
+        if self.image_pooling not in ("mean", "cls"):
+            raise ValueError(f"image_pooling must be 'mean' or 'cls', got {self.image_pooling!r}")
+        if not isinstance(self.image_size, int) or self.image_size <= 0:
+            raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
+        if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:
+            raise ValueError(f"projection_dim must be a positive int, got {self.projection_dim!r}")
+        if not isinstance(self.prompt_num_context_tokens, int) or self.prompt_num_context_tokens < 1:
+            raise ValueError(f"prompt_num_context_tokens must be >= 1, got {self.prompt_num_context_tokens!r}")
+        if "{}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain '{{}}' for the class name, got {self.prompt_template!r}")
+        if self.text_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise ValueError(f"text_config model_type {self.text_config.model_type!r} is not a causal LM family")
+        if self.class_names is not None:
+            names = list(self.class_names)
+            if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+                raise ValueError("class_names must be a non-empty list of non-empty strings")
+            if len(set(names)) != len(names):
+                raise ValueError(f"class_names has duplicates: {names}")
+            self.class_names = names
+        if self.prompt_class_token_ids is not None:
+            if self.class_names is None or len(self.prompt_class_token_ids) != len(self.class_names):
+                raise ValueError("prompt_class_token_ids must have one entry per class name")
+
+    def _resolve_peft_config(self, peft_config: Any) -> dict[str, Any]:
+        """Normalise to a plain dict with `peft_type` and explicit target modules (checked by peft itself)."""
+        from peft import PEFT_TYPE_TO_CONFIG_MAPPING, PeftConfig
+
+        if isinstance(peft_config, PeftConfig):
+            peft_config = {k: v for k, v in peft_config.to_dict().items() if v is not None}
+        resolved = dict(DEFAULT_LORA if peft_config is None else peft_config)
+        peft_type = str(resolved.get("peft_type", "LORA")).upper().replace("PEFTTYPE.", "")
+        if peft_type not in SUPPORTED_PEFT_TYPES:
+            raise ValueError(f"peft_config peft_type must be one of {SUPPORTED_PEFT_TYPES}, got {peft_type!r}")
+        resolved["peft_type"] = peft_type
+        family = self.text_config.model_type
+        if peft_type != "PREFIX_TUNING" and not resolved.get("target_modules"):
+            defaults = _default_target_modules(peft_type, family)
+            if not defaults:
+                raise ValueError(
+                    f"unknown LLM family {family!r} for {peft_type}: set peft_config['target_modules'] explicitly"
+                )
+            resolved = {**defaults, **{k: v for k, v in resolved.items() if v is not None}}
+        if family == "gpt2" and peft_type in ("LORA", "ADALORA"):
+            resolved.setdefault("fan_in_fan_out", True)  # GPT-2 uses Conv1D (transposed) layers
+        if isinstance(resolved.get("target_modules"), (set, tuple)):
+            resolved["target_modules"] = sorted(resolved["target_modules"])
+        resolved.pop("task_type", None)
+        resolved.pop("base_model_name_or_path", None)
+        kwargs = {k: v for k, v in resolved.items() if k != "peft_type"}
+        try:  # let peft validate every field once, here, with its own message
+            PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](task_type="FEATURE_EXTRACTION", **kwargs)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"invalid peft_config for {peft_type}: {error}") from error
+        return resolved
+
+    # ----------------------------------------------------------------- helpers used by the model
+    def build_peft_config(self):
+        """A fresh `peft.PeftConfig` (task type FEATURE_EXTRACTION: the LLM is used without its head)."""
+        from peft import PEFT_TYPE_TO_CONFIG_MAPPING
+
+        kwargs = {k: v for k, v in self.peft_config.items() if k != "peft_type"}
+        kwargs["base_model_name_or_path"] = self.text_model_name_or_path
+        return PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_config["peft_type"]](task_type="FEATURE_EXTRACTION", **kwargs)
+
+    @property
+    def text_hidden_size(self) -> int:
+        config = self.text_config
+        for name in ("hidden_size", "n_embd", "d_model"):
+            if getattr(config, name, None) is not None:
+                return int(getattr(config, name))
+        raise ValueError(f"cannot find the hidden size of text_config ({config.model_type})")
+
+
+__all__ = ["CLEFTConfig"]

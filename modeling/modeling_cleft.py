@@ -1,0 +1,355 @@
+"""CLEFT model: timm vision tower + PEFT-adapted causal LLM text tower, CLIP-style contrastive head, prompts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from peft import get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_cleft import CLEFTConfig
+from .prompt_learning_cleft import CLEFTPromptLearner
+from .zero_shot_cleft import CLEFTZeroShotMixin
+
+
+@dataclass
+class CLEFTOutput(ModelOutput):
+    r"""Output of [`CLEFTModel.forward`].
+
+    Args:
+        loss: symmetric InfoNCE over the batch (when `return_loss=True`).
+        logits_per_image: `(n_images, n_texts)` scaled cosine similarities.
+        logits_per_text: `(n_texts, n_images)`, the transpose.
+        image_embeds: `(n_images, projection_dim)`, L2-normalised.
+        text_embeds: `(n_texts, projection_dim)`, L2-normalised.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+
+
+def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy over a square similarity matrix (matching pairs on the diagonal)."""
+    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    return (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets)) / 2
+
+
+def build_vision_tower(config: CLEFTConfig, pretrained: bool = False) -> nn.Module:
+    """timm image encoder without head; for `"mean"` pooling the final norm is dropped (pre-norm features)."""
+    model = timm.create_model(
+        config.vision_model_name, pretrained=pretrained, num_classes=0, img_size=config.image_size,
+        **config.vision_model_kwargs,
+    )
+    if config.image_pooling == "mean" and hasattr(model, "norm"):
+        model.norm = nn.Identity()
+    return model
+
+
+def build_text_tower(config: CLEFTConfig, base_model: nn.Module | None = None) -> nn.Module:
+    """The LLM without its LM head, wrapped by PEFT (base weights frozen, adapter trainable)."""
+    if base_model is None:
+        base_model = AutoModel.from_config(config.text_config)
+    return get_peft_model(base_model, config.build_peft_config())
+
+
+class CLEFTPreTrainedModel(PreTrainedModel):
+    config_class = CLEFTConfig
+    config: CLEFTConfig
+    base_model_prefix = "cleft"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise only CLEFT's own layers; timm and the LLM keep their own initialisation."""
+        if isinstance(module, CLEFTModel):
+            for projection in (module.visual_projection, module.text_projection):
+                nn.init.normal_(projection.weight, std=projection.in_features**-0.5)
+            module.logit_scale.data.fill_(self.config.logit_scale_init_value)
+        elif isinstance(module, CLEFTPromptLearner):
+            module.reset_parameters()
+
+
+class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
+    r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
+
+    Image features: timm tower, mean of all final tokens before the last LayerNorm (or normalised CLS), then a
+    linear projection. Text features: hidden state of the last non-padding token of the LLM (no LM head),
+    then a linear projection. Both are L2-normalised and compared with a learnable temperature.
+    """
+
+    def __init__(
+        self, config: CLEFTConfig, vision_model: nn.Module | None = None, text_model: nn.Module | None = None
+    ):
+        super().__init__(config)
+        self.vision_model = vision_model if vision_model is not None else build_vision_tower(config)
+        self.text_model = build_text_tower(config, text_model)
+        self.vision_embed_dim = self.vision_model.num_features
+        self.text_embed_dim = config.text_hidden_size
+        self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        num_classes = len(config.class_names) if config.class_names else None
+        self.prompt_learner = CLEFTPromptLearner(
+            config.prompt_num_context_tokens, self.text_embed_dim, num_classes, config.prompt_class_specific
+        )
+        self._mark_towers_initialized()
+        self._ignore_missing_base_weights(not config.checkpoint_has_base_model)
+        self.post_init()
+
+    # ----------------------------------------------------------------- construction helpers
+    def _mark_towers_initialized(self) -> None:
+        """timm and peft initialise their own modules; keep transformers' generic init away from them."""
+        if self.visual_projection.weight.device.type == "meta":
+            return  # from_pretrained: weights come from the checkpoint, missing ones get proper init
+        for tower in (self.vision_model, self.text_model):
+            for module in tower.modules():
+                module._is_hf_initialized = True
+
+    def base_llm_state_keys(self) -> list[str]:
+        """State-dict keys of the frozen base LLM (everything in the text tower that PEFT did not add)."""
+        adapter_keys = set()
+        for name, module in self.text_model.named_modules():
+            if isinstance(module, BaseTunerLayer):
+                adapter_keys.update(
+                    f"text_model.{name}.{key}" for key in module.state_dict() if not key.startswith("base_layer.")
+                )
+        return [
+            key for key in self.state_dict() if key.startswith("text_model.")
+            and key not in adapter_keys and not key.startswith("text_model.prompt_encoder.")
+        ]
+
+    def _ignore_missing_base_weights(self, ignore: bool) -> None:
+        if ignore:  # adapter-only checkpoint: the base LLM comes from `text_model_name_or_path`
+            pattern = "^(?:" + "|".join(re.escape(k) for k in self.base_llm_state_keys()) + ")$"
+            self._keys_to_ignore_on_load_missing = set(self._keys_to_ignore_on_load_missing or ()) | {pattern}
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision: str,
+        text: str,
+        *,
+        vision_pretrained: bool = True,
+        text_kwargs: dict[str, Any] | None = None,
+        **config_kwargs: Any,
+    ) -> "CLEFTModel":
+        """A new CLEFT model from a timm vision model name and a causal LLM id or folder.
+
+        `text_kwargs` go to `AutoModelForCausalLM.from_pretrained` (default `use_safetensors=True`, so no pickle
+        is ever loaded); `config_kwargs` are `CLEFTConfig` fields (peft_config, projection_dim, image_size...).
+        """
+        from transformers import AutoConfig
+
+        text_kwargs = {"use_safetensors": True, **(text_kwargs or {})}
+        text_config = AutoConfig.from_pretrained(text, **{k: v for k, v in text_kwargs.items() if k == "revision"})
+        config = CLEFTConfig(
+            vision_model_name=vision, text_config=text_config.to_dict(), text_model_name_or_path=str(text),
+            **config_kwargs,
+        )
+        vision_model = build_vision_tower(config, pretrained=vision_pretrained)
+        language_model = AutoModelForCausalLM.from_pretrained(text, **text_kwargs).base_model
+        return cls(config, vision_model=vision_model, text_model=language_model)
+
+    # ----------------------------------------------------------------- saving and loading
+    def should_save_base_model(self, save_base_model: bool | None = None) -> bool:
+        """Full save below `adapter_only_threshold` LLM parameters, adapter-only above (unless told)."""
+        choice = self.config.save_base_model if save_base_model is None else save_base_model
+        if choice is None:
+            n_llm = sum(p.numel() for p in self.text_model.get_base_model().parameters())
+            choice = n_llm < self.config.adapter_only_threshold
+        if not choice and not self.config.text_model_name_or_path:
+            raise ValueError("adapter-only saving needs config.text_model_name_or_path to find the base LLM again")
+        return bool(choice)
+
+    def save_pretrained(self, save_directory, *args: Any, save_base_model: bool | None = None, **kwargs: Any):
+        """`save_pretrained` (safetensors only); adapter-only mode leaves out the frozen base LLM weights."""
+        kwargs.pop("safe_serialization", None)
+        full = self.should_save_base_model(save_base_model)
+        if not full:
+            base_keys = set(self.base_llm_state_keys())
+            state_dict = kwargs.pop("state_dict", None) or self.state_dict()
+            kwargs["state_dict"] = {k: v for k, v in state_dict.items() if k not in base_keys}
+        self.config.checkpoint_has_base_model = full
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.config.checkpoint_has_base_model = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args: Any, text_model_name_or_path=None, **kwargs):
+        """Load a CLEFT model (safetensors only); adapter-only checkpoints fetch the base LLM from
+        `config.text_model_name_or_path` or the `text_model_name_or_path` override."""
+        kwargs["use_safetensors"] = True
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        loaded = model[0] if isinstance(model, tuple) else model
+        if not loaded.config.checkpoint_has_base_model:
+            source = text_model_name_or_path or loaded.config.text_model_name_or_path
+            loaded.load_base_llm_weights(source, token=kwargs.get("token"))
+            loaded.config.checkpoint_has_base_model = True
+        return model
+
+    @torch.no_grad()
+    def load_base_llm_weights(self, source: str, **hub_kwargs: Any) -> None:
+        """Copy the base LLM weights of `source` (Hub id or folder, safetensors) under the PEFT adapters."""
+        hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+        dtype = next(self.text_model.get_base_model().parameters()).dtype
+        try:
+            language_model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, use_safetensors=True, **hub_kwargs
+            ).base_model
+        except (OSError, ValueError) as error:
+            raise OSError(
+                f"cannot load the base LLM {source!r} needed by this adapter-only CLEFT checkpoint "
+                f"(pass text_model_name_or_path=<local folder or Hub id> to from_pretrained): {error}"
+            ) from error
+        source_state = language_model.state_dict()
+        inner = self.text_model.get_base_model()
+        wanted = {key[len("text_model.base_model.model."):] for key in self.base_llm_state_keys()}
+        targets = dict(inner.state_dict(keep_vars=True))
+        missing = []
+        for key in wanted:
+            source_key = key.replace(".base_layer.", ".")
+            if source_key not in source_state:
+                missing.append(source_key)
+                continue
+            targets[key].data.copy_(source_state[source_key])
+        if missing:
+            raise ValueError(f"base LLM {source!r} lacks weights this model needs: {sorted(missing)[:5]}")
+
+    # ----------------------------------------------------------------- training modes
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Checkpoint the LLM layers (non-reentrant: works with frozen embeddings) and the timm blocks."""
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        self.text_model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if hasattr(self.vision_model, "set_grad_checkpointing"):
+            self.vision_model.set_grad_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.text_model.get_base_model().gradient_checkpointing_disable()
+        if hasattr(self.vision_model, "set_grad_checkpointing"):
+            self.vision_model.set_grad_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.text_model.get_base_model().is_gradient_checkpointing
+
+    def configure_for_prompt_tuning(self, freeze_vision: bool = False) -> None:
+        """Stage 2: freeze the text side (LLM, adapter, text projection), train the context prompts; the vision
+        tower, image projection and logit scale keep training unless `freeze_vision`."""
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        self.prompt_learner.ctx.requires_grad_(True)
+        if not freeze_vision:
+            for module in (self.vision_model, self.visual_projection):
+                module.requires_grad_(True)
+            self.logit_scale.requires_grad_(True)
+
+    # ----------------------------------------------------------------- features
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """`(batch, 3, H, W)` -> projected image features `(batch, projection_dim)` (not normalised)."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (batch, 3, H, W), got {tuple(pixel_values.shape)}")
+        tokens = self.vision_model.forward_features(pixel_values)
+        pooled = tokens.mean(dim=1) if self.config.image_pooling == "mean" else tokens[:, 0]
+        return self.visual_projection(pooled.to(self.visual_projection.weight.dtype))
+
+    def _encode_text(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.FloatTensor:
+        """LLM hidden state at the last non-padding token, right or left padding alike -> `(batch, hidden)`."""
+        if attention_mask.ndim != 2:
+            raise ValueError(f"attention_mask must be (batch, length), got {tuple(attention_mask.shape)}")
+        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"empty text (no tokens) at batch row(s) {empty}")
+        position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        outputs = self.text_model(attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **inputs)
+        hidden = outputs.last_hidden_state
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        last = (attention_mask.long() * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def get_text_features(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.FloatTensor:
+        """Token ids `(batch, length)` -> projected text features `(batch, projection_dim)` (not normalised)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        pooled = self._encode_text(attention_mask, input_ids=input_ids)
+        return self.text_projection(pooled.to(self.text_projection.weight.dtype))
+
+    def get_prompt_features(
+        self,
+        class_input_ids: torch.LongTensor | None = None,
+        class_attention_mask: torch.Tensor | None = None,
+        class_indices: torch.LongTensor | None = None,
+    ) -> torch.FloatTensor:
+        r"""Features of "[learned context] [class text]" prompts -> `(n_classes, projection_dim)`.
+
+        Without arguments, uses the class names stored by `set_prompt_classes`. `class_indices` picks the
+        class-specific context of each row (default: row i is class i).
+        """
+        if class_input_ids is None:
+            class_input_ids, class_attention_mask = self.stored_class_inputs()
+        if class_attention_mask is None:
+            class_attention_mask = torch.ones_like(class_input_ids)
+        bos = self.config.text_config.bos_token_id
+        insert_at = int(bos is not None and bool((class_input_ids[:, 0] == bos).all()))
+        embeddings = self.text_model.get_input_embeddings()(class_input_ids)
+        embeds, mask = self.prompt_learner.insert_context(embeddings, class_attention_mask, insert_at, class_indices)
+        pooled = self._encode_text(mask, inputs_embeds=embeds)
+        return self.text_projection(pooled.to(self.text_projection.weight.dtype))
+
+    def stored_class_inputs(self) -> tuple[torch.LongTensor, torch.Tensor]:
+        """Right-padded `(n_classes, length)` ids and mask of the stored class names."""
+        token_ids = self.config.prompt_class_token_ids
+        if not token_ids:
+            raise ValueError("no prompt classes stored: call set_prompt_classes(class_names, processor) first")
+        device = self.logit_scale.device
+        length = max(len(ids) for ids in token_ids)
+        input_ids = torch.zeros(len(token_ids), length, dtype=torch.long, device=device)
+        mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = torch.tensor(ids, device=device)
+            mask[row, : len(ids)] = 1
+        return input_ids, mask
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> CLEFTOutput | tuple:
+        """Image-text similarity logits; `loss` is the single-process symmetric InfoNCE (for multi-process
+        training with negatives gathered across ranks use `cleft_hf.losses.clip_loss`)."""
+        if pixel_values is None or input_ids is None:
+            raise ValueError("forward needs both pixel_values and input_ids (use get_*_features for one side)")
+        image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
+        text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask), dim=-1)
+        logits_per_text = self.logit_scale.exp().clamp(max=100) * text_embeds @ image_embeds.t()
+        logits_per_image = logits_per_text.t()
+        loss = None
+        if return_loss:
+            if logits_per_text.shape[0] != logits_per_text.shape[1]:
+                raise ValueError("return_loss needs as many texts as images (matching pairs)")
+            loss = contrastive_loss(logits_per_text)
+        output = CLEFTOutput(loss, logits_per_image, logits_per_text, image_embeds, text_embeds)
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = ["CLEFTModel", "CLEFTPreTrainedModel", "CLEFTOutput", "contrastive_loss"]

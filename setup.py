@@ -1,0 +1,43 @@
+"""cleft-hf: Hugging Face-native CLEFT (contrastive language-image pretraining with a PEFT-adapted causal LLM)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="cleft-hf",
+    version="0.1.0",
+    description="CLEFT for medical images: CLIP-style pretraining with a PEFT-adapted causal LLM text encoder",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["cleft_hf", "cleft_hf.*"]) + ["cleft_hf.modeling"],
+    package_dir={"cleft_hf.modeling": "modeling"},
+    package_data={"cleft_hf": ["metrics/*/*.py", "../model_card.md"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.2,<2.15",
+        "torchvision>=0.17,<0.30",
+        "transformers>=5.0,<6",
+        "peft>=0.13,<1",
+        "accelerate>=1.0,<2",
+        "datasets>=3.0,<6",
+        "evaluate>=0.4,<0.5",
+        "safetensors>=0.4",
+        "huggingface-hub>=1.0,<3",
+        "timm>=1.0,<2",
+        "tokenizers>=0.20",
+        "pydicom>=3.0,<4",
+        "scikit-learn>=1.3",
+        "numpy>=1.24",
+        "pillow>=10",
+        "pyyaml>=6",
+        "matplotlib>=3.7",
+        "tensorboard>=2.14",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "dev": ["pytest>=8"],
+        "bench": ["open-clip-torch>=2.24", "psutil>=5.9"],
+        "dicom-compressed": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2"],
+    },
+    entry_points={"console_scripts": ["cleft-accounting=cleft_hf.accounting:main"]},
+)
