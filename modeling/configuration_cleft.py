@@ -141,6 +141,8 @@ class CLEFTConfig(PretrainedConfig):
             peft_config = {k: v for k, v in peft_config.to_dict().items() if v is not None}
         resolved = dict(DEFAULT_LORA if peft_config is None else peft_config)
         peft_type = str(resolved.get("peft_type", "LORA")).upper().replace("PEFTTYPE.", "")
+        if peft_type == "LORA":  # the paper's LoRA defaults fill what the user left out
+            resolved = {**DEFAULT_LORA, **resolved}
         if peft_type not in SUPPORTED_PEFT_TYPES:
             raise ValueError(f"peft_config peft_type must be one of {SUPPORTED_PEFT_TYPES}, got {peft_type!r}")
         resolved["peft_type"] = peft_type
@@ -152,7 +154,7 @@ class CLEFTConfig(PretrainedConfig):
                     f"unknown LLM family {family!r} for {peft_type}: set peft_config['target_modules'] explicitly"
                 )
             resolved = {**defaults, **{k: v for k, v in resolved.items() if v is not None}}
-        if family == "gpt2" and peft_type in ("LORA", "ADALORA"):
+        if family == "gpt2" and peft_type in ("LORA", "ADALORA", "IA3"):
             resolved.setdefault("fan_in_fan_out", True)  # GPT-2 uses Conv1D (transposed) layers
         if isinstance(resolved.get("target_modules"), (set, tuple)):
             resolved["target_modules"] = sorted(resolved["target_modules"])

@@ -230,21 +230,26 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             raise ValueError(f"base LLM {source!r} lacks weights this model needs: {sorted(missing)[:5]}")
 
     # ----------------------------------------------------------------- training modes
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Checkpoint the LLM layers (non-reentrant: works with frozen embeddings) and the timm blocks."""
-        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        self.text_model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Checkpoint the LLM layers (non-reentrant: works with frozen embeddings) and the timm blocks.
+        `gradient_checkpointing_enable` (transformers' older name) lands here too."""
+        kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        self.text_model.get_base_model().activation_checkpointing_enable(
+            activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers, offload=offload
+        )
         if hasattr(self.vision_model, "set_grad_checkpointing"):
             self.vision_model.set_grad_checkpointing(True)
 
-    def gradient_checkpointing_disable(self) -> None:
-        self.text_model.get_base_model().gradient_checkpointing_disable()
+    def activation_checkpointing_disable(self) -> None:
+        self.text_model.get_base_model().activation_checkpointing_disable()
         if hasattr(self.vision_model, "set_grad_checkpointing"):
             self.vision_model.set_grad_checkpointing(False)
 
     @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.text_model.get_base_model().is_gradient_checkpointing
+    def is_activation_checkpointing(self) -> bool:
+        return self.text_model.get_base_model().is_activation_checkpointing
 
     def configure_for_prompt_tuning(self, freeze_vision: bool = False) -> None:
         """Stage 2: freeze the text side (LLM, adapter, text projection), train the context prompts; the vision
