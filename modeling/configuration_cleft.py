@@ -173,7 +173,6 @@ class CLEFTConfig(PretrainedConfig):
         from peft import PEFT_TYPE_TO_CONFIG_MAPPING
 
         kwargs = {k: v for k, v in self.peft_config.items() if k != "peft_type"}
-        kwargs["base_model_name_or_path"] = self.text_model_name_or_path
         return PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_config["peft_type"]](task_type="FEATURE_EXTRACTION", **kwargs)
 
     @property

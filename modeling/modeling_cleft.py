@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,9 @@ def build_text_tower(config: CLEFTConfig, base_model: nn.Module | None = None) -
     """The LLM without its LM head, wrapped by PEFT (base weights frozen, adapter trainable)."""
     if base_model is None:
         base_model = AutoModel.from_config(config.text_config)
-    return get_peft_model(base_model, config.build_peft_config())
+    with warnings.catch_warnings():  # peft still reads transformers' deprecated `is_gradient_checkpointing`
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(base_model, config.build_peft_config())
 
 
 class CLEFTPreTrainedModel(PreTrainedModel):
