@@ -259,7 +259,7 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         tower, image projection and logit scale keep training unless `freeze_vision`."""
         for parameter in self.parameters():
             parameter.requires_grad_(False)
-        self.prompt_learner.ctx.requires_grad_(True)
+        self.prompt_learner.requires_grad_(True)
         if not freeze_vision:
             for module in (self.vision_model, self.visual_projection):
                 module.requires_grad_(True)
@@ -341,14 +341,29 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         return_dict: bool | None = None,
+        *,
+        image_embeds: torch.FloatTensor | None = None,
+        use_learned_prompts: bool = False,
         **kwargs: Any,
     ) -> CLEFTOutput | tuple:
-        """Image-text similarity logits; `loss` is the single-process symmetric InfoNCE (for multi-process
-        training with negatives gathered across ranks use `cleft_hf.losses.clip_loss`)."""
-        if pixel_values is None or input_ids is None:
-            raise ValueError("forward needs both pixel_values and input_ids (use get_*_features for one side)")
-        image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
-        text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask), dim=-1)
+        r"""Image-text similarity logits (CLIP's interface).
+
+        Texts are `input_ids`/`attention_mask`, or with `use_learned_prompts=True` the learned context followed
+        by those ids as class texts (stored class names when `input_ids` is None). `image_embeds` (normalised)
+        replaces `pixel_values` when image features are cached. `loss` is the single-process symmetric
+        InfoNCE (for negatives gathered across processes use `cleft_hf.losses.clip_loss`).
+        """
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("forward needs pixel_values (or precomputed image_embeds)")
+            image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
+        if use_learned_prompts:
+            text_features = self.get_prompt_features(input_ids, attention_mask)
+        elif input_ids is None:
+            raise ValueError("forward needs input_ids (or use_learned_prompts=True); use get_*_features for one side")
+        else:
+            text_features = self.get_text_features(input_ids, attention_mask)
+        text_embeds = F.normalize(text_features, dim=-1)
         logits_per_text = self.logit_scale.exp().clamp(max=100) * text_embeds @ image_embeds.t()
         logits_per_image = logits_per_text.t()
         loss = None

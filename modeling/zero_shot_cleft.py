@@ -37,6 +37,38 @@ class CLEFTZeroShotMixin:
         self.config.class_names = names
         self.config.prompt_class_token_ids = [list(ids) for ids in token_ids]
 
+    def setup_prompt_learning(
+        self,
+        class_names: Sequence[str],
+        processor: Any,
+        *,
+        num_context_tokens: int | None = None,
+        class_specific: bool | None = None,
+        init_text: str | None = None,
+    ) -> None:
+        """Stage-2 set-up: (re)build the context for `class_names` (sizes from the config unless given),
+        initialise it from `init_text` (config default; empty string = random) and store the classes."""
+        from .prompt_learning_cleft import CLEFTPromptLearner
+
+        names = _check_class_names(class_names)
+        config = self.config
+        if num_context_tokens is not None:
+            config.prompt_num_context_tokens = int(num_context_tokens)
+        if class_specific is not None:
+            config.prompt_class_specific = bool(class_specific)
+        if init_text is not None:
+            config.prompt_init_text = init_text
+        learner = self.prompt_learner
+        specific = config.prompt_class_specific
+        wanted = (config.prompt_num_context_tokens, specific, len(names) if specific else None)
+        current = (learner.num_context_tokens, learner.class_specific, learner.ctx.shape[0] if learner.class_specific else None)
+        if current != wanted:
+            self.prompt_learner = CLEFTPromptLearner(
+                config.prompt_num_context_tokens, self.text_embed_dim, len(names), config.prompt_class_specific
+            ).to(device=learner.ctx.device, dtype=learner.ctx.dtype)
+        self.set_prompt_classes(names, processor)
+        self.initialize_prompt_context(processor)
+
     @torch.no_grad()
     def initialize_prompt_context(self, processor: Any, init_text: str | None = None) -> None:
         """Initialise the learned context from the token embeddings of `init_text` (config default)."""

@@ -47,8 +47,11 @@ def test_stage2_trains_only_context_and_vision(model, batch, processor):
     for name, parameter in model.named_parameters():
         expected = name.startswith(("vision_model.", "visual_projection.", "prompt_learner.ctx"))
         assert (parameter.grad is not None) == expected, name
+        trainable = expected or name in ("logit_scale", "prompt_learner.logit_bias")
+        assert parameter.requires_grad == trainable, name
     model.configure_for_prompt_tuning(freeze_vision=True)
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"prompt_learner.ctx"}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"prompt_learner.ctx", "prompt_learner.logit_bias"}
 
 
 def test_lora_default_targets_per_family(model, family):
@@ -185,3 +188,17 @@ def test_cls_pooling(make_model, batch):
     model = make_model(image_pooling="cls")
     assert not isinstance(model.vision_model.norm, torch.nn.Identity)
     assert model.get_image_features(batch["pixel_values"]).shape == (3, 32)
+
+
+def test_setup_prompt_learning_rebuilds_context(model, processor, batch):
+    model.setup_prompt_learning(["edema", "atelectasis"], processor, num_context_tokens=6, class_specific=True)
+    assert model.prompt_learner.ctx.shape == (2, 6, model.text_embed_dim)
+    assert model.config.prompt_num_context_tokens == 6 and model.config.class_names == ["edema", "atelectasis"]
+    model.configure_for_prompt_tuning(freeze_vision=True)
+    model.eval()  # no LoRA dropout: both calls see the same text tower
+    out = model(pixel_values=batch["pixel_values"], use_learned_prompts=True)
+    assert out.logits_per_image.shape == (3, 2)
+    cached = model(image_embeds=out.image_embeds, use_learned_prompts=True)
+    torch.testing.assert_close(cached.logits_per_image, out.logits_per_image)
+    cached.logits_per_image.sum().backward()
+    assert model.prompt_learner.ctx.grad is not None and model.visual_projection.weight.grad is None
