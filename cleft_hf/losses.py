@@ -25,11 +25,13 @@ MAX_LOGIT_SCALE = 100.0
 def _check_pair(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
     if image_embeds.ndim != 2 or text_embeds.ndim != 2:
         raise ValueError(
-            f"image_embeds and text_embeds must be (B, D), got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+            "image_embeds and text_embeds must be (B, D), "
+            f"got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
         )
     if image_embeds.shape != text_embeds.shape:
         raise ValueError(
-            f"image_embeds {tuple(image_embeds.shape)} and text_embeds {tuple(text_embeds.shape)} must have the same shape"
+            f"image_embeds {tuple(image_embeds.shape)} and text_embeds {tuple(text_embeds.shape)} "
+            "must have the same shape"
         )
 
 
@@ -81,26 +83,35 @@ def clip_loss(
             Either way the mean over ranks is the loss on the concatenated batch (see module docstring).
         text_ids: optional `(B,)` integer id per caption (e.g. a hash of the text or of the label set); pairs
             with identical ids count as positives (multi-positive soft targets) instead of false negatives.
+            This matters when one caption is embedded differently (dropout, augmentation, or another rank's
+            forward); for bit-identical embeddings the columns are indistinguishable and one-hot targets
+            already give the same gradient.
         max_logit_scale: upper bound of `logit_scale.exp()`.
 
     Returns:
-        Scalar loss of this rank.
+        Scalar float32 loss of this rank (logits are cast to float32, so bf16/fp16 embeddings are fine). With
+        uneven batches it is scaled by `world_size * B / N`, so `accelerator.gather(loss).mean()` is the loss
+        of the global batch.
     """
     _check_pair(image_embeds, text_embeds)
     _check_text_ids(text_ids, image_embeds.shape[0])
     scale = logit_scale.exp().clamp(max=max_logit_scale)
-    all_images, all_texts, all_ids, offset, total, world_size = _global_view(image_embeds, text_embeds, text_ids, gather)
+    view = _global_view(image_embeds, text_embeds, text_ids, gather)
+    all_images, all_texts, all_ids, offset, total, world_size = view
     if local_loss:
-        images_to_texts = scale * image_embeds @ all_texts.T  # (B, N)
-        texts_to_images = scale * text_embeds @ all_images.T  # (B, N)
+        images_to_texts = scale * (image_embeds @ all_texts.T).float()  # (B, N)
+        texts_to_images = scale * (text_embeds @ all_images.T).float()  # (B, N)
         row_ids, denominator = text_ids, total / world_size
     else:
-        images_to_texts = scale * all_images @ all_texts.T  # (N, N)
+        images_to_texts = scale * (all_images @ all_texts.T).float()  # (N, N)
         texts_to_images = images_to_texts.T
         row_ids, offset, denominator = all_ids, 0, total
-    positives = _positive_mask(row_ids, all_ids, images_to_texts.shape[0], images_to_texts.shape[1], offset, images_to_texts.device)
-    targets = positives.to(images_to_texts.dtype)
-    targets = targets / targets.sum(dim=1, keepdim=True)
+    rows, columns = images_to_texts.shape
+    if row_ids is None:  # one positive per row: class-index targets
+        targets = torch.arange(rows, device=images_to_texts.device) + offset
+    else:  # soft targets spread uniformly over the columns sharing the row's caption id
+        targets = (row_ids.unsqueeze(1) == all_ids.unsqueeze(0)).to(images_to_texts.dtype)
+        targets = targets / targets.sum(dim=1, keepdim=True)
     loss = F.cross_entropy(images_to_texts, targets, reduction="sum")
     loss = loss + F.cross_entropy(texts_to_images, targets, reduction="sum")
     return loss / (2 * denominator)
@@ -132,7 +143,7 @@ def siglip_loss(
     _check_text_ids(text_ids, image_embeds.shape[0])
     scale = logit_scale.exp().clamp(max=max_logit_scale)
     _, all_texts, all_ids, offset, total, world_size = _global_view(image_embeds, text_embeds, text_ids, gather)
-    logits = scale * image_embeds @ all_texts.T + logit_bias  # (B, N)
+    logits = scale * (image_embeds @ all_texts.T).float() + logit_bias  # (B, N)
     positives = _positive_mask(text_ids, all_ids, logits.shape[0], logits.shape[1], offset, logits.device)
     signs = positives.to(logits.dtype) * 2 - 1
     return -F.logsigmoid(signs * logits).sum() / (total / world_size)

@@ -48,10 +48,13 @@ def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
 
 def build_vision_tower(config: CLEFTConfig, pretrained: bool = False) -> nn.Module:
     """timm image encoder without head; for `"mean"` pooling the final norm is dropped (pre-norm features)."""
-    model = timm.create_model(
-        config.vision_model_name, pretrained=pretrained, num_classes=0, img_size=config.image_size,
-        **config.vision_model_kwargs,
-    )
+    kwargs = {"pretrained": pretrained, "num_classes": 0, **config.vision_model_kwargs}
+    try:  # transformers (ViT, DeiT, EVA...) take the input size; convolutional networks do not need it
+        model = timm.create_model(config.vision_model_name, img_size=config.image_size, **kwargs)
+    except TypeError as error:
+        if "img_size" not in str(error):
+            raise
+        model = timm.create_model(config.vision_model_name, **kwargs)
     if config.image_pooling == "mean" and hasattr(model, "norm"):
         model.norm = nn.Identity()
     return model
@@ -271,7 +274,12 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must be (batch, 3, H, W), got {tuple(pixel_values.shape)}")
         tokens = self.vision_model.forward_features(pixel_values)
-        pooled = tokens.mean(dim=1) if self.config.image_pooling == "mean" else tokens[:, 0]
+        if tokens.ndim == 4:  # a convolutional tower (B, C, H, W): average over space
+            if self.config.image_pooling != "mean":
+                raise ValueError("image_pooling='cls' needs a transformer vision tower (token sequence output)")
+            pooled = tokens.mean(dim=(2, 3))
+        else:  # (B, tokens, C): all final tokens (CLS, registers, patches) or the class token
+            pooled = tokens.mean(dim=1) if self.config.image_pooling == "mean" else tokens[:, 0]
         return self.visual_projection(pooled.to(self.visual_projection.weight.dtype))
 
     def _encode_text(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.FloatTensor:

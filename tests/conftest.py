@@ -82,3 +82,37 @@ def batch(processor):
     images = [torch.rand(40, 48, generator=generator) for _ in range(3)]
     texts = [CORPUS[0], CORPUS[5] + " also a much longer report sentence here.", CORPUS[9]]
     return processor(text=texts, images=images)
+
+
+@pytest.fixture(scope="session")
+def demo_tree(tmp_path_factory):
+    """A small MIMIC-CXR-like tree written by the demo data generator (real on-disk formats)."""
+    from cleft_hf.data.synthetic import write_demo_mimic_cxr
+
+    root = tmp_path_factory.mktemp("mimic-demo")
+    write_demo_mimic_cxr(root, n_studies=120, image_size=48, seed=0, n_test_per_class=4)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_llm(tmp_path_factory, demo_tree):
+    """A tiny GPT-2 pretrained for a few steps on the demo reports, saved like a Hub LLM."""
+    from cleft_hf.data import load_mimic_cxr
+    from cleft_hf.language_model import pretrain_causal_lm
+
+    reports = load_mimic_cxr(demo_tree)["train"]["text"]
+    result = pretrain_causal_lm(reports, tmp_path_factory.mktemp("demo-llm"), family="gpt2", vocab_size=300,
+                                num_layers=2, hidden_size=32, num_heads=2, seq_len=64, batch_size=16, max_steps=5,
+                                append_eos=True, progress=False)
+    return result.path
+
+
+def tiny_run_overrides(demo_tree, demo_llm, output_dir) -> dict:
+    """Overrides making examples/configs/demo.yaml a seconds-long CPU run on the tiny demo tree."""
+    return {
+        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(output_dir), "report_to": "none",
+        "text_model_name_or_path": str(demo_llm), "per_device_batch_size": 8, "dataloader_num_workers": 0,
+        "vision_model_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "reg_tokens": 1},
+        "image_size": 32, "projection_dim": 16, "max_text_length": 48, "warmup_steps": 1, "max_steps": 4,
+        "save_every": 2, "keep_last": 2, "log_every": 1,
+    }

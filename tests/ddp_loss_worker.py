@@ -4,7 +4,8 @@ Launched as `accelerate launch --multi_gpu --num_processes 2 ... tests/ddp_loss_
 INPUTS (written by the test) holds the global batch and the initial weights of two tiny two-tower models.
 For every scenario each rank takes its rows of the global batch, computes the loss, backpropagates through
 the DDP-wrapped model and writes `(mean loss over ranks, gradients after DDP averaging)` to
-`OUT_DIR/rank<r>.pt`. The test compares them with a single process on the concatenated batch.
+`OUT_DIR/rank<r>.pt`. The test compares them with a single process on the concatenated batch. Finally a NaN
+loss on one rank is fed to `CheckpointManager.check_finite`, which must stop both ranks.
 """
 
 from __future__ import annotations
@@ -48,9 +49,24 @@ def scenario_loss(model: nn.Module, kind: str, local_loss: bool, images, texts, 
     image_embeds, text_embeds = model(images, texts)
     if kind == "clip":
         # logit_bias must take part in the graph for DDP; 0 * bias keeps the loss unchanged.
-        loss = clip_loss(image_embeds, text_embeds, core.logit_scale, gather=gather, local_loss=local_loss, text_ids=text_ids)
+        scale = core.logit_scale
+        loss = clip_loss(image_embeds, text_embeds, scale, gather=gather, local_loss=local_loss, text_ids=text_ids)
         return loss + 0.0 * core.logit_bias
     return siglip_loss(image_embeds, text_embeds, core.logit_scale, core.logit_bias, gather=gather, text_ids=text_ids)
+
+
+def _non_finite_stop(accelerator, out_dir: str) -> dict:
+    """A NaN loss on rank 1 only must stop BOTH ranks after one shared state save (no deadlock)."""
+    from cleft_hf.training.checkpointing import CheckpointManager, NonFiniteLossError
+
+    manager = CheckpointManager(accelerator, f"{out_dir}/run", save_every=1)
+    manager.maybe_save(1)
+    loss = torch.tensor(float("nan") if accelerator.process_index == 1 else 0.5)
+    try:
+        manager.check_finite(loss, step=2)
+    except NonFiniteLossError as error:
+        return {"raised_at": error.step, "state_dir": str(error.state_dir)}
+    return {"raised_at": None}
 
 
 def main(inputs_path: str, out_dir: str) -> None:
@@ -71,6 +87,7 @@ def main(inputs_path: str, out_dir: str) -> None:
         mean_loss = accelerator.gather(loss.detach().reshape(1)).mean()
         grads = {k: p.grad.detach().clone() for k, p in accelerator.unwrap_model(model).named_parameters()}
         results[name] = {"loss": mean_loss, "grads": grads}
+    results["non_finite"] = _non_finite_stop(accelerator, out_dir)
     torch.save(results, f"{out_dir}/rank{rank}.pt")
     accelerator.wait_for_everyone()
     accelerator.end_training()

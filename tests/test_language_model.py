@@ -80,7 +80,8 @@ def test_llama_family_special_tokens(reports):
     tokenizer = train_tokenizer(reports, family="llama")
     assert (tokenizer.unk_token, tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (
         "<unk>", "<s>", "</s>", "<pad>")
-    assert [tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id] == [0, 1, 2, 3]
+    special_ids = [tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id]
+    assert special_ids == [0, 1, 2, 3]
     assert tokenizer.convert_tokens_to_ids("<0x41>") == 4 + 0x41  # byte tokens follow the specials
     ids = tokenizer("No pleural effusion.")["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in ids

@@ -3,6 +3,7 @@ multi-label encoding, patient-level splits and the load report."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -11,6 +12,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import datasets
 from datasets import ClassLabel, Dataset, List, Value
 
 logger = logging.getLogger(__name__)
@@ -57,6 +61,18 @@ class LoadReport:
                 "%s: %d studies have no usable report text and were dropped, e.g. %s",
                 self.dataset, len(self.no_text), self.no_text[:5],
             )
+
+
+@contextlib.contextmanager
+def quiet_progress():
+    """Silence datasets' progress bars for small internal operations, restoring the previous setting."""
+    were_disabled = datasets.utils.logging.is_progress_bar_enabled() is False
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not were_disabled:
+            datasets.enable_progress_bars()
 
 
 def require_root(root: str | os.PathLike, what: str) -> Path:
@@ -141,6 +157,30 @@ def multilabel_columns(raw: np.ndarray, policy: str) -> dict[str, list]:
         "positive_classes": [np.flatnonzero(row).tolist() for row in labels],
         "uncertain_classes": [np.flatnonzero(row).tolist() for row in raw == -1],
     }
+
+
+def _arrow_column(dataset: Dataset, column: str):
+    return dataset.select_columns([column]).with_format("arrow")[:].column(column).combine_chunks()
+
+
+def column_values(dataset: Dataset, column: str) -> np.ndarray:
+    """A scalar column (N,) or fixed-size list column (N, K) as numpy, read in one go through Arrow.
+
+    ``dataset[column]`` is lazy in recent ``datasets`` and decodes row by row, far too slow for whole columns.
+    """
+    values = _arrow_column(dataset, column)
+    if pa.types.is_fixed_size_list(values.type):
+        return values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), values.type.list_size)
+    return values.to_numpy(zero_copy_only=False)
+
+
+def index_lists_to_mask(dataset: Dataset, column: str, width: int) -> np.ndarray:
+    """(N, width) bool mask from a column of variable-length lists of class indices."""
+    values = _arrow_column(dataset, column)
+    mask = np.zeros((len(values), width), dtype=bool)
+    rows = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+    mask[rows, pc.list_flatten(values).to_numpy(zero_copy_only=False).astype(int)] = True
+    return mask
 
 
 def label_names(dataset: Dataset, column: str = "labels") -> list[str]:

@@ -220,8 +220,9 @@ def pretrain_causal_lm(
     """Train tokenizer + small causal LM on ``texts`` and save both to ``output_dir`` (see module docstring).
 
     Deterministic for a given ``seed`` on CPU with the same thread count, unless ``time_budget_s`` is given:
-    then the step count is re-planned after a few steps (``max_steps`` is the ceiling) from the measured step
-    time so the run fits the budget, and the cosine schedule follows the new total. ``append_eos`` is passed
+    then the step count is re-planned at steps 5, 10 and every 25 (``max_steps`` is the ceiling) from the measured
+    step time so the run fits the budget, the cosine schedule follows the new total, and training stops
+    outright if the budget is spent. ``append_eos`` is passed
     to `train_tokenizer` (the saved tokenizer then appends eos itself). ``num_threads`` defaults to the
     available cores (at most 8); torch's previous setting is restored on return.
     """
@@ -291,7 +292,6 @@ def _train_loop(model: nn.Module, windows: list[list[int]], pad_token_id: int, *
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
     curve: list[float] = []
-    replan_at = 5
     loop_started = time.perf_counter()
     stopped_by_budget = False
     bar = tqdm(total=max_steps, desc="pretraining LM", disable=not progress, leave=False)
@@ -316,21 +316,27 @@ def _train_loop(model: nn.Module, windows: list[list[int]], pad_token_id: int, *
         bar.set_postfix(loss=f"{curve[-1]:.3f}")
         if time_budget_s is not None:
             elapsed_total = time.perf_counter() - started
-            if step + 1 == replan_at and step + 1 < plan["total"]:
-                per_step = (time.perf_counter() - loop_started) / (step + 1)
-                # keep ~15 % of the budget for evaluation and saving
-                affordable = int((0.85 * time_budget_s - elapsed_total) / per_step) + step + 1
-                plan["total"] = max(step + 2, min(max_steps, affordable))
-                plan["warmup"] = min(plan["warmup"], max(1, round(warmup_fraction * plan["total"])))
-                if plan["total"] < max_steps:
-                    logger.info("time budget %.0f s: %.3f s/step, training %d of %d steps", time_budget_s,
-                                per_step, plan["total"], max_steps)
-                    bar.total = plan["total"]
-            elif elapsed_total > time_budget_s:
+            if elapsed_total > time_budget_s:
                 logger.warning("time budget %.0f s exhausted at step %d; stopping early", time_budget_s, step + 1)
                 stopped_by_budget = True
                 break
+            if (step + 1) in (5, 10) or (step + 1) % 25 == 0:
+                _replan(plan, step + 1, max_steps, time_budget_s, elapsed_total,
+                        (time.perf_counter() - loop_started) / (step + 1), warmup_fraction)
+                bar.total = plan["total"]
         if step % 50 == 0 or step + 1 == plan["total"]:
             logger.info("step %d/%d loss %.4f lr %.2e", step + 1, plan["total"], curve[-1], scheduler.get_last_lr()[0])
     bar.close()
     return curve, stopped_by_budget, plan["total"]
+
+
+def _replan(plan: dict, done: int, max_steps: int, time_budget_s: float, elapsed: float, per_step: float,
+            warmup_fraction: float) -> None:
+    """Set ``plan["total"]`` to the steps that fit the budget (keeping ~15 % of it for evaluation and saving)."""
+    affordable = done + int((0.85 * time_budget_s - elapsed) / per_step)
+    total = max(done + 1, min(max_steps, affordable))
+    if total != plan["total"]:
+        logger.info("time budget %.0f s at %.3f s/step: training %d of at most %d steps", time_budget_s, per_step,
+                    total, max_steps)
+    plan["total"] = total
+    plan["warmup"] = min(plan["warmup"], max(1, round(warmup_fraction * total)))

@@ -1,0 +1,287 @@
+"""Image/text transforms applied with ``Dataset.set_transform``: decode (PIL, image path or DICOM path), optional
+Otsu breast-region crop, augmentation (train) or shorter-side resize + centre crop (eval), normalisation by the
+:class:`~cleft_hf.modeling.image_processing_cleft.CLEFTImageProcessor`, optional report augmentation.
+
+Output of a transform on a batch dict: ``pixel_values`` (list of float tensors (3, H, W)), ``text`` (list of str)
+and ``labels`` when the batch has them, plus the ``keep_columns`` present. Tokenisation happens in the collator.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Image as ImageFeature
+from PIL import Image as PILImage
+from torchvision.transforms.v2 import functional as TF
+
+from .dicom import is_dicom, read_dicom
+
+TEXT_AUGMENTS = (None, "shuffle", "sample")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _reduce(image: PILImage.Image, target: int | None) -> PILImage.Image:
+    """Integer box-filter downscale while the shorter side stays >= ``target`` (cheap first resize step)."""
+    factor = min(image.size) // target if target else 1
+    if factor < 2:
+        return image
+    if image.mode.startswith("I;16"):  # PIL reduces 32-bit but not 16-bit integer images
+        image = image.convert("I")
+    try:
+        return image.reduce(factor)
+    except (ValueError, NotImplementedError):  # modes PIL cannot reduce (e.g. some 16-bit layouts)
+        return image
+
+
+def _open(source, target: int | None) -> PILImage.Image:
+    image = PILImage.open(source)
+    if target and image.format == "JPEG" and min(image.size) >= 2 * target:
+        scale = min(image.size) // target  # JPEG DCT scaling decodes directly at 1/2, 1/4 or 1/8 size
+        image.draft(image.mode, (image.size[0] // scale, image.size[1] // scale))
+    image.load()
+    return image
+
+
+def load_image(value: Any, target: int | None = None) -> Any:
+    """A dataset cell to something ``CLEFTImageProcessor.to_float_tensor`` takes: PIL images, arrays and tensors
+    pass through; paths are read (DICOM with :func:`read_dicom`, else PIL); ``{"path", "bytes"}`` dicts too (the
+    cells of an ``Image(decode=False)`` column). With ``target`` (the shorter side the pipeline resizes to next),
+    PIL images are first reduced by an integer factor (JPEGs already while decoding), which keeps the shorter side
+    >= ``target`` and saves most of the work on large files."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return _reduce(_open(io.BytesIO(value["bytes"]), target), target)
+        value = value.get("path")
+    if isinstance(value, (str, os.PathLike)):
+        if is_dicom(value):
+            return read_dicom(value)
+        return _reduce(_open(value, target), target)
+    if value is None:
+        raise ValueError("image cell is empty (None)")
+    if isinstance(value, PILImage.Image):
+        return _reduce(value, target)
+    return value
+
+
+def with_image_transform(dataset, transform):
+    """``dataset.with_transform(transform)`` after switching ``Image`` columns to ``decode=False`` (a metadata-only
+    cast), so the transform decodes the files itself: JPEGs at reduced size, faster. Dataset or DatasetDict."""
+    features = next(iter(dataset.values())).features if isinstance(dataset, dict) else dataset.features
+    for name, feature in features.items():
+        if isinstance(feature, ImageFeature) and feature.decode:
+            dataset = dataset.cast_column(name, ImageFeature(mode=feature.mode, decode=False))
+    return dataset.with_transform(transform)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1] (maximises the between-class variance of the histogram)."""
+    histogram, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    weights = histogram.astype(np.float64) / max(histogram.sum(), 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    background = np.cumsum(weights)
+    cumulative_mean = np.cumsum(weights * centres)
+    total_mean = cumulative_mean[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mean * background - cumulative_mean) ** 2 / (background * (1.0 - background))
+    between = np.nan_to_num(between)
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def otsu_crop(tensor: torch.Tensor, min_fraction: float = 0.005) -> torch.Tensor:
+    """Crop (C, H, W) in [0, 1] to the bounding box of the Otsu foreground (the breast on a mammogram).
+
+    Rows/columns count as foreground when more than ``min_fraction`` of their pixels are, which ignores specks.
+    The image is returned unchanged when no foreground is found.
+    """
+    grey = tensor.mean(dim=0).numpy()
+    stride = max(1, min(grey.shape) // 256)
+    threshold = otsu_threshold(grey[::stride, ::stride])
+    mask = grey > threshold
+    rows = np.flatnonzero(mask.mean(axis=1) > min_fraction)
+    cols = np.flatnonzero(mask.mean(axis=0) > min_fraction)
+    if not len(rows) or not len(cols):
+        return tensor
+    return tensor[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def augment_text(text: str, mode: str | None, rng: np.random.Generator) -> str:
+    """Sentence-level report augmentation: "shuffle" permutes the sentences, "sample" keeps a random non-empty
+    subset (each sentence with probability 0.5, in order)."""
+    if mode is None or not text:
+        return text
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    if len(sentences) < 2:
+        return text
+    if mode == "shuffle":
+        return " ".join(sentences[i] for i in rng.permutation(len(sentences)))
+    keep = rng.random(len(sentences)) < 0.5
+    if not keep.any():
+        keep[rng.integers(len(sentences))] = True
+    return " ".join(s for s, k in zip(sentences, keep) if k)
+
+
+class ImageTextTransform:
+    """Callable for ``Dataset.set_transform``; build it with :func:`make_train_transform` / :func:`make_eval_transform`."""
+
+    def __init__(
+        self,
+        image_processor,
+        *,
+        train: bool,
+        scale: tuple[float, float] = (0.6, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        max_rotation: float = 10.0,
+        max_translate: float = 0.05,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        hflip: bool = False,
+        text_augment: str | None = None,
+        otsu_crop: bool = False,
+        keep_columns: Sequence[str] = ("label_mask",),
+        image_column: str = "image",
+        seed: int | None = None,
+    ):
+        if text_augment not in TEXT_AUGMENTS:
+            raise ValueError(f"text_augment must be one of {TEXT_AUGMENTS}, got {text_augment!r}")
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+        self.image_processor = image_processor
+        self.train = train
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.max_rotation, self.max_translate = float(max_rotation), float(max_translate)
+        self.brightness, self.contrast = float(brightness), float(contrast)
+        self.hflip, self.text_augment, self.otsu_crop = hflip, text_augment, otsu_crop
+        self.keep_columns, self.image_column, self.seed = tuple(keep_columns), image_column, seed
+        self._rng: np.random.Generator | None = None
+        self._rng_owner: tuple[int, int] | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_rng"], state["_rng_owner"] = None, None
+        return state
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """Per-process generator: DataLoader workers draw different streams (from torch's per-worker seed)."""
+        info = torch.utils.data.get_worker_info()
+        owner = (os.getpid(), info.seed if info is not None else -1)
+        if self._rng is None or self._rng_owner != owner:
+            entropy = [] if self.seed is None else [self.seed]
+            if info is not None:
+                entropy.append(info.seed % (2**63))
+            self._rng = np.random.default_rng(entropy or None)
+            self._rng_owner = owner
+        return self._rng
+
+    # ------------------------------------------------------------------ images
+    def _grey(self, value: Any) -> torch.Tensor:
+        tensor = self.image_processor.to_float_tensor(load_image(value, self.image_processor.size["shortest_edge"]))
+        if tensor.shape[0] == 3:
+            tensor = tensor.mean(dim=0, keepdim=True)
+        return otsu_crop(tensor) if self.otsu_crop else tensor
+
+    def _crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        rng, area = self.rng, height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            crop_w, crop_h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < crop_w <= width and 0 < crop_h <= height:
+                return int(rng.integers(0, height - crop_h + 1)), int(rng.integers(0, width - crop_w + 1)), crop_h, crop_w
+        side = min(height, width)
+        return (height - side) // 2, (width - side) // 2, side, side
+
+    def _augment(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Random resized crop + rotation + translation (+ flip) as one affine resampling, then brightness/contrast."""
+        rng = self.rng
+        shortest = self.image_processor.size["shortest_edge"]
+        height, width = tensor.shape[-2:]
+        if min(height, width) > 1.25 * shortest:  # antialiased downscale first: the warp below is plain bilinear
+            factor = shortest / min(height, width)
+            tensor = TF.resize(tensor, [round(height * factor), round(width * factor)], antialias=True)
+            height, width = tensor.shape[-2:]
+        out_h, out_w = self.image_processor.crop_size["height"], self.image_processor.crop_size["width"]
+        top, left, crop_h, crop_w = self._crop_box(height, width)
+        angle = math.radians(float(rng.uniform(-self.max_rotation, self.max_rotation)))
+        shift = np.array([rng.uniform(-self.max_translate, self.max_translate) * out_w,
+                          rng.uniform(-self.max_translate, self.max_translate) * out_h])
+        # output normalised coords -> output pixels -> undo shift -> undo rotation -> crop -> input normalised coords
+        to_pixels = np.diag([out_w / 2.0, out_h / 2.0])
+        unrotate = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
+        to_crop = np.diag([crop_w / width / (out_w / 2.0), crop_h / height / (out_h / 2.0)])
+        matrix = to_crop @ unrotate @ to_pixels
+        centre = np.array([(left + crop_w / 2.0) / width * 2.0 - 1.0, (top + crop_h / 2.0) / height * 2.0 - 1.0])
+        offset = centre - to_crop @ unrotate @ shift
+        if self.hflip and rng.random() < 0.5:
+            matrix[:, 0] *= -1.0
+        theta = torch.tensor(np.concatenate([matrix, offset[:, None]], axis=1), dtype=tensor.dtype)[None]
+        grid = F.affine_grid(theta, [1, tensor.shape[0], out_h, out_w], align_corners=False)
+        tensor = F.grid_sample(tensor[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+        if self.brightness > 0:
+            tensor = tensor * float(rng.uniform(1 - self.brightness, 1 + self.brightness))
+        if self.contrast > 0:
+            mean = tensor.mean()
+            tensor = (tensor - mean) * float(rng.uniform(1 - self.contrast, 1 + self.contrast)) + mean
+        return tensor.clamp(0.0, 1.0)
+
+    def image(self, value: Any) -> torch.Tensor:
+        """One dataset cell -> (3, H, W) normalised float tensor."""
+        tensor = self._grey(value)
+        tensor = self._augment(tensor) if self.train else self.image_processor.resize_and_crop(tensor)
+        return self.image_processor.normalize_tensor(tensor)
+
+    # ------------------------------------------------------------------ batches
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        if self.image_column not in batch:
+            raise KeyError(f"batch has no image column '{self.image_column}' (columns: {sorted(batch)})")
+        out: dict[str, list] = {"pixel_values": [self.image(value) for value in batch[self.image_column]]}
+        if "text" in batch:
+            texts = batch["text"]
+            if self.train and self.text_augment is not None:
+                texts = [augment_text(t, self.text_augment, self.rng) for t in texts]
+            out["text"] = list(texts)
+        if "labels" in batch:
+            out["labels"] = batch["labels"]
+        for column in self.keep_columns:
+            if column in batch:
+                out[column] = batch[column]
+        return out
+
+
+def make_train_transform(
+    image_processor,
+    *,
+    scale: tuple[float, float] = (0.6, 1.0),
+    max_rotation: float = 10.0,
+    max_translate: float = 0.05,
+    brightness: float = 0.2,
+    contrast: float = 0.2,
+    hflip: bool = False,
+    text_augment: str | None = None,
+    otsu_crop: bool = False,
+    keep_columns: Sequence[str] = ("label_mask",),
+    seed: int | None = None,
+) -> ImageTextTransform:
+    """Training transform: random resized crop (area ``scale``), small rotation/translation, brightness/contrast,
+    optional horizontal flip, optional report sentence shuffle/sample. Deterministic for a ``seed`` in one process;
+    DataLoader workers mix in torch's per-worker seed (reproducible under ``torch.manual_seed``)."""
+    return ImageTextTransform(
+        image_processor, train=True, scale=scale, max_rotation=max_rotation, max_translate=max_translate,
+        brightness=brightness, contrast=contrast, hflip=hflip, text_augment=text_augment, otsu_crop=otsu_crop,
+        keep_columns=keep_columns, seed=seed,
+    )
+
+
+def make_eval_transform(
+    image_processor, *, otsu_crop: bool = False, keep_columns: Sequence[str] = ("label_mask",)
+) -> ImageTextTransform:
+    """Evaluation transform: the image processor's shorter-side resize + centre crop, no randomness."""
+    return ImageTextTransform(image_processor, train=False, otsu_crop=otsu_crop, keep_columns=keep_columns)

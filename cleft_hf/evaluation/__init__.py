@@ -1,0 +1,10 @@
+"""Evaluation of CLEFT models: zero-shot (hand and learned prompts), linear probe, retrieval, plots, reports."""
+
+from .embeddings import compute_image_embeddings, compute_text_embeddings
+from .linear_probe import linear_probe
+from .retrieval import retrieval_recall
+from .zero_shot import evaluate_zero_shot
+
+__all__ = [
+    "compute_image_embeddings", "compute_text_embeddings", "evaluate_zero_shot", "linear_probe", "retrieval_recall",
+]

@@ -1,0 +1,114 @@
+"""The evaluation of `examples/evaluate.py`: zero-shot (hand + learned prompts), linear probe, retrieval."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from datasets import ClassLabel
+
+from ..data import CHEXPERT_5X200_CLASSES
+from ..metrics import load_metric
+from ..modeling import CLEFTModel, CLEFTProcessor
+from ..training.config import EvaluateArguments
+from ..training.loop import TRAINING_LOG
+from ..training.data_setup import get_split, load_named_dataset, make_loader, single_finding_set
+from .embeddings import compute_image_embeddings, compute_text_embeddings
+from .linear_probe import linear_probe
+from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves
+from .report import markdown_table, write_results
+from .retrieval import retrieval_recall
+from .zero_shot import evaluate_zero_shot
+
+logger = logging.getLogger(__name__)
+
+
+def single_label_split(dataset, class_names: list[str] | None):
+    """A single-label view of an evaluation split: ClassLabel datasets as they are; multi-label CXR datasets
+    reduced to the images with exactly one of the (default: CheXpert 5x200) classes."""
+    if isinstance(dataset.features["labels"], ClassLabel):
+        return dataset, list(class_names or dataset.features["labels"].names)
+    subset = single_finding_set(dataset, class_names or CHEXPERT_5X200_CLASSES)
+    return subset, list(class_names or subset.features["labels"].names)
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    """Accuracy, macro one-vs-rest AUROC and macro F1 through the local evaluate modules."""
+    predictions = probabilities.argmax(1)
+    return {
+        "acc": load_metric("accuracy").compute(predictions=predictions, references=labels)["accuracy"],
+        "auroc": load_metric("auroc", "multiclass").compute(
+            predictions=probabilities.tolist(), references=labels.tolist(), class_names=class_names)["auroc"],
+        "macro_f1": load_metric("macro_f1").compute(
+            predictions=predictions, references=labels, labels=list(range(len(class_names))))["macro_f1"],
+    }
+
+
+def training_curves(model_dir: str) -> dict[str, list]:
+    """Loss curves of the stages that produced the model (`training_log.json` in a local model folder)."""
+    path = Path(model_dir) / TRAINING_LOG
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
+    """Evaluate `args.model_name_or_path`; writes results.json, results.md and PNG plots to `output_dir`."""
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    output_dir = Path(args.output_dir)
+    model = CLEFTModel.from_pretrained(args.model_name_or_path).to(accelerator.device).eval()
+    processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
+    datasets = load_named_dataset(args.dataset, args.data_root)
+    test, class_names = single_label_split(get_split(datasets, args.eval_split), args.class_names)
+    prompt_names = [name.lower() for name in class_names]
+    loader = accelerator.prepare(make_loader(test, processor, shuffle=False, batch_size=args.per_device_batch_size,
+                                             num_workers=args.dataloader_num_workers, seed=args.seed))
+    image_embeds, labels, texts = compute_image_embeddings(model, loader, accelerator)
+    results: dict[str, Any] = {"model": str(args.model_name_or_path), "dataset": args.dataset,
+                               "split": args.eval_split, "class_names": class_names, "n_images": int(len(labels))}
+    plots = output_dir / "plots"
+    if "zero_shot" in args.tasks:
+        modes = {"hand_prompts": False}
+        if model.config.prompt_class_token_ids:
+            modes["learned_prompts"] = True
+        for mode, learned in modes.items():
+            probabilities = evaluate_zero_shot(model, image_embeds, prompt_names, processor,
+                                               prompt_template=args.prompt_template, use_learned_prompts=learned).numpy()
+            for key, value in classification_metrics(probabilities, labels, class_names).items():
+                results[f"zero_shot_{key}_{mode}"] = float(value)
+            if accelerator.is_main_process:
+                plot_roc_curves(probabilities, labels, class_names, plots / f"roc_zero_shot_{mode}.png",
+                                title=f"zero-shot ROC, {mode.replace('_', ' ')}")
+                plot_confusion_matrix(probabilities.argmax(1), labels, class_names,
+                                      plots / f"confusion_zero_shot_{mode}.png", title=f"zero-shot, {mode.replace('_', ' ')}")
+    if "linear_probe" in args.tasks:
+        train, _ = single_label_split(get_split(datasets, args.train_split), class_names)
+        train_loader = accelerator.prepare(make_loader(train, processor, shuffle=False, batch_size=args.per_device_batch_size,
+                                                       num_workers=args.dataloader_num_workers, seed=args.seed))
+        train_embeds, train_labels, _ = compute_image_embeddings(model, train_loader, accelerator)
+        results["n_train_images"] = int(len(train_labels))
+        probes = linear_probe(train_embeds.numpy(), train_labels, image_embeds.numpy(), labels,
+                              fractions=args.linear_probe_fractions, seed=args.seed)
+        for fraction, probe in probes.items():
+            metrics = classification_metrics(probe["probabilities"], labels, class_names)
+            results[f"linear_probe_acc_{fraction * 100:g}pct"] = float(metrics["acc"])
+            results[f"linear_probe_auroc_{fraction * 100:g}pct"] = float(metrics["auroc"])
+        full = probes[max(probes)]
+        results["linear_probe_acc"] = results[f"linear_probe_acc_{max(probes) * 100:g}pct"]
+        if accelerator.is_main_process:
+            plot_confusion_matrix(full["predictions"], labels, class_names, plots / "confusion_linear_probe.png",
+                                  title=f"linear probe ({max(probes) * 100:g} % labels)")
+    if "retrieval" in args.tasks:
+        text_embeds = compute_text_embeddings(model, processor, texts, batch_size=args.per_device_batch_size)
+        for key, value in retrieval_recall(image_embeds, text_embeds, texts, ks=args.retrieval_ks).items():
+            results[f"retrieval_{key}"] = value
+    if accelerator.is_main_process:
+        curves = training_curves(args.model_name_or_path)
+        if curves:
+            plot_loss_curve(curves, plots / "training_loss.png")
+        write_results(results, output_dir)
+        logger.info("results:\n%s", markdown_table(results))
+    return results

@@ -1,0 +1,241 @@
+"""Sharing a CLEFT model on the Hugging Face Hub: the exact upload folder (safetensors weights, remote code,
+processor, model card) built atomically, then one `HfApi.upload_folder` commit.
+
+Tokens come from huggingface_hub's usual sources (`token=`, `HF_TOKEN`, the `hf auth login` cache) and are only
+handed to `HfApi`: never printed, logged or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import huggingface_hub
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HFValidationError, LocalTokenNotFoundError
+from huggingface_hub.utils import validate_repo_id
+
+from .model_card import render_model_card
+
+logger = logging.getLogger(__name__)
+
+# Remote weights of an earlier push that this commit replaces (a full push followed by an adapter-only one must
+# not leave stale shards or an index behind).
+WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def check_repo_id(repo_id: Any) -> str:
+    """`repo_id` if huggingface_hub accepts it as a model repository id, else a ValueError saying why."""
+    if not isinstance(repo_id, str) or not repo_id:
+        raise ValueError(f"invalid Hub repo_id {repo_id!r}: give 'user/name' or 'organisation/name'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"invalid Hub repo_id {repo_id!r}: {error}") from error
+    return repo_id
+
+
+def resolve_token(token: str | None = None) -> str:
+    """`token`, else huggingface_hub's own (HF_TOKEN, then the login cache); a clear error when there is none."""
+    resolved = token or huggingface_hub.get_token()
+    if not resolved:
+        raise LocalTokenNotFoundError(
+            "no Hugging Face token found: run `hf auth login`, set the HF_TOKEN environment variable or pass token="
+        )
+    return resolved
+
+
+def _check_folder(folder: Path) -> None:
+    """The folder must load with and without cleft_hf: config, card, safetensors, no pickles, remote code files."""
+    names = {p.name for p in folder.iterdir() if p.is_file()}
+    for required in ("config.json", "README.md", "processor_config.json"):
+        if required not in names:
+            raise RuntimeError(f"upload folder {folder} lacks {required}")
+    if not any(name.endswith(".safetensors") for name in names):
+        raise RuntimeError(f"upload folder {folder} has no .safetensors weights")
+    pickles = sorted(name for name in names if name.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        raise RuntimeError(f"upload folder {folder} holds pickle files {pickles}: only safetensors are shared")
+    auto_map = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("auto_map") or {}
+    if "AutoModel" not in auto_map:
+        raise RuntimeError(f"config.json in {folder} has no auto_map['AutoModel']: trust_remote_code would fail")
+    for reference in auto_map.values():
+        module_file = str(reference).split(".")[0] + ".py"
+        if module_file not in names:
+            raise RuntimeError(f"upload folder {folder} lacks {module_file} named by config.json auto_map")
+
+
+def _refuse_token_in_files(folder: Path, token: str) -> None:
+    """Abort when the token was written into any non-weight file of the upload (the name only, never the token)."""
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.endswith(".safetensors") and token.encode() in path.read_bytes():
+            raise RuntimeError(f"the Hub token appears in {path.name} of the upload folder: refusing to upload it")
+
+
+def build_upload_folder(
+    model: Any,
+    processor: Any,
+    folder: str | os.PathLike,
+    *,
+    results: str | os.PathLike | Mapping[str, Any] | None = None,
+    save_base_model: bool | None = None,
+    overwrite: bool = False,
+    **card_kwargs: Any,
+) -> Path:
+    """Write the exact folder a Hub upload holds and return it.
+
+    `model.save_pretrained(save_base_model=...)` (config.json with auto_map, modeling .py files, safetensors;
+    adapter-only by default above the model's `adapter_only_threshold`), `processor.save_pretrained`, and
+    README.md = `render_model_card(model, results=..., **card_kwargs)`. Built in a temporary folder next to
+    `folder` and renamed into place, so `folder` is either complete or absent.
+    """
+    target = Path(folder)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"upload folder {target} is an existing file")
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(f"upload folder {target} already exists and is not empty (pass overwrite=True)")
+    full = model.should_save_base_model(save_base_model)
+    if not full and card_kwargs.get("repo_id") and Path(str(model.config.text_model_name_or_path)).exists():
+        logger.warning(
+            "adapter-only upload records the base LLM as the local folder %s: others must pass "
+            "text_model_name_or_path= to load it (set config.text_model_name_or_path to its Hub id, or push full "
+            "weights)", model.config.text_model_name_or_path,
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        model.save_pretrained(staging, save_base_model=full)
+        processor.save_pretrained(staging)
+        card = render_model_card(model, results=results, save_base_model=full, **card_kwargs)
+        card.save(staging / "README.md")
+        _check_folder(staging)
+        staging.chmod(0o755)
+        if target.exists() and any(target.iterdir()):
+            previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, previous)
+            os.replace(staging, target)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(staging, target)  # onto a missing or empty folder
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("built upload folder %s (%s weights)", target, "full" if full else "adapter-only")
+    return target
+
+
+def push_to_hub(
+    model: Any,
+    processor: Any,
+    repo_id: str,
+    *,
+    results: str | os.PathLike | Mapping[str, Any] | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    save_base_model: bool | None = None,
+    revision: str | None = None,
+    **card_kwargs: Any,
+) -> str:
+    """Upload `model` + `processor` + model card to the Hub model repository `repo_id`; returns the commit url.
+
+    Creates the repository if needed (`private` only applies on creation), then makes one commit with
+    `HfApi.upload_folder` of the folder `build_upload_folder` writes (earlier weight files of the repository
+    are replaced). `card_kwargs` go to `render_model_card` (training_summary, datasets, base_model, license).
+    """
+    check_repo_id(repo_id)
+    token = resolve_token(token)
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="cleft-upload-") as tmp:
+        folder = build_upload_folder(
+            model, processor, Path(tmp) / "upload", results=results, save_base_model=save_base_model,
+            repo_id=repo_id, **card_kwargs,
+        )
+        _refuse_token_in_files(folder, token)
+        adapter_only = not json.loads((folder / "config.json").read_text())["checkpoint_has_base_model"]
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        size_mb = sum(p.stat().st_size for p in files) / 2**20
+        logger.info("uploading %d files (%.1f MB) to %s", len(files), size_mb, repo_id)
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        target_id = getattr(repo_url, "repo_id", None) or repo_id
+        if revision and revision != "main":
+            api.create_branch(target_id, branch=revision, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(
+            repo_id=target_id,
+            folder_path=folder,
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message
+            or f"Upload CLEFT model ({'adapter-only' if adapter_only else 'full'} weights)",
+            delete_patterns=WEIGHT_PATTERNS,
+        )
+    url = getattr(commit, "commit_url", None) or str(commit)
+    logger.info("uploaded %s: %s", repo_id, url)
+    return url
+
+
+def arguments_summary(args: Any) -> dict[str, Any]:
+    """Run arguments (dataclass, argparse namespace or mapping) as a plain dict for the card's recipe table."""
+    if dataclasses.is_dataclass(args) and not isinstance(args, type):
+        summary = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
+    elif isinstance(args, Mapping):
+        summary = dict(args)
+    else:
+        summary = dict(vars(args))
+    stage = {"PretrainArguments": "1 (contrastive pretraining)", "PromptTuneArguments": "2 (context prompt learning)"}
+    if type(args).__name__ in stage:
+        summary = {"stage": stage[type(args).__name__], **summary}
+    return summary
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def maybe_push_to_hub(
+    args: Any,
+    model: Any,
+    processor: Any = None,
+    results_path: str | os.PathLike | None = None,
+    *,
+    training_summary: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Push when `args.push_to_hub` (repo `args.hub_model_id`); None otherwise or on non-main processes.
+
+    `model` is a `CLEFTModel` (then `processor` is required) or a saved model folder (model and processor are
+    loaded from it). The card's recipe table comes from `training_summary`, else from `args` itself.
+    Optional `args` fields: `hub_private_repo`, `hub_revision`, `save_base_model`.
+    """
+    if not getattr(args, "push_to_hub", False):
+        return None
+    repo_id = check_repo_id(getattr(args, "hub_model_id", None))
+    if not _is_main_process():
+        return None
+    if isinstance(model, (str, os.PathLike)):
+        from ..modeling import CLEFTModel, CLEFTProcessor
+
+        processor = processor if processor is not None else CLEFTProcessor.from_pretrained(model)
+        model = CLEFTModel.from_pretrained(model)
+    if processor is None:
+        raise ValueError("maybe_push_to_hub needs the processor (or a saved model folder holding one)")
+    return push_to_hub(
+        model, processor, repo_id,
+        results=results_path,
+        private=bool(getattr(args, "hub_private_repo", False)),
+        save_base_model=getattr(args, "save_base_model", None),
+        revision=getattr(args, "hub_revision", None),
+        training_summary=training_summary if training_summary is not None else arguments_summary(args),
+    )
+
+
+__all__ = [
+    "WEIGHT_PATTERNS", "arguments_summary", "build_upload_folder", "check_repo_id", "maybe_push_to_hub",
+    "push_to_hub", "resolve_token",
+]

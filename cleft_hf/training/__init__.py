@@ -1,0 +1,1 @@
+"""Training utilities: configuration, optimiser and schedule, checkpointing, collation."""

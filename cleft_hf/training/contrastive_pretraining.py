@@ -1,0 +1,129 @@
+"""Stage 1: contrastive image-report pretraining of the vision tower and the LLM's PEFT adapters."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from ..losses import clip_loss, siglip_loss
+from ..modeling import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
+from .checkpointing import CheckpointManager, save_pretrained_atomic
+from .config import PretrainArguments, save_arguments
+from .data_setup import get_split, load_named_dataset, make_loader
+from .loop import LossLog, batch_stream, learning_rate, make_accelerator
+from .optim import build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+def build_processor(args: PretrainArguments) -> CLEFTProcessor:
+    """Tokenizer of the LLM + an image processor at the run's resolution."""
+    tokenizer = AutoTokenizer.from_pretrained(args.text_model_name_or_path)
+    image_processor = CLEFTImageProcessor(size=args.image_size, crop_size=args.image_size)
+    return CLEFTProcessor(image_processor, tokenizer, max_length=args.max_text_length)
+
+
+def build_model(args: PretrainArguments) -> CLEFTModel:
+    """A new CLEFT model from the timm vision model and the causal LLM named in `args`."""
+    peft_config: dict[str, Any] = {"peft_type": args.peft_type.upper()}
+    if args.peft_type in ("lora", "adalora"):
+        key = "r" if args.peft_type == "lora" else "init_r"
+        peft_config.update({key: args.peft_r, "lora_alpha": args.peft_alpha, "lora_dropout": args.peft_dropout})
+        if args.peft_type == "adalora":
+            peft_config.update({"target_r": max(1, args.peft_r // 2), "total_step": args.max_steps})
+    elif args.peft_type == "prefix_tuning":
+        peft_config["num_virtual_tokens"] = args.peft_r
+    if args.peft_target_modules:
+        peft_config["target_modules"] = list(args.peft_target_modules)
+    model = CLEFTModel.from_vision_text_pretrained(
+        args.vision_model_name, args.text_model_name_or_path, vision_pretrained=args.vision_pretrained,
+        image_size=args.image_size, image_pooling=args.image_pooling, projection_dim=args.projection_dim,
+        peft_config=peft_config, vision_model_kwargs=dict(args.vision_model_kwargs or {}),
+    )
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def contrastive_loss_fn(args: PretrainArguments, model: CLEFTModel, outputs, text_ids: torch.Tensor | None):
+    """The configured contrastive loss on one micro-batch (negatives gathered across processes)."""
+    if args.loss == "siglip":
+        return siglip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, model.prompt_learner.logit_bias,
+                           gather=args.gather_negatives, text_ids=text_ids)
+    return clip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, gather=args.gather_negatives,
+                     text_ids=text_ids)
+
+
+def caption_ids(texts: list[str]) -> torch.Tensor:
+    """Integer id per caption, equal for identical captions (for `dedup_identical_texts`)."""
+    import zlib
+
+    return torch.tensor([zlib.crc32(text.encode("utf-8")) & 0x7FFFFFFF for text in texts], dtype=torch.long)
+
+
+def run_pretraining(args: PretrainArguments) -> dict[str, Any]:
+    """Train stage 1 and write `output_dir/model` (model + processor, atomically). Returns a summary."""
+    accelerator = make_accelerator(args)
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_arguments(args, output_dir / "pretrain_args.yaml")
+    processor = build_processor(args)
+    model = build_model(args)
+    if args.loss == "siglip":  # SigLIP's initial temperature and bias
+        with torch.no_grad():
+            model.logit_scale.fill_(torch.log(torch.tensor(10.0)))
+            model.prompt_learner.logit_bias.fill_(-10.0)
+        model.prompt_learner.logit_bias.requires_grad_(True)
+    dataset = get_split(load_named_dataset(args.dataset, args.data_root), args.train_split)
+    loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
+                         num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
+                         augment=dict(args.augmentation or {}) if args.augment else None)
+    optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
+    scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
+    unwrapped: CLEFTModel = accelerator.unwrap_model(model)
+    if args.trackers:
+        accelerator.init_trackers("cleft_pretrain", config={k: str(v) for k, v in vars(args).items()})
+
+    checkpoints = CheckpointManager(accelerator, output_dir, args.save_every, args.keep_last)
+    state = checkpoints.resume(args.resume_from_checkpoint)
+    log = LossLog(accelerator, args.log_every)
+    log.restore(state)
+    start = int(state["step"])
+    batches = batch_stream(loader, accelerator, start * args.gradient_accumulation_steps)
+    progress = tqdm(total=args.max_steps, initial=start, desc="stage 1", disable=not accelerator.is_local_main_process)
+    model.train()
+    for step in range(start + 1, args.max_steps + 1):
+        for _ in range(args.gradient_accumulation_steps):
+            batch = next(batches)
+            with accelerator.accumulate(model):
+                outputs = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                                attention_mask=batch["attention_mask"])
+                text_ids = caption_ids(batch["text"]).to(outputs.image_embeds.device) if args.dedup_identical_texts else None
+                loss = contrastive_loss_fn(args, unwrapped, outputs, text_ids)
+                checkpoints.check_finite(loss, step)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            log.add(loss)
+        scheduler.step()
+        log.end_step(step, learning_rate(optimizer), progress)
+        checkpoints.maybe_save(step, log.state())
+    progress.close()
+
+    final_dir = output_dir / "model"
+    if accelerator.is_main_process:
+        save_pretrained_atomic(final_dir, accelerator.unwrap_model(model), processor,
+                               log.writer("stage 1 (contrastive)"))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return {"model_dir": str(final_dir), "steps": args.max_steps, "loss_curve": log.points}

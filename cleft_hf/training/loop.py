@@ -1,0 +1,98 @@
+"""Pieces shared by both training stages: accelerator set-up, step-based batch stream, loss log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+logger = logging.getLogger(__name__)
+TRAINING_LOG = "training_log.json"  # loss curves per stage, kept in the model folder
+
+
+def make_accelerator(args: Any) -> Accelerator:
+    """Accelerator for a step-based run: seedable sampler (same order for any resume point), trackers in
+    `output_dir/logs`. Mixed precision and process count come from `accelerate launch`."""
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # `accelerate launch --multi_gpu` on a CPU machine: gloo processes
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.trackers or None,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        step_scheduler_with_optimizer=False,
+    )
+    set_seed(args.seed, deterministic=False)
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return accelerator
+
+
+def batch_stream(loader, accelerator: Accelerator, start_micro_step: int) -> Iterator[dict[str, Any]]:
+    """Endless batches of a prepared DataLoader, resuming at micro-batch `start_micro_step`.
+
+    Epoch e uses the seedable sampler's order for seed + e, so a resumed run sees exactly the batches an
+    uninterrupted run would (skipped batches are not loaded).
+    """
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise ValueError("the training DataLoader is empty (fewer examples than one batch?)")
+    epoch, position = divmod(start_micro_step, per_epoch)
+    while True:
+        loader.set_epoch(epoch)
+        source = accelerator.skip_first_batches(loader, position) if position else loader
+        yield from source
+        epoch, position = epoch + 1, 0
+
+
+class LossLog:
+    """Loss values per optimiser step, averaged over processes and micro-batches; written as JSON."""
+
+    def __init__(self, accelerator: Accelerator, log_every: int):
+        self.accelerator, self.log_every = accelerator, log_every
+        self.points: list[tuple[int, float]] = []
+        self._pending: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self._pending.append(loss.detach().float())
+
+    def end_step(self, step: int, lr: float, progress=None) -> None:
+        """Record the mean loss of the finished step; log it every `log_every` steps."""
+        loss = torch.stack(self._pending).mean()
+        self._pending.clear()
+        loss = self.accelerator.reduce(loss, reduction="mean").item()
+        self.points.append((step, loss))
+        if progress is not None:
+            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            progress.update(1)
+        if step % self.log_every == 0:
+            self.accelerator.log({"train/loss": loss, "train/lr": lr}, step=step)
+            logger.info("step %d loss %.4f lr %.3g", step, loss, lr)
+
+    def state(self) -> dict[str, Any]:
+        return {"loss_curve": self.points}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.points = [tuple(point) for point in state.get("loss_curve", [])]
+
+    def writer(self, stage: str, previous_model: str | Path | None = None):
+        """A `save_pretrained_atomic` callable writing `training_log.json` into the model folder: the loss
+        curves of earlier stages (read from `previous_model`, if local) plus this one, under `stage`."""
+
+        def write(folder: Path) -> None:
+            curves = {}
+            earlier = Path(previous_model) / TRAINING_LOG if previous_model is not None else None
+            if earlier is not None and earlier.is_file():
+                curves.update(json.loads(earlier.read_text(encoding="utf-8")))
+            curves[stage] = self.points
+            (Path(folder) / TRAINING_LOG).write_text(json.dumps(curves, indent=1), encoding="utf-8")
+
+        return write
+
+
+def learning_rate(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])

@@ -1,0 +1,157 @@
+"""Optimiser with weight-decay parameter groups, and the warm-up + cosine learning-rate schedule.
+
+No weight decay for: biases, normalisation weights, every 1-D (or 0-D) parameter, the logit scale / bias, the
+learned prompt context, and whatever a submodule lists in timm's `no_weight_decay()` hook (ViT `pos_embed`,
+`cls_token`, `reg_token`). Frozen parameters (`requires_grad=False`) are left out of the optimiser.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from transformers.optimization import (
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
+
+logger = logging.getLogger(__name__)
+
+NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
+NO_DECAY_PARAMETER_NAMES = ("logit_scale", "logit_bias", "ctx")
+NO_DECAY_KEYWORDS = ("prompt_learner",)
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def _hook_no_decay_names(model: nn.Module) -> set[str]:
+    """Full names listed by any submodule's timm-style `no_weight_decay()` (names relative to that submodule)."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        hook = getattr(module, "no_weight_decay", None)
+        if not callable(hook):
+            continue
+        for name in hook():
+            names.add(f"{prefix}.{name}" if prefix else name)
+    return names
+
+
+def _norm_parameter_names(model: nn.Module) -> set[str]:
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        is_norm = isinstance(module, NORM_LAYERS) or type(module).__name__.lower().endswith(("rmsnorm", "layernorm"))
+        if is_norm:
+            names.update(f"{prefix}.{name}" if prefix else name for name, _ in module.named_parameters(recurse=False))
+    return names
+
+
+def is_no_decay_parameter(
+    name: str, param: torch.Tensor, extra_names: set[str] = frozenset(), keywords: Sequence[str] = NO_DECAY_KEYWORDS
+) -> bool:
+    """Whether parameter `name` is excluded from weight decay (see module docstring)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return (
+        param.ndim <= 1
+        or leaf == "bias"
+        or leaf in NO_DECAY_PARAMETER_NAMES
+        or name in extra_names
+        or any(keyword in name for keyword in keywords)
+    )
+
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float, no_decay_keywords: Sequence[str] = NO_DECAY_KEYWORDS
+) -> list[dict]:
+    """Two optimiser groups over the trainable parameters: `[{decay params, weight_decay}, {no-decay params, 0.0}]`.
+
+    Each group also carries `"names"` (parameter names) for logging; torch keeps extra group keys. Shared
+    (tied) parameters appear once. Empty groups are dropped.
+    """
+    extra = _hook_no_decay_names(model) | _norm_parameter_names(model)
+    decay, no_decay, decay_names, no_decay_names = [], [], [], []
+    for name, param in model.named_parameters():  # named_parameters() already skips tied duplicates
+        if not param.requires_grad:
+            continue
+        if is_no_decay_parameter(name, param, extra, no_decay_keywords):
+            no_decay.append(param)
+            no_decay_names.append(name)
+        else:
+            decay.append(param)
+            decay_names.append(name)
+    if not decay and not no_decay:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters (all requires_grad=False)")
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
+        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
+    ]
+    logger.info(
+        "optimiser groups: %d tensors (%d values) with weight decay %g, %d tensors (%d values) without",
+        len(decay), sum(p.numel() for p in decay), weight_decay, len(no_decay), sum(p.numel() for p in no_decay),
+    )  # fmt: skip
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str = "adamw",
+    lr: float = 4e-5,
+    weight_decay: float = 0.1,
+    betas: Iterable[float] = (0.9, 0.999),
+    momentum: float = 0.9,
+    eps: float = 1e-8,
+) -> torch.optim.Optimizer:
+    """AdamW (stage-1 recipe: lr 4e-5, wd 0.1, betas 0.9/0.999) or SGD with momentum (stage 2: lr 1e-4, wd 1e-3)."""
+    name = name.lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if lr <= 0 or weight_decay < 0:
+        raise ValueError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
+    groups = parameter_groups(model, weight_decay)
+    if name == "adamw":
+        betas = tuple(float(b) for b in betas)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be two floats, got {betas}")
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int,
+    total_steps: int,
+    kind: str = "cosine",
+    min_lr_ratio: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up for `warmup_steps`, then `kind` decay to `min_lr_ratio * lr` at `total_steps`.
+
+    Steps are optimiser steps. Caution: `accelerator.prepare(scheduler)` steps the scheduler `num_processes`
+    times per optimiser step (it assumes epoch-based lengths); for step-based training either keep the
+    scheduler out of `prepare` (and `accelerator.register_for_checkpointing(scheduler)`) or multiply both
+    step counts by `accelerator.num_processes`.
+    """
+    if kind not in SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {SCHEDULES}, got {kind!r}")
+    if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+        raise ValueError(
+            f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, got {warmup_steps}, {total_steps}"
+        )
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+    if kind == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps)
+    if kind == "linear":
+        if min_lr_ratio:
+            raise ValueError("min_lr_ratio is only supported by the cosine schedule")
+        return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    if min_lr_ratio > 0:
+        return get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, warmup_steps, total_steps, min_lr_rate=min_lr_ratio
+        )
+    return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+
+__all__ = ["build_optimizer", "build_scheduler", "is_no_decay_parameter", "parameter_groups"]

