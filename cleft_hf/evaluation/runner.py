@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 from datasets import ClassLabel
 
-from ..data import CHEXPERT_5X200_CLASSES
+from ..data import CHEXPERT_5X200_CLASSES, build_balanced_split, build_chexpert_5x200, embed_class_prompts
 from ..metrics import load_metric
 from ..modeling import CLEFTModel, CLEFTProcessor
 from ..training.config import EvaluateArguments
@@ -28,13 +28,31 @@ from .zero_shot import evaluate_zero_shot
 logger = logging.getLogger(__name__)
 
 
-def single_label_split(dataset, class_names: list[str] | None):
+def single_label_split(dataset, class_names: list[str] | None, balanced_per_class: int | None = None, seed: int = 0):
     """A single-label view of an evaluation split: ClassLabel datasets as they are; multi-label CXR datasets
-    reduced to the images with exactly one of the (default: CheXpert 5x200) classes."""
+    reduced to the images with exactly one of the (default: CheXpert 5x200) classes. `balanced_per_class`
+    draws that many per class (CheXpert 5x200 rule for multi-label CXR data)."""
     if isinstance(dataset.features["labels"], ClassLabel):
+        if balanced_per_class:
+            dataset = build_balanced_split(dataset, balanced_per_class, seed=seed)
         return dataset, list(class_names or dataset.features["labels"].names)
-    subset = single_finding_set(dataset, class_names or CHEXPERT_5X200_CLASSES)
+    if balanced_per_class and not class_names:
+        subset = build_chexpert_5x200(dataset, seed=seed, n_per_class=balanced_per_class)
+    else:
+        subset = single_finding_set(dataset, class_names or CHEXPERT_5X200_CLASSES)
     return subset, list(class_names or subset.features["labels"].names)
+
+
+def hand_prompts(args: EvaluateArguments, class_names: list[str]) -> tuple[list[str], str | None]:
+    """(texts, template) of the hand-written prompts: explicit per-class prompts, EMBED's paper prompts, or
+    the template (args or model config) applied to the lower-cased class names."""
+    if args.class_prompts:
+        if len(args.class_prompts) != len(class_names):
+            raise ValueError(f"class_prompts has {len(args.class_prompts)} prompts for {len(class_names)} classes")
+        return list(args.class_prompts), "{}"
+    if args.dataset == "embed" and args.prompt_template is None:
+        return embed_class_prompts((args.dataset_kwargs or {}).get("task", "birads")), "{}"
+    return [name.lower() for name in class_names], args.prompt_template
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, float]:
@@ -61,9 +79,11 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     output_dir = Path(args.output_dir)
     model = CLEFTModel.from_pretrained(args.model_name_or_path).to(accelerator.device).eval()
     processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
-    datasets = load_named_dataset(args.dataset, args.data_root)
-    test, class_names = single_label_split(get_split(datasets, args.eval_split), args.class_names)
-    prompt_names = [name.lower() for name in class_names]
+    datasets = load_named_dataset(args.dataset, args.data_root, **(args.dataset_kwargs or {}))
+    test, class_names = single_label_split(get_split(datasets, args.eval_split), args.class_names,
+                                           args.balanced_per_class, args.seed)
+    prompt_names = [name.lower() for name in class_names]  # the spelling stage 2 stores for learned prompts
+    hand_texts, hand_template = hand_prompts(args, class_names)
     loader = accelerator.prepare(make_loader(test, processor, shuffle=False, batch_size=args.per_device_batch_size,
                                              num_workers=args.dataloader_num_workers, seed=args.seed))
     image_embeds, labels, texts = compute_image_embeddings(model, loader, accelerator)
@@ -75,8 +95,9 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
         if model.config.prompt_class_token_ids:
             modes["learned_prompts"] = True
         for mode, learned in modes.items():
-            probabilities = evaluate_zero_shot(model, image_embeds, prompt_names, processor,
-                                               prompt_template=args.prompt_template, use_learned_prompts=learned).numpy()
+            probabilities = evaluate_zero_shot(model, image_embeds, prompt_names if learned else hand_texts, processor,
+                                               prompt_template=None if learned else hand_template,
+                                               use_learned_prompts=learned).numpy()
             for key, value in classification_metrics(probabilities, labels, class_names).items():
                 results[f"zero_shot_{key}_{mode}"] = float(value)
             if accelerator.is_main_process:

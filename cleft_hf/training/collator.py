@@ -11,17 +11,25 @@ class ImageTextCollator:
     """Rows from a transformed dataset (`pixel_values` (3, H, W), `text`, optional `labels`) -> a batch.
 
     Output: `pixel_values` `(B, 3, H, W)`, `input_ids` / `attention_mask` `(B, L)` (right padded, EOS last),
-    `labels` `(B,)` or `(B, C)` and `label_mask` `(B, C)` when rows have them, and `text` (the raw strings, for retrieval metrics).
+    `labels` `(B,)` or `(B, C)` and `label_mask` `(B, C)` when rows have them, and `text`
+    (with `label_caption_prob`, rows' `label_caption` replaces the report with that probability) (the raw strings, for retrieval metrics).
     """
 
-    def __init__(self, processor: Any, max_length: int | None = None, tokenize: bool = True):
+    def __init__(self, processor: Any, max_length: int | None = None, tokenize: bool = True,
+                 label_caption_prob: float = 0.0):
+        if not 0.0 <= label_caption_prob <= 1.0:
+            raise ValueError(f"label_caption_prob must be in [0, 1], got {label_caption_prob}")
         self.processor = processor
         self.max_length = max_length
         self.tokenize = tokenize
+        self.label_caption_prob = label_caption_prob
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {"pixel_values": torch.stack([torch.as_tensor(row["pixel_values"]) for row in rows])}
         texts = [row["text"] for row in rows] if "text" in rows[0] else None
+        if texts is not None and self.label_caption_prob > 0:  # torch RNG: part of the saved training state
+            use_caption = (torch.rand(len(rows)) < self.label_caption_prob).tolist()
+            texts = [row["label_caption"] if swap else text for row, text, swap in zip(rows, texts, use_caption)]
         if texts is not None:
             batch["text"] = texts
             if self.tokenize:

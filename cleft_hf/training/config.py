@@ -284,6 +284,9 @@ class _CommonArguments:
         "synthetic", "Dataset family: mimic_cxr, chexpert, embed, rsna, or synthetic (built-in demo)."
     )
     data_root: Optional[str] = arg(None, "Folder of the dataset's files and tables (required unless synthetic).")
+    dataset_kwargs: Optional[dict] = arg(
+        None, "Extra loader options, e.g. {sections: [impression]} (MIMIC-CXR), {uncertain: ones}, {task: density}."
+    )
     output_dir: str = arg("outputs/run", "Run folder: checkpoints, logs, final model, results.")
     seed: int = arg(42, "Seed of python, numpy and torch RNGs (accelerate.utils.set_seed).")
     per_device_batch_size: int = arg(72, "Examples per process per forward pass.")
@@ -371,6 +374,10 @@ class PretrainArguments(_TrainingArguments):
     peft_target_modules: Optional[list[str]] = arg(None, "Modules to adapt (None: peft's default, e.g. c_attn).")
     projection_dim: int = arg(512, "Size of the shared image-text embedding space.")
     gradient_checkpointing: bool = arg(True, "Recompute LLM activations in backward.")
+    label_caption_prob: float = arg(
+        0.0, "Probability of training on the caption built from an image's labels instead of its report "
+        "(the reference code's CheXpert captions; multi-label datasets)."
+    )
     augment: bool = arg(True, "Augment training images (false: the deterministic eval transform).")
     augmentation: Optional[dict] = arg(
         None,
@@ -426,6 +433,12 @@ class EvaluateArguments(_CommonArguments):
     eval_split: str = arg("test", "Split evaluated.")
     tasks: list[str] = arg(list(EVALUATION_TASKS), "Any of zero_shot, linear_probe, retrieval.")
     class_names: Optional[list[str]] = arg(None, "Classes for zero-shot (None: the dataset's).")
+    class_prompts: Optional[list[str]] = arg(
+        None, "Hand prompts, one per class, instead of prompt_template (default for embed: the paper's prompts)."
+    )
+    balanced_per_class: Optional[int] = arg(
+        None, "Evaluate on a balanced subset with this many images per class (200: CheXpert 5x200; None: all)."
+    )
     prompt_template: Optional[str] = arg(None, "Hand prompt with {} for the class (None: the model's template).")
     linear_probe_fractions: list[float] = arg([0.01, 0.1, 1.0], "Fractions of training labels for the probe.")
     retrieval_ks: list[int] = arg([1, 5, 10], "K values of recall@K.")

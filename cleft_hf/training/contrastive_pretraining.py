@@ -80,10 +80,11 @@ def run_pretraining(args: PretrainArguments) -> dict[str, Any]:
             model.logit_scale.fill_(torch.log(torch.tensor(10.0)))
             model.prompt_learner.logit_bias.fill_(-10.0)
         model.prompt_learner.logit_bias.requires_grad_(True)
-    dataset = get_split(load_named_dataset(args.dataset, args.data_root), args.train_split)
+    dataset = get_split(load_named_dataset(args.dataset, args.data_root, **(args.dataset_kwargs or {})), args.train_split)
     loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
                          num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
-                         augment=dict(args.augmentation or {}) if args.augment else None)
+                         augment=dict(args.augmentation or {}) if args.augment else None,
+                         label_caption_prob=args.label_caption_prob)
     optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
     scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)

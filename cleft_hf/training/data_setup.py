@@ -12,6 +12,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 
 from ..data import (
     CHEXPERT_5X200_CLASSES,
+    chexpert_caption,
     label_names,
     load_chexpert,
     load_embed,
@@ -80,11 +81,28 @@ def single_finding_set(dataset: Dataset, class_names: Sequence[str] = CHEXPERT_5
     return subset.add_column("labels", table[keep].argmax(axis=1).tolist(), feature=ClassLabel(names=list(class_names)))
 
 
+def add_label_captions(dataset: Dataset) -> Dataset:
+    """A `label_caption` column: the reference code's caption from the positive labels ("this is a chest x ray
+    of a patient with cardiomegaly, edema"; "... with no finding" when none)."""
+    if "positive_classes" not in dataset.column_names:
+        raise ValueError("label captions need a multi-label dataset with a positive_classes column")
+    names = dataset.features["positive_classes"].feature.names
+
+    def caption(batch: dict[str, list]) -> dict[str, list]:
+        return {"label_caption": [chexpert_caption([names[i] for i in row]) for row in batch["positive_classes"]]}
+
+    return dataset.map(caption, batched=True, desc="label captions")
+
+
 def make_loader(dataset: Dataset, processor: Any, *, shuffle: bool, batch_size: int, num_workers: int, seed: int,
                 max_length: int | None = None, augment: dict | None = None, keep_columns: Sequence[str] = ("label_mask",),
-                drop_last: bool | None = None) -> torch.utils.data.DataLoader:
+                drop_last: bool | None = None, label_caption_prob: float = 0.0) -> torch.utils.data.DataLoader:
     """A DataLoader over `dataset` with the image-text collator; the train transform with the `augment`
-    settings (`{}` = defaults) when given, else the deterministic eval transform."""
+    settings (`{}` = defaults) when given, else the deterministic eval transform. With `label_caption_prob`,
+    each text is replaced by its label caption with that probability."""
+    if label_caption_prob > 0:
+        dataset = add_label_captions(dataset)
+        keep_columns = (*keep_columns, "label_caption")
     if augment is not None:
         transform = make_train_transform(processor.image_processor, seed=seed, keep_columns=keep_columns, **augment)
     else:
@@ -93,7 +111,8 @@ def make_loader(dataset: Dataset, processor: Any, *, shuffle: bool, batch_size: 
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle if drop_last is None else drop_last,
-        num_workers=num_workers, collate_fn=ImageTextCollator(processor, max_length), generator=generator,
+        num_workers=num_workers, collate_fn=ImageTextCollator(processor, max_length, label_caption_prob=label_caption_prob),
+        generator=generator,
         persistent_workers=num_workers > 0,
     )
 

@@ -60,7 +60,8 @@ def prompt_loss(args: PromptTuneArguments, model, unwrapped: CLEFTModel, batch: 
         outputs = model(**image_inputs, use_learned_prompts=True)  # (B, C) against the stored class prompts
         logits = outputs.logits_per_image + unwrapped.prompt_learner.logit_bias
         return multilabel_bce_prompt_loss(logits, labels, batch.get("label_mask"))
-    texts = [", ".join(n for n, on in zip(class_names, row) if on > 0.5) or "no finding" for row in labels.tolist()]
+    texts = [", ".join(n.lower() for n, on in zip(class_names, row) if on > 0.5) or "no finding"
+             for row in labels.tolist()]
     unique = sorted(set(texts))
     encoded = processor.tokenizer([" " + text for text in unique], padding=True, return_tensors="pt")
     device = labels.device
@@ -80,10 +81,11 @@ def run_prompt_tuning(args: PromptTuneArguments) -> dict[str, Any]:
         save_arguments(args, output_dir / "prompt_tune_args.yaml")
     model = CLEFTModel.from_pretrained(args.model_name_or_path)
     processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
-    dataset = get_split(load_named_dataset(args.dataset, args.data_root), args.train_split)
+    dataset = get_split(load_named_dataset(args.dataset, args.data_root, **(args.dataset_kwargs or {})), args.train_split)
     class_names = list(args.class_names or default_class_names(dataset))
     dataset = restrict_labels(dataset, class_names)
-    model.setup_prompt_learning(class_names, processor, num_context_tokens=args.num_context_tokens,
+    prompt_names = [name.lower() for name in class_names]  # as written in prompts ("pleural effusion")
+    model.setup_prompt_learning(prompt_names, processor, num_context_tokens=args.num_context_tokens,
                                 class_specific=args.class_specific, init_text=args.init_text or "")
     model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision)
     loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
