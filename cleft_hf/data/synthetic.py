@@ -187,7 +187,7 @@ def write_demo_rsna(
 ) -> dict:
     """Write an RSNA-Pneumonia-like tree: ``stage_2_train_images/<patientId>.dcm`` (8-bit MONOCHROME2),
     ``stage_2_train_labels.csv`` (one row per box, a blank row for negatives) and the detailed class table."""
-    root, rng = Path(root), np.random.default_rng([seed, 4])
+    root = Path(root)
     (root / RSNA_IMAGE_FOLDER).mkdir(parents=True, exist_ok=True)
     renderer = ChestXRayRenderer(image_size)
     labels, classes = [], []

@@ -17,7 +17,7 @@ from pathlib import Path
 import re
 import shutil
 import tempfile
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from ..losses import clip_loss, siglip_loss
 from ..modeling import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
-from .checkpointing import CheckpointManager, save_pretrained_atomic
 from .config import PretrainArguments, save_arguments
 from .data_setup import get_split, load_named_dataset, make_loader
-from .loop import LossLog, batch_stream, learning_rate, make_accelerator
+from .loop import batch_stream, finish_run, make_accelerator, resume_run, train_steps
 from .optim import build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -93,38 +91,17 @@ def run_pretraining(args: PretrainArguments) -> dict[str, Any]:
     if args.trackers:
         accelerator.init_trackers("cleft_pretrain", config={k: str(v) for k, v in vars(args).items()})
 
-    checkpoints = CheckpointManager(accelerator, output_dir, args.save_every, args.keep_last)
-    state = checkpoints.resume(args.resume_from_checkpoint)
-    log = LossLog(accelerator, args.log_every)
-    log.restore(state)
-    start = int(state["step"])
-    batches = batch_stream(loader, accelerator, start * args.gradient_accumulation_steps)
-    progress = tqdm(total=args.max_steps, initial=start, desc="stage 1", disable=not accelerator.is_local_main_process)
-    model.train()
-    for step in range(start + 1, args.max_steps + 1):
-        for _ in range(args.gradient_accumulation_steps):
-            batch = next(batches)
-            with accelerator.accumulate(model):
-                outputs = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                                attention_mask=batch["attention_mask"])
-                text_ids = caption_ids(batch["text"]).to(outputs.image_embeds.device) if args.dedup_identical_texts else None
-                loss = contrastive_loss_fn(args, unwrapped, outputs, text_ids)
-                checkpoints.check_finite(loss, step)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            log.add(loss)
-        scheduler.step()
-        log.end_step(step, learning_rate(optimizer), progress)
-        checkpoints.maybe_save(step, log.state())
-    progress.close()
+    checkpoints, log, start = resume_run(accelerator, args)
 
-    final_dir = output_dir / "model"
-    if accelerator.is_main_process:
-        save_pretrained_atomic(final_dir, accelerator.unwrap_model(model), processor,
-                               log.writer("stage 1 (contrastive)"))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        outputs = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                        attention_mask=batch["attention_mask"])
+        text_ids = caption_ids(batch["text"]).to(outputs.image_embeds.device) if args.dedup_identical_texts else None
+        return contrastive_loss_fn(args, unwrapped, outputs, text_ids)
+
+    model.train()
+    batches = batch_stream(loader, accelerator, start * args.gradient_accumulation_steps)
+    train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches, loss_of, start=start, args=args,
+                desc="stage 1")
+    final_dir = finish_run(accelerator, model, processor, log, args, "stage 1 (contrastive)")
     return {"model_dir": str(final_dir), "steps": args.max_steps, "loss_curve": log.points}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -115,9 +114,3 @@ def make_loader(dataset: Dataset, processor: Any, *, shuffle: bool, batch_size: 
         generator=generator,
         persistent_workers=num_workers > 0,
     )
-
-
-def output_path(output_dir: str, *parts: str) -> Path:
-    path = Path(output_dir, *parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
 logger = logging.getLogger(__name__)
@@ -96,3 +97,51 @@ class LossLog:
 
 def learning_rate(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
+
+
+def resume_run(accelerator: Accelerator, args: Any) -> tuple[Any, LossLog, int]:
+    """Checkpoint manager, loss log and first step of a run (restored from `args.resume_from_checkpoint`)."""
+    from .checkpointing import CheckpointManager
+
+    checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_every, args.keep_last)
+    state = checkpoints.resume(args.resume_from_checkpoint)
+    log = LossLog(accelerator, args.log_every)
+    log.restore(state)
+    return checkpoints, log, int(state["step"])
+
+
+def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoints, log: LossLog,
+                batches: Iterator[dict[str, Any]], loss_of: Callable[[dict[str, Any]], torch.Tensor], *,
+                start: int, args: Any, desc: str) -> None:
+    """Optimiser steps `start + 1 .. args.max_steps`: accumulate micro-batches, stop on a non-finite loss
+    (after saving the state), clip, step, schedule, log, checkpoint."""
+    progress = tqdm(total=args.max_steps, initial=start, desc=desc, disable=not accelerator.is_local_main_process)
+    for step in range(start + 1, args.max_steps + 1):
+        for _ in range(args.gradient_accumulation_steps):
+            batch = next(batches)
+            with accelerator.accumulate(model):
+                loss = loss_of(batch)
+                checkpoints.check_finite(loss, step)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            log.add(loss)
+        scheduler.step()
+        log.end_step(step, learning_rate(optimizer), progress)
+        checkpoints.maybe_save(step, log.state())
+    progress.close()
+
+
+def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: Any, stage: str,
+               previous_model: str | None = None) -> Path:
+    """Write `output_dir/model` atomically (model, processor, training_log.json) and close the trackers."""
+    from .checkpointing import save_pretrained_atomic
+
+    final_dir = Path(args.output_dir) / "model"
+    if accelerator.is_main_process:
+        save_pretrained_atomic(final_dir, accelerator.unwrap_model(model), processor, log.writer(stage, previous_model))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final_dir

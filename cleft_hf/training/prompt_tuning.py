@@ -13,11 +13,10 @@ from tqdm.auto import tqdm
 from ..data import CHEXPERT_5X200_CLASSES, label_names
 from ..losses import clip_loss, multilabel_bce_prompt_loss
 from ..modeling import CLEFTModel, CLEFTProcessor
-from .checkpointing import CheckpointManager, save_pretrained_atomic
 from .config import PromptTuneArguments, save_arguments
 from .contrastive_pretraining import caption_ids
 from .data_setup import get_split, load_named_dataset, make_loader, restrict_labels
-from .loop import LossLog, batch_stream, learning_rate, make_accelerator
+from .loop import batch_stream, finish_run, make_accelerator, resume_run, train_steps
 from .optim import build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -99,42 +98,18 @@ def run_prompt_tuning(args: PromptTuneArguments) -> dict[str, Any]:
     if args.trackers:
         accelerator.init_trackers("cleft_prompt_tune", config={k: str(v) for k, v in vars(args).items()})
 
-    checkpoints = CheckpointManager(accelerator, output_dir, args.save_every, args.keep_last)
-    state = checkpoints.resume(args.resume_from_checkpoint)
-    log = LossLog(accelerator, args.log_every)
-    log.restore(state)
-    start = int(state["step"])
+    checkpoints, log, start = resume_run(accelerator, args)
     if args.freeze_vision:  # image features do not change: compute them once, then cycle over the cache
         batches = cached_batch_stream(cache_image_embeddings(unwrapped, loader, accelerator), args.seed,
                                       start * args.gradient_accumulation_steps)
     else:
         batches = batch_stream(loader, accelerator, start * args.gradient_accumulation_steps)
-    progress = tqdm(total=args.max_steps, initial=start, desc="stage 2", disable=not accelerator.is_local_main_process)
     model.train()
     unwrapped.text_model.eval()  # frozen text side: no adapter dropout on the prompts
     if args.freeze_vision:
         unwrapped.vision_model.eval()
-    for step in range(start + 1, args.max_steps + 1):
-        for _ in range(args.gradient_accumulation_steps):
-            batch = next(batches)
-            with accelerator.accumulate(model):
-                loss = prompt_loss(args, model, unwrapped, batch, class_names, processor)
-                checkpoints.check_finite(loss, step)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            log.add(loss)
-        scheduler.step()
-        log.end_step(step, learning_rate(optimizer), progress)
-        checkpoints.maybe_save(step, log.state())
-    progress.close()
-
-    final_dir = output_dir / "model"
-    if accelerator.is_main_process:
-        save_pretrained_atomic(final_dir, accelerator.unwrap_model(model), processor,
-                               log.writer("stage 2 (prompts)", args.model_name_or_path))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches,
+                lambda batch: prompt_loss(args, model, unwrapped, batch, class_names, processor),
+                start=start, args=args, desc="stage 2")
+    final_dir = finish_run(accelerator, model, processor, log, args, "stage 2 (prompts)", args.model_name_or_path)
     return {"model_dir": str(final_dir), "steps": args.max_steps, "class_names": class_names, "loss_curve": log.points}
