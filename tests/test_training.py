@@ -44,7 +44,6 @@ def test_stage1_writes_a_loadable_model_and_checkpoints(stage1):
     assert len(summary["loss_curve"]) == 4 and all(torch.isfinite(torch.tensor(l)) for _, l in summary["loss_curve"])
     log = json.loads((output / "model" / "training_log.json").read_text())
     assert list(log) == ["stage 1 (contrastive)"] and len(log["stage 1 (contrastive)"]) == 4
-    assert any((output / "logs").rglob("events.out.tfevents*")) or True  # trackers off in tests (report_to none)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_tree, demo_llm, monkeypatch):
