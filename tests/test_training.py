@@ -164,3 +164,12 @@ def test_example_configs_parse_for_every_entry_script(name, tmp_path):
             extra["model_name_or_path"] = "some/model"
         args = load_arguments(cls, path, extra, section=section)
         assert args.output_dir
+
+
+@pytest.mark.parametrize("script", ["pretrain.py", "prompt_tune.py", "evaluate.py"])
+def test_example_scripts_start_as_scripts(script, tmp_path):
+    # Run from their own folder: examples/evaluate.py must not shadow the `evaluate` library.
+    done = subprocess.run([sys.executable, str(REPO / "examples" / script), "--help"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--output_dir" in done.stdout and "--config PATH" in done.stdout
