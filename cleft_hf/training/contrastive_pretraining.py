@@ -13,8 +13,7 @@ from ..losses import clip_loss, siglip_loss
 from ..modeling import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
 from .config import PretrainArguments, save_arguments
 from .data_setup import get_split, load_named_dataset, make_loader
-from .loop import batch_stream, finish_run, make_accelerator, resume_run, train_steps
-from .optim import build_optimizer, build_scheduler
+from .loop import batch_stream, finish_run, make_accelerator, prepare_run, resume_run, train_steps
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +82,8 @@ def run_pretraining(args: PretrainArguments) -> dict[str, Any]:
                          num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
                          augment=dict(args.augmentation or {}) if args.augment else None,
                          label_caption_prob=args.label_caption_prob)
-    optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
-    scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, "cleft_pretrain")
     unwrapped: CLEFTModel = accelerator.unwrap_model(model)
-    if args.trackers:
-        accelerator.init_trackers("cleft_pretrain", config={k: str(v) for k, v in vars(args).items()})
 
     checkpoints, log, start = resume_run(accelerator, args)
 

@@ -99,6 +99,23 @@ def learning_rate(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
+def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str):
+    """Optimiser (parameter groups) and schedule from `args`, `accelerator.prepare`, trackers.
+
+    The scheduler stays out of `prepare` (it would step once per process) and is registered for checkpoints.
+    Returns `(model, optimizer, scheduler, loader)`.
+    """
+    from .optim import build_optimizer, build_scheduler
+
+    optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
+    scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
+    if args.trackers:
+        accelerator.init_trackers(project, config={k: str(v) for k, v in vars(args).items()})
+    return model, optimizer, scheduler, loader
+
+
 def resume_run(accelerator: Accelerator, args: Any) -> tuple[Any, LossLog, int]:
     """Checkpoint manager, loss log and first step of a run (restored from `args.resume_from_checkpoint`)."""
     from .checkpointing import CheckpointManager

@@ -16,8 +16,7 @@ from ..modeling import CLEFTModel, CLEFTProcessor
 from .config import PromptTuneArguments, save_arguments
 from .contrastive_pretraining import caption_ids
 from .data_setup import get_split, load_named_dataset, make_loader, restrict_labels
-from .loop import batch_stream, finish_run, make_accelerator, resume_run, train_steps
-from .optim import build_optimizer, build_scheduler
+from .loop import batch_stream, finish_run, make_accelerator, prepare_run, resume_run, train_steps
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +89,8 @@ def run_prompt_tuning(args: PromptTuneArguments) -> dict[str, Any]:
     loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
                          num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,
                          augment=None if args.freeze_vision else {})
-    optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
-    scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, "cleft_prompt_tune")
     unwrapped: CLEFTModel = accelerator.unwrap_model(model)
-    if args.trackers:
-        accelerator.init_trackers("cleft_prompt_tune", config={k: str(v) for k, v in vars(args).items()})
 
     checkpoints, log, start = resume_run(accelerator, args)
     if args.freeze_vision:  # image features do not change: compute them once, then cycle over the cache
