@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import datasets
-from datasets import ClassLabel, Dataset, List, Value
+from datasets import ClassLabel, Dataset, DatasetDict, List, Value
 
 logger = logging.getLogger(__name__)
 
@@ -262,3 +262,18 @@ def pil_decode(path: str) -> None:
 
     with Image.open(path) as image:
         image.load()
+
+
+def split_dataset_dict(
+    split_of: np.ndarray, columns_of: Callable[[np.ndarray], dict[str, list]], features, report: "LoadReport",
+    splits: Sequence[str] = ("train", "validation", "test"),
+) -> DatasetDict:
+    """One Dataset per split name in `split_of` (N,): `columns_of(row_indices)` gives its columns; empty splits
+    are left out and the kept row counts go to `report`."""
+    result = DatasetDict()
+    for name in splits:
+        rows = np.flatnonzero(split_of == name)
+        if len(rows):
+            result[name] = Dataset.from_dict(columns_of(rows), features=features)
+            report.rows[name] = len(result[name])
+    return result

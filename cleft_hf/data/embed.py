@@ -20,12 +20,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ._tables import (
-    LoadReport,
-    assign_splits,
-    check_values,
-    find_table,
-    read_table,
-    require_root,
+    LoadReport, assign_splits, check_values, find_table, read_table, require_root, split_dataset_dict,
     verify_images,
 )
 from .dicom import read_dicom, read_dicom_header
@@ -246,29 +241,24 @@ def load_embed(
         }
     )
     records = frame.to_dict("records")
-    result = DatasetDict()
-    for name in ("train", "validation", "test"):
-        rows = np.flatnonzero(split_of == name)
-        if not len(rows):
-            continue
+
+    def columns_of(rows: np.ndarray) -> dict[str, list]:
         part = frame.iloc[rows]
-        result[name] = Dataset.from_dict(
-            {
-                "image": paths[rows].tolist(),
-                "text": [embed_caption(records[i], legend) for i in rows],
-                "labels": labels[rows].tolist(),
-                "birads": birads[rows].tolist(),
-                "density": density[rows].tolist(),
-                "patient_id": part["empi_anon"].astype(str).tolist(),
-                "acc_anon": part["acc_anon"].astype(str).tolist(),
-                "laterality": part["ImageLateralityFinal"].fillna("").astype(str).tolist(),
-                "view": part["ViewPosition"].fillna("").astype(str).tolist(),
-                "image_type": part["FinalImageType"].fillna("").astype(str).tolist(),
-                "source_path": part["anon_dicom_path"].astype(str).tolist(),
-            },
-            features=features,
-        )
-        report.rows[name] = len(result[name])
+        return {
+            "image": paths[rows].tolist(),
+            "text": [embed_caption(records[i], legend) for i in rows],
+            "labels": labels[rows].tolist(),
+            "birads": birads[rows].tolist(),
+            "density": density[rows].tolist(),
+            "patient_id": part["empi_anon"].astype(str).tolist(),
+            "acc_anon": part["acc_anon"].astype(str).tolist(),
+            "laterality": part["ImageLateralityFinal"].fillna("").astype(str).tolist(),
+            "view": part["ViewPosition"].fillna("").astype(str).tolist(),
+            "image_type": part["FinalImageType"].fillna("").astype(str).tolist(),
+            "source_path": part["anon_dicom_path"].astype(str).tolist(),
+        }
+
+    result = split_dataset_dict(split_of, columns_of, features, report)
     if not result:
         raise ValueError(f"no EMBED images left for task {task!r} after filtering; see the load report")
     report.log()

@@ -11,19 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from datasets import Dataset, DatasetDict, Features, Image, Value
+from datasets import DatasetDict, Features, Image, Value
 
 from ._tables import (
-    LoadReport,
-    check_values,
-    find_table,
-    multilabel_columns,
-    multilabel_features,
-    pil_decode,
-    pil_header,
-    read_table,
-    require_root,
-    verify_images,
+    LoadReport, check_values, find_table, multilabel_columns, multilabel_features, pil_decode, pil_header,
+    read_table, require_root, split_dataset_dict, verify_images,
 )
 from .chexpert import CHEXPERT_CLASSES
 from .reports import report_text
@@ -159,25 +151,20 @@ def load_mimic_cxr(
     )
     raw = frame[list(CHEXPERT_CLASSES)].to_numpy(dtype=np.float32)
     split_names = frame["split"].map(_SPLIT_NAMES).to_numpy()
-    result = DatasetDict()
-    for name in ("train", "validation", "test"):
-        rows = np.flatnonzero(split_names == name)
-        if not len(rows):
-            continue
+
+    def columns_of(rows: np.ndarray) -> dict[str, list]:
         part = frame.iloc[rows]
-        result[name] = Dataset.from_dict(
-            {
-                "image": paths[rows].tolist(),
-                "text": [texts[int(s)] for s in part["study_id"]],
-                **multilabel_columns(raw[rows], uncertain),
-                "subject_id": part["subject_id"].astype(np.int64).tolist(),
-                "study_id": part["study_id"].astype(np.int64).tolist(),
-                "dicom_id": part["dicom_id"].astype(str).tolist(),
-                "view_position": part["ViewPosition"].fillna("").astype(str).tolist(),
-            },
-            features=features,
-        )
-        report.rows[name] = len(result[name])
+        return {
+            "image": paths[rows].tolist(),
+            "text": [texts[int(s)] for s in part["study_id"]],
+            **multilabel_columns(raw[rows], uncertain),
+            "subject_id": part["subject_id"].astype(np.int64).tolist(),
+            "study_id": part["study_id"].astype(np.int64).tolist(),
+            "dicom_id": part["dicom_id"].astype(str).tolist(),
+            "view_position": part["ViewPosition"].fillna("").astype(str).tolist(),
+        }
+
+    result = split_dataset_dict(split_names, columns_of, features, report)
     if not result:
         raise ValueError(f"no MIMIC-CXR images left after filtering (views={views}); see the load report")
     report.log()

@@ -14,14 +14,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
 from ._tables import (
-    LoadReport,
-    assign_splits,
-    check_values,
-    column_values,
-    find_table,
-    read_table,
-    require_root,
-    verify_images,
+    LoadReport, assign_splits, check_values, column_values, find_table, read_table, require_root,
+    split_dataset_dict, verify_images,
 )
 from .chexpert import chexpert_caption
 from .dicom import read_dicom, read_dicom_header
@@ -87,23 +81,18 @@ def load_rsna_pneumonia(
             "class_info": Value("string"),
         }
     )
-    result = DatasetDict()
-    for name in ("train", "validation", "test"):
-        rows = np.flatnonzero(split_of == name)
-        if not len(rows):
-            continue
-        result[name] = Dataset.from_dict(
-            {
-                "image": paths[rows].tolist(),
-                "text": [chexpert_caption(["pneumonia"] if target[i] else ["no pneumonia"]) for i in rows],
-                "labels": target[rows].tolist(),
-                "patient_id": patients[rows].tolist(),
-                "boxes": [boxes_by_patient[patients[i]] for i in rows],
-                "class_info": [class_info.get(patients[i], "") for i in rows],
-            },
-            features=features,
-        )
-        report.rows[name] = len(result[name])
+
+    def columns_of(rows: np.ndarray) -> dict[str, list]:
+        return {
+            "image": paths[rows].tolist(),
+            "text": [chexpert_caption(["pneumonia"] if target[i] else ["no pneumonia"]) for i in rows],
+            "labels": target[rows].tolist(),
+            "patient_id": patients[rows].tolist(),
+            "boxes": [boxes_by_patient[patients[i]] for i in rows],
+            "class_info": [class_info.get(patients[i], "") for i in rows],
+        }
+
+    result = split_dataset_dict(split_of, columns_of, features, report)
     report.log()
     return (result, report) if return_report else result
 
