@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["cleft_hf", "cleft_hf.*"]) + ["cleft_hf.modeling"],
     package_dir={"cleft_hf.modeling": "modeling"},
-    package_data={"cleft_hf": ["metrics/*/*.py", "../model_card.md"]},
+    package_data={"cleft_hf": ["metrics/*/*.py", "../model_card.md", "demo/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.2,<2.15",

@@ -21,10 +21,11 @@ import torch
 from datasets import Dataset, Features, Image as ImageFeature, Value
 from PIL import Image
 
-from cleft_hf.data import make_eval_transform, make_train_transform, write_dicom
+from cleft_hf.data import make_eval_transform, make_train_transform
+from cleft_hf.demo.dicom_writer import write_dicom
 from cleft_hf.data.transforms import with_image_transform
-from cleft_hf.data.synthetic import write_demo_mimic_cxr
-from cleft_hf.data.synthetic_cxr import CXR_FINDINGS, ChestXRayRenderer, sample_case
+from cleft_hf.demo.synthetic import write_demo_mimic_cxr
+from cleft_hf.demo.synthetic_cxr import CXR_FINDINGS, ChestXRayRenderer, sample_case
 from cleft_hf.modeling.image_processing_cleft import CLEFTImageProcessor
 
 GOALS = {"png": 300.0, "jpeg": 300.0, "dicom": 100.0}

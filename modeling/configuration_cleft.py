@@ -12,7 +12,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
 DEFAULT_TEXT_MODEL = "stanford-crfm/BioMedLM"
 DEFAULT_PROMPT_TEMPLATE = "this is a chest x ray of a patient with {}"
-DEFAULT_PROMPT_INIT_TEXT = "this is a chest x ray of a patient with"
+DEFAULT_PROMPT_INIT_TEXT = DEFAULT_PROMPT_TEMPLATE.replace("{}", "").strip()
 # stanford-crfm/BioMedLM (GPT-2 family, 2.7 B): the paper's default text tower.
 BIOMEDLM_CONFIG = {
     "n_layer": 32, "n_embd": 2560, "n_head": 20, "n_positions": 1024,

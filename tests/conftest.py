@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cleft_hf import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
-from cleft_hf.language_model.tokenizer_training import train_tokenizer
+from cleft_hf.demo.language_model.tokenizer_training import train_tokenizer
 from cleft_hf.tiny import tiny_cleft_config, tiny_text_config
 
 FAMILIES = ("gpt2", "llama")
@@ -87,7 +87,7 @@ def batch(processor):
 @pytest.fixture(scope="session")
 def demo_tree(tmp_path_factory):
     """A small MIMIC-CXR-like tree written by the demo data generator (real on-disk formats)."""
-    from cleft_hf.data.synthetic import write_demo_mimic_cxr
+    from cleft_hf.demo.synthetic import write_demo_mimic_cxr
 
     root = tmp_path_factory.mktemp("mimic-demo")
     write_demo_mimic_cxr(root, n_studies=120, image_size=48, seed=0, n_test_per_class=4)
@@ -98,7 +98,7 @@ def demo_tree(tmp_path_factory):
 def demo_llm(tmp_path_factory, demo_tree):
     """A tiny GPT-2 pretrained for a few steps on the demo reports, saved like a Hub LLM."""
     from cleft_hf.data import load_mimic_cxr
-    from cleft_hf.language_model import pretrain_causal_lm
+    from cleft_hf.demo.language_model import pretrain_causal_lm
 
     reports = load_mimic_cxr(demo_tree)["train"]["text"]
     result = pretrain_causal_lm(reports, tmp_path_factory.mktemp("demo-llm"), family="gpt2", vocab_size=300,
@@ -108,7 +108,7 @@ def demo_llm(tmp_path_factory, demo_tree):
 
 
 def tiny_run_overrides(demo_tree, demo_llm, output_dir) -> dict:
-    """Overrides making examples/configs/demo.yaml a seconds-long CPU run on the tiny demo tree."""
+    """Overrides making cleft_hf/demo/demo.yaml a seconds-long CPU run on the tiny demo tree."""
     return {
         "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(output_dir), "report_to": "none",
         "text_model_name_or_path": str(demo_llm), "per_device_batch_size": 8, "dataloader_num_workers": 0,

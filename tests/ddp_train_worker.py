@@ -19,12 +19,12 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 def first_step(args, accelerator: Accelerator) -> dict:
     """Loss, texts and gradients of the first training micro-batch, as `run_pretraining` computes them."""
     from cleft_hf.training.contrastive_pretraining import build_model, build_processor, caption_ids, contrastive_loss_fn
-    from cleft_hf.training.data_setup import get_split, load_named_dataset, make_loader
+    from cleft_hf.data import get_dataset_spec, get_split, make_loader
 
     set_seed(args.seed)
     processor = build_processor(args)
     model = build_model(args)
-    dataset = get_split(load_named_dataset(args.dataset, args.data_root), args.train_split)
+    dataset = get_split(get_dataset_spec(args.dataset).load(args.data_root), args.train_split)
     loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
                          num_workers=0, seed=args.seed, max_length=args.max_text_length, augment=None)
     model, loader = accelerator.prepare(model, loader)

@@ -11,7 +11,8 @@ from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, RLELossless, UID
 
-from cleft_hf.data.dicom import is_dicom, read_dicom, read_dicom_header, write_dicom
+from cleft_hf.data.dicom import is_dicom, read_dicom, read_dicom_header
+from cleft_hf.demo.dicom_writer import write_dicom
 
 RAMP = (np.arange(32 * 48).reshape(32, 48) * 2).astype(np.uint16)  # 12-bit values 0..3070
 

@@ -29,7 +29,7 @@ from cleft_hf.data import (
     report_text,
 )
 from cleft_hf.data._tables import multilabel_columns, multilabel_features
-from cleft_hf.data.synthetic import write_demo_embed, write_demo_mimic_cxr, write_demo_rsna
+from cleft_hf.demo.synthetic import write_demo_embed, write_demo_mimic_cxr, write_demo_rsna
 
 TABLES = ("metadata", "split", "chexpert")
 

@@ -9,7 +9,8 @@ from datasets import Dataset, Features, Image as ImageFeature, Value
 from PIL import Image
 
 from cleft_hf import CLEFTImageProcessor
-from cleft_hf.data import make_eval_transform, make_train_transform, write_dicom
+from cleft_hf.data import make_eval_transform, make_train_transform
+from cleft_hf.demo.dicom_writer import write_dicom
 from cleft_hf.data.transforms import augment_text, otsu_crop, otsu_threshold
 
 REPORT = "The heart is enlarged. There is a small left effusion. No pneumothorax. Lungs are otherwise clear."

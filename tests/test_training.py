@@ -20,8 +20,8 @@ from cleft_hf.training.prompt_tuning import run_prompt_tuning
 from cleft_hf.evaluation.runner import run_evaluation
 from conftest import tiny_run_overrides
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "demo.yaml"
-REPO = DEMO_CONFIG.parent.parent.parent
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO / "cleft_hf" / "demo" / "demo.yaml"
 
 
 def _pretrain_args(demo_tree, demo_llm, output_dir, **extra) -> PretrainArguments:
@@ -156,7 +156,7 @@ def test_example_script_rejects_unknown_keys_and_missing_data(tmp_path):
 
 @pytest.mark.parametrize("name", ["demo", "cxr_paper", "embed_paper"])
 def test_example_configs_parse_for_every_entry_script(name, tmp_path):
-    path = DEMO_CONFIG.parent / f"{name}.yaml"
+    path = DEMO_CONFIG if name == "demo" else REPO / "examples" / "configs" / f"{name}.yaml"
     for cls, section in ((PretrainArguments, "pretrain"), (PromptTuneArguments, "prompt_tune"),
                          (EvaluateArguments, "evaluate")):
         extra = {"data_root": str(tmp_path)}

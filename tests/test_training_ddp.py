@@ -19,7 +19,7 @@ from conftest import tiny_run_overrides
 from ddp_train_worker import first_step
 
 HERE = Path(__file__).resolve().parent
-DEMO_CONFIG = HERE.parent / "examples" / "configs" / "demo.yaml"
+DEMO_CONFIG = HERE.parent / "cleft_hf" / "demo" / "demo.yaml"
 
 
 def test_two_process_training_step_equals_single_process(tmp_path, demo_tree, demo_llm):

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
+from ..modeling.configuration_cleft import DEFAULT_PROMPT_TEMPLATE
 from ._tables import (
     LoadReport,
     check_values,
@@ -41,7 +42,7 @@ CHEXPERT_CLASSES = (
     "Support Devices",
 )
 CHEXPERT_5X200_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
-CHEXPERT_BASE_CAPTION = "this is a chest x ray of a patient with "
+CHEXPERT_BASE_CAPTION = DEFAULT_PROMPT_TEMPLATE.replace("{}", "")  # "this is a chest x ray of a patient with "
 CHEXPERT_NEGATIVE_CAPTION = " but this image has no "
 _CSV_SPLITS = {"train": "train.csv", "validation": "valid.csv", "test": "test.csv"}
 _META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")

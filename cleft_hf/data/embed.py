@@ -48,19 +48,11 @@ _FINDING_SENTENCES = (
     "a finding highly suggestive of malignancy is present, a biopsy is recommended.",
     "a known biopsy-proven malignant mass is present.",
 )
+# The CLEFT paper's zero-shot prompt (class text: "birads score 1: negative.", "breast tissue density 2: ...").
+EMBED_PROMPT_TEMPLATE = "this is a breast 2d full-field digital mammogram of a patient with {}"
 _SIDES = {"L": "left", "R": "right", "B": "bilateral"}
 _METADATA_COLUMNS = ("anon_dicom_path", "empi_anon", "acc_anon", "ImageLateralityFinal", "ViewPosition", "FinalImageType")
 _CLINICAL_COLUMNS = ("acc_anon", "side", "asses", "tissueden")
-
-
-def embed_class_prompts(task: str) -> list[str]:
-    """Zero-shot prompts of the CLEFT paper, one per class of ``task`` ("birads" or "density")."""
-    base = "this is a breast 2d full-field digital mammogram of a patient with "
-    if task == "birads":
-        return [f"{base}birads score {k}: {name}." for k, name in enumerate(EMBED_BIRADS_CLASSES)]
-    if task == "density":
-        return [f"{base}breast tissue density {k + 1}: {name}." for k, name in enumerate(EMBED_DENSITY_CLASSES)]
-    raise ValueError(f"task must be 'birads' or 'density', got {task!r}")
 
 
 def map_source_paths(sources: Sequence[str], root: Path, prefix: str | None = None, probe_rows: int = 50) -> list[str]:

@@ -10,14 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from datasets import ClassLabel
 
-from ..data import CHEXPERT_5X200_CLASSES, build_balanced_split, build_chexpert_5x200, embed_class_prompts
+from ..data import get_dataset_spec, get_split, make_loader, single_label_split
 from ..metrics import load_metric
 from ..modeling import CLEFTModel, CLEFTProcessor
 from ..training.config import EvaluateArguments
 from ..training.loop import TRAINING_LOG
-from ..training.data_setup import get_split, load_named_dataset, make_loader, single_finding_set
 from .embeddings import compute_image_embeddings, compute_text_embeddings
 from .linear_probe import linear_probe
 from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves
@@ -28,31 +26,15 @@ from .zero_shot import evaluate_zero_shot
 logger = logging.getLogger(__name__)
 
 
-def single_label_split(dataset, class_names: list[str] | None, balanced_per_class: int | None = None, seed: int = 0):
-    """A single-label view of an evaluation split: ClassLabel datasets as they are; multi-label CXR datasets
-    reduced to the images with exactly one of the (default: CheXpert 5x200) classes. `balanced_per_class`
-    draws that many per class (CheXpert 5x200 rule for multi-label CXR data)."""
-    if isinstance(dataset.features["labels"], ClassLabel):
-        if balanced_per_class:
-            dataset = build_balanced_split(dataset, balanced_per_class, seed=seed)
-        return dataset, list(class_names or dataset.features["labels"].names)
-    if balanced_per_class and not class_names:
-        subset = build_chexpert_5x200(dataset, seed=seed, n_per_class=balanced_per_class)
-    else:
-        subset = single_finding_set(dataset, class_names or CHEXPERT_5X200_CLASSES)
-    return subset, list(class_names or subset.features["labels"].names)
-
-
 def hand_prompts(args: EvaluateArguments, class_names: list[str]) -> tuple[list[str], str | None]:
-    """(texts, template) of the hand-written prompts: explicit per-class prompts, EMBED's paper prompts, or
-    the template (args or model config) applied to the lower-cased class names."""
+    """(texts, template) of the hand-written prompts: explicit per-class prompts, or the dataset's paper prompts
+    (its modality's template, or `args.prompt_template`, applied to each class's text)."""
     if args.class_prompts:
         if len(args.class_prompts) != len(class_names):
             raise ValueError(f"class_prompts has {len(args.class_prompts)} prompts for {len(class_names)} classes")
         return list(args.class_prompts), "{}"
-    if args.dataset == "embed" and args.prompt_template is None:
-        return embed_class_prompts((args.dataset_kwargs or {}).get("task", "birads")), "{}"
-    return [name.lower() for name in class_names], args.prompt_template
+    spec = get_dataset_spec(args.dataset)
+    return spec.hand_prompts(spec.task_name(args.dataset_kwargs), class_names, args.prompt_template), "{}"
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, float]:
@@ -79,8 +61,10 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     output_dir = Path(args.output_dir)
     model = CLEFTModel.from_pretrained(args.model_name_or_path).to(accelerator.device).eval()
     processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
-    datasets = load_named_dataset(args.dataset, args.data_root, **(args.dataset_kwargs or {}))
-    test, class_names = single_label_split(get_split(datasets, args.eval_split), args.class_names,
+    spec = get_dataset_spec(args.dataset)
+    task = spec.task_name(args.dataset_kwargs)
+    datasets = spec.load(args.data_root, **(args.dataset_kwargs or {}))
+    test, class_names = single_label_split(get_split(datasets, args.eval_split), spec, task, args.class_names,
                                            args.balanced_per_class, args.seed)
     prompt_names = [name.lower() for name in class_names]  # the spelling stage 2 stores for learned prompts
     hand_texts, hand_template = hand_prompts(args, class_names)
@@ -106,7 +90,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
                 plot_confusion_matrix(probabilities.argmax(1), labels, class_names,
                                       plots / f"confusion_zero_shot_{mode}.png", title=f"zero-shot, {mode.replace('_', ' ')}")
     if "linear_probe" in args.tasks:
-        train, _ = single_label_split(get_split(datasets, args.train_split), class_names)
+        train, _ = single_label_split(get_split(datasets, args.train_split), spec, task, class_names)
         train_loader = accelerator.prepare(make_loader(train, processor, shuffle=False, batch_size=args.per_device_batch_size,
                                                        num_workers=args.dataloader_num_workers, seed=args.seed))
         train_embeds, train_labels, _ = compute_image_embeddings(model, train_loader, accelerator)

@@ -16,6 +16,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from ..data.registry import DATASET_REGISTRY, MODALITIES
+
 logger = logging.getLogger(__name__)
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_card.md"
@@ -24,12 +26,6 @@ PAPER_URL = "https://arxiv.org/abs/2407.21011"
 BASE_TAGS = ["medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft"]
 # Non-metric fields of results.json (anything numeric starting with "n_" is a count, not a metric either).
 INFO_KEYS = {"dataset", "split", "class_names", "model"}
-DATASET_NAMES = {
-    "chexpert": "CheXpert", "mimic_cxr": "MIMIC-CXR", "rsna": "RSNA Pneumonia", "embed": "EMBED",
-    "synthetic": "synthetic demo data",
-}
-MODALITY_TAGS = {"chexpert": "chest-x-ray", "mimic_cxr": "chest-x-ray", "rsna": "chest-x-ray", "embed": "mammography"}
-MODALITY_WORDS = {"chest-x-ray": "chest X-ray", "mammography": "mammography"}
 # Sub-metric names of results.json -> (pretty name, Hub metric type, metric args).
 METRICS = {
     "acc": ("accuracy", "accuracy", None),
@@ -149,7 +145,7 @@ def _dataset_of(results: Mapping[str, Any]) -> tuple[str, str]:
     dataset = results.get("dataset")
     if not isinstance(dataset, str) or not dataset.strip():
         raise ValueError("results has metrics but no 'dataset' field (a non-empty string) to report them against")
-    return dataset, DATASET_NAMES.get(dataset, dataset)
+    return dataset, _display_name(dataset)
 
 
 def build_eval_results(results: Mapping[str, Any]) -> list[EvalResult]:
@@ -235,8 +231,13 @@ def text_hub_id(config: Any) -> str | None:
     return source
 
 
+def _display_name(dataset: Any) -> Any:
+    spec = DATASET_REGISTRY.get(dataset) if isinstance(dataset, str) else None
+    return spec.display_name if spec is not None else dataset
+
+
 def _modality_tags(model: Any, *names: Any) -> list[str]:
-    tags = [MODALITY_TAGS[n] for n in names if isinstance(n, str) and n in MODALITY_TAGS]
+    tags = [DATASET_REGISTRY[n].modality.tag for n in names if isinstance(n, str) and n in DATASET_REGISTRY]
     template = model.config.prompt_template.lower()
     if "chest x ray" in template or "chest x-ray" in template:
         tags.append("chest-x-ray")
@@ -340,7 +341,7 @@ def render_model_card(
     text_config = config.text_config
     layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", None)
     uploaded = sum(counts.values()) - (0 if full else counts["llm_base"])
-    modality_text = " and ".join(MODALITY_WORDS[t] for t in modalities) or "medical"
+    modality_text = " and ".join(MODALITIES[t].words for t in modalities) or "medical"
     return ModelCard.from_template(
         card_data,
         template_path=str(template),
@@ -371,7 +372,7 @@ def render_model_card(
         training_rows=training_rows(summary),
         evaluated=bool(entries),
         not_evaluated=NOT_EVALUATED,
-        eval_dataset=(DATASET_NAMES.get(results_dict.get("dataset"), results_dict.get("dataset")) if entries else None),
+        eval_dataset=_display_name(results_dict.get("dataset")) if entries else None,
         eval_dataset_key=results_dict.get("dataset") if entries else None,
         eval_split=results_dict.get("split") if entries else None,
         eval_n_images=results_dict.get("n_images") if entries else None,

@@ -1,6 +1,6 @@
 """Run arguments of the three entry scripts: dataclasses loaded from a YAML file plus `--key value` overrides.
 
-    args = parse_arguments(PretrainArguments, ["--config", "examples/configs/demo.yaml", "--max_steps=50"])
+    args = parse_arguments(PretrainArguments, ["--config", "cleft_hf/demo/demo.yaml", "--max_steps=50"])
 
 Values are converted to the field types (int, float, bool, str, Optional, Literal choices, list/tuple; on the
 command line lists are comma-separated: `--betas 0.9,0.98`). An unknown key is an error naming it and the
@@ -21,10 +21,12 @@ from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 
+from ..data.registry import dataset_names, get_dataset_spec
+
 ArgumentsT = TypeVar("ArgumentsT")
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
-DATASETS = ("mimic_cxr", "chexpert", "embed", "rsna", "synthetic")
+DATASETS = dataset_names()
 EVALUATION_TASKS = ("zero_shot", "linear_probe", "retrieval")
 
 
@@ -280,8 +282,8 @@ def _positive(arguments: Any, *names: str) -> None:
 class _CommonArguments:
     """Fields shared by every entry script."""
 
-    dataset: Literal["mimic_cxr", "chexpert", "embed", "rsna", "synthetic"] = arg(
-        "synthetic", "Dataset family: mimic_cxr, chexpert, embed, rsna, or synthetic (built-in demo)."
+    dataset: str = arg(
+        "synthetic", f"Dataset family (cleft_hf.data.registry): {', '.join(DATASETS)} (synthetic: the built-in demo)."
     )
     data_root: Optional[str] = arg(None, "Folder of the dataset's files and tables (required unless synthetic).")
     dataset_kwargs: Optional[dict] = arg(
@@ -295,6 +297,7 @@ class _CommonArguments:
     def __post_init__(self) -> None:
         for name, annotation in _field_types(type(self)).items():
             setattr(self, name, convert_value(name, annotation, getattr(self, name), "value"))
+        get_dataset_spec(self.dataset)  # an unknown name is an error listing the known ones
         if self.dataset != "synthetic" and self.data_root is None:
             raise ValueError(f"config field 'data_root' is required for dataset '{self.dataset}'")
         if self.data_root is not None and not Path(self.data_root).exists():
@@ -409,8 +412,9 @@ class PromptTuneArguments(_TrainingArguments):
     num_context_tokens: int = arg(30, "Learned context tokens placed before the class name.")
     class_specific: bool = arg(False, "One context per class instead of one shared context.")
     init_text: Optional[str] = arg(
-        "this is a chest x ray of a patient with",
-        "Text whose token embeddings initialise the context, repeated to fill it (None: random).",
+        None,
+        "Text whose token embeddings initialise the context, repeated to fill it (None: the model's, i.e. the "
+        "dataset's prompt without the class, e.g. 'this is a chest x ray of a patient with'; empty: random).",
     )
     freeze_vision: bool = arg(False, "Freeze the vision tower, cache image features (reference: it trains).")
     class_names: Optional[list[str]] = arg(None, "Classes to learn prompts for (None: the dataset's).")

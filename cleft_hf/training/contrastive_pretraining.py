@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from ..data import get_dataset_spec, get_split, make_loader
 from ..losses import clip_loss, siglip_loss
 from ..modeling import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
 from .config import PretrainArguments, save_arguments
-from .data_setup import get_split, load_named_dataset, make_loader
 from .loop import batch_stream, finish_run, make_accelerator, prepare_run, resume_run, train_steps
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,9 @@ def build_processor(args: PretrainArguments) -> CLEFTProcessor:
 
 
 def build_model(args: PretrainArguments) -> CLEFTModel:
-    """A new CLEFT model from the timm vision model and the causal LLM named in `args`."""
+    """A new CLEFT model from the timm vision model and the causal LLM named in `args`; its hand-prompt template
+    (and the text that initialises learned prompts) is the dataset's modality's."""
+    modality = get_dataset_spec(args.dataset).modality
     peft_config: dict[str, Any] = {"peft_type": args.peft_type.upper()}
     if args.peft_type in ("lora", "adalora"):
         key = "r" if args.peft_type == "lora" else "init_r"
@@ -41,6 +43,7 @@ def build_model(args: PretrainArguments) -> CLEFTModel:
         args.vision_model_name, args.text_model_name_or_path, vision_pretrained=args.vision_pretrained,
         image_size=args.image_size, image_pooling=args.image_pooling, projection_dim=args.projection_dim,
         peft_config=peft_config, vision_model_kwargs=dict(args.vision_model_kwargs or {}),
+        prompt_template=modality.prompt_template, prompt_init_text=modality.prompt_init_text,
     )
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -77,11 +80,13 @@ def run_pretraining(args: PretrainArguments) -> dict[str, Any]:
             model.logit_scale.fill_(torch.log(torch.tensor(10.0)))
             model.prompt_learner.logit_bias.fill_(-10.0)
         model.prompt_learner.logit_bias.requires_grad_(True)
-    dataset = get_split(load_named_dataset(args.dataset, args.data_root, **(args.dataset_kwargs or {})), args.train_split)
+    spec = get_dataset_spec(args.dataset)
+    dataset = get_split(spec.load(args.data_root, **(args.dataset_kwargs or {})), args.train_split)
     loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
                          num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
                          augment=dict(args.augmentation or {}) if args.augment else None,
-                         label_caption_prob=args.label_caption_prob)
+                         label_caption_prob=args.label_caption_prob, spec=spec,
+                         task=spec.task_name(args.dataset_kwargs))
     model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, "cleft_pretrain")
     unwrapped: CLEFTModel = accelerator.unwrap_model(model)
 

@@ -10,21 +10,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import CHEXPERT_5X200_CLASSES, label_names
+from ..data import DatasetSpec, get_dataset_spec, get_split, label_names, make_loader, restrict_labels
 from ..losses import clip_loss, multilabel_bce_prompt_loss
 from ..modeling import CLEFTModel, CLEFTProcessor
 from .config import PromptTuneArguments, save_arguments
 from .contrastive_pretraining import caption_ids
-from .data_setup import get_split, load_named_dataset, make_loader, restrict_labels
 from .loop import batch_stream, finish_run, make_accelerator, prepare_run, resume_run, train_steps
 
 logger = logging.getLogger(__name__)
 
 
-def default_class_names(dataset) -> list[str]:
-    """The CheXpert 5x200 classes when the dataset has them, else all of the dataset's classes."""
-    names = label_names(dataset)
-    return list(CHEXPERT_5X200_CLASSES) if set(CHEXPERT_5X200_CLASSES) <= set(names) else names
+def default_class_names(dataset, spec: DatasetSpec, task: str | None = None) -> list[str]:
+    """The classes of the dataset's task (CheXpert 5x200 for CXR reports) when the split has them, else all of
+    the split's classes."""
+    names, wanted = label_names(dataset), list(spec.task(task).class_names)
+    return wanted if set(wanted) <= set(names) else names
 
 
 @torch.no_grad()
@@ -79,12 +79,14 @@ def run_prompt_tuning(args: PromptTuneArguments) -> dict[str, Any]:
         save_arguments(args, output_dir / "prompt_tune_args.yaml")
     model = CLEFTModel.from_pretrained(args.model_name_or_path)
     processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
-    dataset = get_split(load_named_dataset(args.dataset, args.data_root, **(args.dataset_kwargs or {})), args.train_split)
-    class_names = list(args.class_names or default_class_names(dataset))
+    spec = get_dataset_spec(args.dataset)
+    task = spec.task_name(args.dataset_kwargs)
+    dataset = get_split(spec.load(args.data_root, **(args.dataset_kwargs or {})), args.train_split)
+    class_names = list(args.class_names or default_class_names(dataset, spec, task))
     dataset = restrict_labels(dataset, class_names)
     prompt_names = [name.lower() for name in class_names]  # as written in prompts ("pleural effusion")
     model.setup_prompt_learning(prompt_names, processor, num_context_tokens=args.num_context_tokens,
-                                class_specific=args.class_specific, init_text=args.init_text or "")
+                                class_specific=args.class_specific, init_text=args.init_text)
     model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision)
     loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
                          num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,

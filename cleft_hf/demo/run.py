@@ -23,17 +23,17 @@ from pathlib import Path
 
 import torch
 
-from .data import load_mimic_cxr
-from .data.synthetic import write_demo_mimic_cxr
-from .evaluation.report import markdown_table
-from .evaluation.runner import run_evaluation
+from ..data import load_mimic_cxr
+from ..evaluation.report import markdown_table
+from ..evaluation.runner import run_evaluation
+from ..training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments, load_arguments
+from ..training.contrastive_pretraining import run_pretraining
+from ..training.prompt_tuning import run_prompt_tuning
 from .language_model import pretrain_causal_lm
-from .training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments, load_arguments
-from .training.contrastive_pretraining import run_pretraining
-from .training.prompt_tuning import run_prompt_tuning
+from .synthetic import write_demo_mimic_cxr
 
 logger = logging.getLogger(__name__)
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parent / "demo.yaml"  # package data
 
 
 def demo_data(output_dir: Path, settings: dict, seed: int) -> Path:

@@ -15,7 +15,7 @@ import textwrap
 
 import numpy as np
 
-from .chexpert import CHEXPERT_CLASSES
+from ..data.chexpert import CHEXPERT_CLASSES
 from .synthetic_cxr import CXRCase
 
 _SIZE = ("small", "moderate", "large")

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .chexpert import CHEXPERT_CLASSES
-from .dicom import write_dicom
-from .embed import EMBED_CLINICAL_TABLE, EMBED_LEGEND_TABLE, EMBED_METADATA_TABLE
-from .mimic_cxr import MIMIC_TABLE_PREFIX, mimic_image_path, mimic_report_path
-from .rsna import RSNA_CLASS_INFO_TABLE, RSNA_IMAGE_FOLDER, RSNA_LABELS_TABLE
+from ..data.chexpert import CHEXPERT_CLASSES
+from ..data.embed import EMBED_CLINICAL_TABLE, EMBED_LEGEND_TABLE, EMBED_METADATA_TABLE
+from ..data.mimic_cxr import MIMIC_TABLE_PREFIX, mimic_image_path, mimic_report_path
+from ..data.rsna import RSNA_CLASS_INFO_TABLE, RSNA_IMAGE_FOLDER, RSNA_LABELS_TABLE
+from .dicom_writer import write_dicom
 from .synthetic_cxr import CXR_FINDINGS, ChestXRayRenderer, sample_case
 from .synthetic_mammo import SYNTHETIC_LEGEND, render_mammogram, sample_findings
 from .synthetic_reports import write_report

@@ -1,4 +1,4 @@
-"""Tests for cleft_hf.language_model: tokenizer training and small causal-LM pretraining."""
+"""Tests for cleft_hf.demo.language_model: tokenizer training and small causal-LM pretraining."""
 
 import json
 import math
@@ -12,8 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig  # noqa: E402
 
-from cleft_hf.language_model import pretrain_causal_lm, tiny_causal_lm_config, train_tokenizer  # noqa: E402
-from cleft_hf.language_model.pretraining import collate_windows, encode_documents, split_train_eval  # noqa: E402
+from cleft_hf.demo.language_model import pretrain_causal_lm, tiny_causal_lm_config, train_tokenizer  # noqa: E402
+from cleft_hf.demo.language_model.pretraining import collate_windows, encode_documents, split_train_eval  # noqa: E402
 
 FINDINGS = ["cardiomegaly", "pleural effusion", "pulmonary edema", "consolidation", "atelectasis", "pneumothorax"]
 SIDES = ["left", "right", "bilateral"]

@@ -1,0 +1,125 @@
+"""Views of a loaded split for training and evaluation: split aliases, the label columns of chosen classes,
+single-label evaluation sets, label captions. Multi-label rows carry multi-hot `labels` (+ `label_mask`,
+`positive_classes`); single-label rows a ClassLabel."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, List, Value
+
+from ._tables import label_names, quiet_progress
+from .chexpert import build_chexpert_5x200
+from .registry import DatasetSpec
+from .splits import build_balanced_split
+
+SPLIT_ALIASES = {"validation": ("validation", "validate", "valid"), "test": ("test",), "train": ("train",)}
+
+
+def get_split(datasets: DatasetDict, split: str) -> Dataset:
+    """`datasets[split]`, accepting the usual aliases (validation/validate/valid)."""
+    for candidate in SPLIT_ALIASES.get(split, (split,)):
+        if candidate in datasets:
+            return datasets[candidate]
+    raise ValueError(f"split {split!r} not found; the dataset has {list(datasets)}")
+
+
+def _columns_of(dataset: Dataset, class_names: Sequence[str]) -> list[int]:
+    names = label_names(dataset)
+    missing = [name for name in class_names if name not in names]
+    if missing:
+        raise ValueError(f"classes {missing} are not among the dataset's labels {names}")
+    return [names.index(name) for name in class_names]
+
+
+def restrict_labels(dataset: Dataset, class_names: Sequence[str]) -> Dataset:
+    """Multi-hot `labels` (and `label_mask`) over `class_names` only, for stage 2.
+
+    Multi-label datasets keep those columns; single-label (ClassLabel) datasets keep the rows of those classes
+    and get the one-hot rows over them, so both kinds train with the same losses.
+    """
+    columns = _columns_of(dataset, class_names)
+    if isinstance(dataset.features["labels"], ClassLabel):
+        position = {column: index for index, column in enumerate(columns)}
+        labels = np.asarray(dataset["labels"])
+        kept = dataset.select(np.flatnonzero(np.isin(labels, columns)))
+        if len(kept) == 0:
+            raise ValueError(f"no image of the classes {list(class_names)} in this split")
+
+        def one_hot(batch: dict[str, list]) -> dict[str, list]:
+            rows = np.zeros((len(batch["labels"]), len(columns)), dtype=np.float32)
+            rows[np.arange(len(rows)), [position[label] for label in batch["labels"]]] = 1.0
+            return {"labels": rows.tolist()}
+
+        features = kept.features.copy()
+        features["labels"] = List(Value("float32"))
+        with quiet_progress():
+            return kept.map(one_hot, batched=True, features=features)
+
+    def select(batch: dict[str, list]) -> dict[str, list]:
+        out = {"labels": [np.asarray(row, dtype=np.float32)[columns].tolist() for row in batch["labels"]]}
+        if "label_mask" in batch:
+            out["label_mask"] = [np.asarray(row, dtype=np.float32)[columns].tolist() for row in batch["label_mask"]]
+        return out
+
+    with quiet_progress():
+        return dataset.map(select, batched=True)
+
+
+def single_finding_set(dataset: Dataset, class_names: Sequence[str]) -> Dataset:
+    """Images positive for exactly one of `class_names` (any number per class; for the balanced CheXpert
+    5x200 protocol use `build_chexpert_5x200`); labels become a ClassLabel over them."""
+    columns = _columns_of(dataset, class_names)
+    table = np.asarray(dataset.with_format("numpy")["labels"])[:, columns] == 1
+    keep = np.flatnonzero(table.sum(axis=1) == 1)
+    if len(keep) == 0:
+        raise ValueError(f"no image is positive for exactly one of {list(class_names)}")
+    subset = dataset.select(keep).remove_columns([c for c in ("labels", "label_mask") if c in dataset.column_names])
+    return subset.add_column("labels", table[keep].argmax(axis=1).tolist(), feature=ClassLabel(names=list(class_names)))
+
+
+def single_label_split(dataset: Dataset, spec: DatasetSpec, task: str | None = None,
+                       class_names: Sequence[str] | None = None, balanced_per_class: int | None = None,
+                       seed: int = 0) -> tuple[Dataset, list[str]]:
+    """A single-label evaluation view and its class names: ClassLabel datasets as they are (restricted to
+    `class_names`); multi-label ones reduced to the images with exactly one of the task's classes.
+    `balanced_per_class` draws that many per class (the CheXpert 5x200 rule for multi-label CXR data)."""
+    names = list(class_names or spec.task(task).class_names)
+    if isinstance(dataset.features["labels"], ClassLabel):
+        if list(dataset.features["labels"].names) != names:
+            columns = _columns_of(dataset, names)
+            labels = np.asarray(dataset["labels"])
+            keep = np.flatnonzero(np.isin(labels, columns))
+            with quiet_progress():
+                dataset = dataset.select(keep).remove_columns("labels").add_column(
+                    "labels", [columns.index(label) for label in labels[keep]], feature=ClassLabel(names=names))
+        if balanced_per_class:
+            dataset = build_balanced_split(dataset, balanced_per_class, seed=seed)
+        return dataset, names
+    if balanced_per_class and not class_names and spec.multi_label:
+        return build_chexpert_5x200(dataset, seed=seed, n_per_class=balanced_per_class), names
+    subset = single_finding_set(dataset, names)
+    if balanced_per_class:
+        subset = build_balanced_split(subset, balanced_per_class, seed=seed)
+    return subset, names
+
+
+def add_label_captions(dataset: Dataset, spec: DatasetSpec, task: str | None = None) -> Dataset:
+    """A `label_caption` column: the caption built from the image's labels ("this is a chest x ray of a patient
+    with cardiomegaly, edema"; "... with no finding" when none; single-label datasets: the class's hand prompt)."""
+    feature = dataset.features["labels"]
+    if isinstance(feature, ClassLabel):
+        prompts = spec.hand_prompts(task, feature.names)
+
+        def caption(batch: dict[str, list]) -> dict[str, list]:
+            return {"label_caption": [prompts[label] for label in batch["labels"]]}
+    elif "positive_classes" in dataset.column_names:
+        names = dataset.features["positive_classes"].feature.names
+
+        def caption(batch: dict[str, list]) -> dict[str, list]:
+            return {"label_caption": [spec.label_caption([names[i] for i in row]) for row in batch["positive_classes"]]}
+    else:
+        raise ValueError("label captions need class labels: a ClassLabel or a positive_classes column")
+    with quiet_progress():
+        return dataset.map(caption, batched=True)

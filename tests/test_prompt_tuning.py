@@ -1,0 +1,70 @@
+"""Stage 2 on single-label (EMBED) and multi-label (MIMIC-CXR format) data, both losses, vision frozen or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cleft_hf import CLEFTModel
+from cleft_hf.data import get_dataset_spec
+from cleft_hf.demo.synthetic import write_demo_embed
+from cleft_hf.training.config import PretrainArguments, PromptTuneArguments, load_arguments
+from cleft_hf.training.contrastive_pretraining import run_pretraining
+from cleft_hf.training.prompt_tuning import run_prompt_tuning
+from conftest import tiny_run_overrides
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "cleft_hf" / "demo" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def embed_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embed-demo")
+    write_demo_embed(root, n_images=64, image_size=48, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def embed_stage1(tmp_path_factory, embed_tree, demo_tree, demo_llm):
+    output = tmp_path_factory.mktemp("embed-stage1")
+    overrides = {**tiny_run_overrides(demo_tree, demo_llm, output), "dataset": "embed", "data_root": str(embed_tree),
+                 "dataset_kwargs": {"task": "density"}, "save_every": 0, "max_steps": 2}
+    run_pretraining(load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain"))
+    return output / "model"
+
+
+def test_stage1_on_mammograms_gives_a_mammography_model(embed_stage1):
+    config = CLEFTModel.from_pretrained(embed_stage1).config
+    assert config.prompt_template == get_dataset_spec("embed").prompt_template
+    assert "chest" not in config.prompt_template and "chest" not in config.prompt_init_text
+
+
+def _stage2(model_dir, output, dataset, data_root, **extra):
+    args = load_arguments(PromptTuneArguments, DEMO_CONFIG, {
+        "dataset": dataset, "data_root": str(data_root), "output_dir": str(output), "report_to": "none",
+        "model_name_or_path": str(model_dir), "per_device_batch_size": 8, "max_steps": 3, "warmup_steps": 1,
+        "num_context_tokens": 3, "log_every": 1, **extra}, section="prompt_tune")
+    return run_prompt_tuning(args)
+
+
+@pytest.mark.parametrize("loss", ["clip", "bce"])
+@pytest.mark.parametrize("freeze_vision", [True, False])
+def test_stage2_on_single_label_mammography(tmp_path, embed_tree, embed_stage1, loss, freeze_vision):
+    summary = _stage2(embed_stage1, tmp_path, "embed", embed_tree, loss=loss, freeze_vision=freeze_vision,
+                      dataset_kwargs={"task": "density"})
+    assert all(torch.isfinite(torch.tensor(value)) for _, value in summary["loss_curve"])
+    model = CLEFTModel.from_pretrained(tmp_path / "model")
+    before = CLEFTModel.from_pretrained(embed_stage1)
+    assert model.config.class_names == list(get_dataset_spec("embed").task("density").class_names)
+    assert not torch.equal(model.prompt_learner.ctx, before.prompt_learner.ctx)
+    vision_moved = any(not torch.equal(a, b) for a, b in zip(model.vision_model.state_dict().values(),
+                                                               before.vision_model.state_dict().values()))
+    assert vision_moved is not freeze_vision
+
+
+@pytest.mark.parametrize("loss,freeze_vision", [("bce", False), ("clip", False), ("bce", True)])
+def test_stage2_on_multi_label_reports(tmp_path, demo_tree, embed_stage1, loss, freeze_vision):
+    summary = _stage2(embed_stage1, tmp_path, "synthetic", demo_tree, loss=loss, freeze_vision=freeze_vision)
+    assert summary["class_names"][0] == "Atelectasis"
+    assert all(torch.isfinite(torch.tensor(value)) for _, value in summary["loss_curve"])
