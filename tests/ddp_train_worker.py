@@ -18,8 +18,8 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 
 def first_step(args, accelerator: Accelerator) -> dict:
     """Loss, texts and gradients of the first training micro-batch, as `run_pretraining` computes them."""
-    from cleft_hf.training.contrastive_pretraining import build_model, build_processor, caption_ids, contrastive_loss_fn
-    from cleft_hf.data import get_dataset_spec, get_split, make_loader
+    from cleft_hf.training.contrastive_pretraining import build_model, build_processor, contrastive_loss_fn
+    from cleft_hf.data import caption_ids, get_dataset_spec, get_split, make_loader
 
     set_seed(args.seed)
     processor = build_processor(args)

@@ -4,7 +4,7 @@ the training/evaluation DataLoader."""
 
 from ._tables import LoadReport, label_names
 from .chexpert import CHEXPERT_5X200_CLASSES, CHEXPERT_CLASSES, build_chexpert_5x200, chexpert_caption, load_chexpert
-from .collator import ImageTextCollator
+from .collator import ImageTextCollator, caption_ids
 from .dicom import read_dicom
 from .embed import (
     EMBED_BIRADS_CLASSES,
@@ -27,7 +27,8 @@ from .transforms import make_eval_transform, make_train_transform, with_image_tr
 
 __all__ = [
     "CHEXPERT_5X200_CLASSES", "CHEXPERT_CLASSES", "DATASET_REGISTRY", "EMBED_BIRADS_CLASSES", "EMBED_DENSITY_CLASSES",
-    "EMBED_PROMPT_TEMPLATE", "MODALITIES", "RSNA_CLASSES", "DatasetSpec", "ImageTextCollator", "LoadReport",
+    "EMBED_PROMPT_TEMPLATE", "MODALITIES", "RSNA_CLASSES", "DatasetSpec", "ImageTextCollator",
+    "caption_ids", "LoadReport",
     "Modality", "TaskSpec", "add_label_captions", "build_balanced_split", "build_chexpert_5x200",
     "build_embed_birads_7x200", "build_embed_density_4x500", "build_rsna_balanced_test", "chexpert_caption",
     "dataset_names", "extract_sections", "get_dataset_spec", "get_split", "label_names", "load_chexpert",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Sequence
+import zlib
 
 import torch
 
@@ -42,3 +43,8 @@ class ImageTextCollator:
         if "label_mask" in rows[0]:
             batch["label_mask"] = torch.tensor([row["label_mask"] for row in rows], dtype=torch.float32)
         return batch
+
+
+def caption_ids(texts: Sequence[str]) -> torch.Tensor:
+    """Integer id per caption `(B,)`, equal for identical captions (the losses' `text_ids`: duplicates are positives)."""
+    return torch.tensor([zlib.crc32(text.encode("utf-8")) & 0x7FFFFFFF for text in texts], dtype=torch.long)

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +20,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HFValidationError, LocalTokenNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
+from ..atomic_folder import atomic_folder
 from .model_card import render_model_card
 
 logger = logging.getLogger(__name__)
@@ -108,25 +108,12 @@ def build_upload_folder(
             "text_model_name_or_path= to load it (set config.text_model_name_or_path to its Hub id, or push full "
             "weights)", model.config.text_model_name_or_path,
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         model.save_pretrained(staging, save_base_model=full)
         processor.save_pretrained(staging)
         card = render_model_card(model, results=results, save_base_model=full, **card_kwargs)
         card.save(staging / "README.md")
         _check_folder(staging)
-        staging.chmod(0o755)
-        if target.exists() and any(target.iterdir()):
-            previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, previous)
-            os.replace(staging, target)
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            os.replace(staging, target)  # onto a missing or empty folder
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("built upload folder %s (%s weights)", target, "full" if full else "adapter-only")
     return target
 

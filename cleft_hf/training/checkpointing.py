@@ -3,8 +3,8 @@
 Layout under `output_dir`:
     checkpoints/step_<n>/              `accelerator.save_state` + `trainer_state.json` ({"step": n, ...})
     checkpoints/nonfinite_step_<n>/    state saved when the loss became NaN/inf (never rotated or resumed)
-A checkpoint is written to `checkpoints/.tmp_step_<n>` and renamed when complete, so `latest` never picks a
-half-written folder. Renames and rotation run on the main process: `output_dir` must be on a filesystem
+A checkpoint is written to a hidden staging folder (`cleft_hf.atomic_folder`) and renamed when complete, so
+`latest` never picks a half-written folder; old ones are renamed to a trash name before they are deleted. Renames and rotation run on the main process: `output_dir` must be on a filesystem
 shared by all processes (as with `accelerator.save_state` itself).
 """
 
@@ -15,11 +15,13 @@ import logging
 import os
 from pathlib import Path
 import re
-import shutil
-import tempfile
 from typing import Any
 
 import torch
+
+from accelerate.utils import broadcast_object_list
+
+from ..atomic_folder import atomic_folder, discard_folder, publish_folder, remove_leftovers, staging_path, unique_tag
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +100,7 @@ def save_pretrained_atomic(output_path: str | os.PathLike, *savables: Any) -> Pa
     """
     if not savables:
         raise ValueError("save_pretrained_atomic needs at least one object to save")
-    final = Path(output_path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with atomic_folder(output_path) as staging:
         for savable in savables:
             if hasattr(savable, "save_pretrained"):
                 savable.save_pretrained(staging)
@@ -109,18 +108,7 @@ def save_pretrained_atomic(output_path: str | os.PathLike, *savables: Any) -> Pa
                 savable(staging)
             else:
                 raise TypeError(f"cannot save {type(savable).__name__}: no save_pretrained and not callable")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = None
-    if final.exists():
-        previous = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        previous.rmdir()
-        final.rename(previous)
-    staging.rename(final)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
-    return final
+    return Path(output_path)
 
 
 class CheckpointManager:
@@ -142,10 +130,13 @@ class CheckpointManager:
         self.root = checkpoints_root(output_dir)
         self.save_every = save_every
         self.keep_last = keep_last
-        if accelerator.is_main_process and self.root.is_dir():
-            for stale in self.root.glob(".tmp_*"):
-                logger.warning("removing incomplete checkpoint %s", stale)
-                shutil.rmtree(stale, ignore_errors=True)
+        tag = [unique_tag()]  # staging names unique per run, the same on every process
+        if accelerator.num_processes > 1:
+            broadcast_object_list(tag)
+        self.tag = tag[0]
+        if accelerator.is_main_process:
+            for stale in remove_leftovers(self.root):
+                logger.warning("removed incomplete checkpoint folder %s", stale)
         accelerator.wait_for_everyone()
 
     def should_save(self, step: int) -> bool:
@@ -158,9 +149,8 @@ class CheckpointManager:
     def save(self, step: int, extra_state: dict[str, Any] | None = None, name: str | None = None) -> Path:
         """Save the full training state at `step` (plus JSON-serialisable `extra_state`) and rotate."""
         final = self.root / (name or f"step_{step}")
-        staging = self.root / f".tmp_{final.name}"
+        staging = staging_path(final, self.tag)
         if self.accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(staging))
@@ -168,9 +158,7 @@ class CheckpointManager:
         if self.accelerator.is_main_process:
             state = {**(extra_state or {}), "step": int(step)}
             (staging / TRAINER_STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
+            publish_folder(staging, final)
             if name is None:
                 self._rotate()
             logger.info("saved training state of step %d to %s", step, final)
@@ -181,7 +169,7 @@ class CheckpointManager:
         if self.keep_last <= 0:
             return
         for _, path in list_checkpoints(self.output_dir)[: -self.keep_last]:
-            shutil.rmtree(path, ignore_errors=True)
+            discard_folder(path)
             logger.info("deleted old checkpoint %s (keep_last=%d)", path, self.keep_last)
 
     def resume(self, resume_from_checkpoint: str | os.PathLike | None) -> dict[str, Any]:

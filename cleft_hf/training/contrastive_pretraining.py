@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoTokenizer
 
-from ..data import get_dataset_spec, get_split, make_loader
+from ..data import caption_ids, get_dataset_spec, get_split, make_loader
 from ..losses import clip_loss, siglip_loss
 from ..modeling import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
-from .config import PretrainArguments, save_arguments
-from .loop import batch_stream, finish_run, make_accelerator, prepare_run, resume_run, train_steps
+from .config import PretrainArguments
+from .runner import Stage, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -59,48 +58,36 @@ def contrastive_loss_fn(args: PretrainArguments, model: CLEFTModel, outputs, tex
                      text_ids=text_ids)
 
 
-def caption_ids(texts: list[str]) -> torch.Tensor:
-    """Integer id per caption, equal for identical captions (for `dedup_identical_texts`)."""
-    import zlib
+class ContrastivePretraining(Stage):
+    """Stage 1: symmetric InfoNCE (or SigLIP) between images and their reports."""
 
-    return torch.tensor([zlib.crc32(text.encode("utf-8")) & 0x7FFFFFFF for text in texts], dtype=torch.long)
+    name, project, arguments_file = "stage 1 (contrastive)", "cleft_pretrain", "pretrain_args.yaml"
+
+    def build(self):
+        args = self.args
+        processor = build_processor(args)
+        model = build_model(args)
+        if args.loss == "siglip":  # SigLIP's initial temperature and bias
+            with torch.no_grad():
+                model.logit_scale.fill_(torch.log(torch.tensor(10.0)))
+                model.prompt_learner.logit_bias.fill_(-10.0)
+            model.prompt_learner.logit_bias.requires_grad_(True)
+        spec = get_dataset_spec(args.dataset)
+        dataset = get_split(spec.load(args.data_root, **(args.dataset_kwargs or {})), args.train_split)
+        loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
+                             num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
+                             augment=dict(args.augmentation or {}) if args.augment else None,
+                             label_caption_prob=args.label_caption_prob, spec=spec,
+                             task=spec.task_name(args.dataset_kwargs))
+        return model, processor, loader
+
+    def loss(self, model, batch: dict[str, Any]) -> torch.Tensor:
+        outputs = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                        attention_mask=batch["attention_mask"])
+        text_ids = caption_ids(batch["text"]).to(outputs.image_embeds.device) if self.args.dedup_identical_texts else None
+        return contrastive_loss_fn(self.args, self.accelerator.unwrap_model(model), outputs, text_ids)
 
 
 def run_pretraining(args: PretrainArguments) -> dict[str, Any]:
     """Train stage 1 and write `output_dir/model` (model + processor, atomically). Returns a summary."""
-    accelerator = make_accelerator(args)
-    output_dir = Path(args.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_arguments(args, output_dir / "pretrain_args.yaml")
-    processor = build_processor(args)
-    model = build_model(args)
-    if args.loss == "siglip":  # SigLIP's initial temperature and bias
-        with torch.no_grad():
-            model.logit_scale.fill_(torch.log(torch.tensor(10.0)))
-            model.prompt_learner.logit_bias.fill_(-10.0)
-        model.prompt_learner.logit_bias.requires_grad_(True)
-    spec = get_dataset_spec(args.dataset)
-    dataset = get_split(spec.load(args.data_root, **(args.dataset_kwargs or {})), args.train_split)
-    loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
-                         num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
-                         augment=dict(args.augmentation or {}) if args.augment else None,
-                         label_caption_prob=args.label_caption_prob, spec=spec,
-                         task=spec.task_name(args.dataset_kwargs))
-    model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, "cleft_pretrain")
-    unwrapped: CLEFTModel = accelerator.unwrap_model(model)
-
-    checkpoints, log, start = resume_run(accelerator, args)
-
-    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
-        outputs = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                        attention_mask=batch["attention_mask"])
-        text_ids = caption_ids(batch["text"]).to(outputs.image_embeds.device) if args.dedup_identical_texts else None
-        return contrastive_loss_fn(args, unwrapped, outputs, text_ids)
-
-    model.train()
-    batches = batch_stream(loader, accelerator, start * args.gradient_accumulation_steps)
-    train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches, loss_of, start=start, args=args,
-                desc="stage 1")
-    final_dir = finish_run(accelerator, model, processor, log, args, "stage 1 (contrastive)")
-    return {"model_dir": str(final_dir), "steps": args.max_steps, "loss_curve": log.points}
+    return run_stage(ContrastivePretraining(args))

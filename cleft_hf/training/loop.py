@@ -1,4 +1,4 @@
-"""Pieces shared by both training stages: accelerator set-up, step-based batch stream, loss log."""
+"""The step loop of the stage runner and its pieces: accelerator set-up, step-based batch stream, loss log."""
 
 from __future__ import annotations
 
@@ -99,34 +99,6 @@ def learning_rate(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
-def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str):
-    """Optimiser (parameter groups) and schedule from `args`, `accelerator.prepare`, trackers.
-
-    The scheduler stays out of `prepare` (it would step once per process) and is registered for checkpoints.
-    Returns `(model, optimizer, scheduler, loader)`.
-    """
-    from .optim import build_optimizer, build_scheduler
-
-    optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
-    scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
-    if args.trackers:
-        accelerator.init_trackers(project, config={k: str(v) for k, v in vars(args).items()})
-    return model, optimizer, scheduler, loader
-
-
-def resume_run(accelerator: Accelerator, args: Any) -> tuple[Any, LossLog, int]:
-    """Checkpoint manager, loss log and first step of a run (restored from `args.resume_from_checkpoint`)."""
-    from .checkpointing import CheckpointManager
-
-    checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_every, args.keep_last)
-    state = checkpoints.resume(args.resume_from_checkpoint)
-    log = LossLog(accelerator, args.log_every)
-    log.restore(state)
-    return checkpoints, log, int(state["step"])
-
-
 def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoints, log: LossLog,
                 batches: Iterator[dict[str, Any]], loss_of: Callable[[dict[str, Any]], torch.Tensor], *,
                 start: int, args: Any, desc: str) -> None:
@@ -149,16 +121,3 @@ def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoin
         log.end_step(step, learning_rate(optimizer), progress)
         checkpoints.maybe_save(step, log.state())
     progress.close()
-
-
-def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: Any, stage: str,
-               previous_model: str | None = None) -> Path:
-    """Write `output_dir/model` atomically (model, processor, training_log.json) and close the trackers."""
-    from .checkpointing import save_pretrained_atomic
-
-    final_dir = Path(args.output_dir) / "model"
-    if accelerator.is_main_process:
-        save_pretrained_atomic(final_dir, accelerator.unwrap_model(model), processor, log.writer(stage, previous_model))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return final_dir

@@ -1,8 +1,9 @@
 """Optimiser with weight-decay parameter groups, and the warm-up + cosine learning-rate schedule.
 
-No weight decay for: biases, normalisation weights, every 1-D (or 0-D) parameter, the logit scale / bias, the
-learned prompt context, and whatever a submodule lists in timm's `no_weight_decay()` hook (ViT `pos_embed`,
-`cls_token`, `reg_token`). Frozen parameters (`requires_grad=False`) are left out of the optimiser.
+The groups come from `timm.optim.param_groups_weight_decay`: no weight decay for every 1-D (or 0-D) parameter
+(biases, norm weights, logit scale / bias) and for the names matched by `NO_DECAY_PATTERNS` (the learned prompt
+context) or listed by a submodule's timm `no_weight_decay()` hook (ViT `pos_embed`, `cls_token`, `reg_token`).
+Frozen parameters (`requires_grad=False`) are left out of the optimiser.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import torch
+from timm.optim import param_groups_weight_decay
 from torch import nn
 from transformers.optimization import (
     get_constant_schedule_with_warmup,
@@ -21,78 +23,33 @@ from transformers.optimization import (
 
 logger = logging.getLogger(__name__)
 
-NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
-NO_DECAY_PARAMETER_NAMES = ("logit_scale", "logit_bias", "ctx")
-NO_DECAY_KEYWORDS = ("prompt_learner",)
+NO_DECAY_PATTERNS = ("*prompt_learner.*", "*logit_scale", "*logit_bias")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
-def _hook_no_decay_names(model: nn.Module) -> set[str]:
+def no_weight_decay_names(model: nn.Module) -> set[str]:
     """Full names listed by any submodule's timm-style `no_weight_decay()` (names relative to that submodule)."""
     names: set[str] = set()
     for prefix, module in model.named_modules():
         hook = getattr(module, "no_weight_decay", None)
-        if not callable(hook):
-            continue
-        for name in hook():
-            names.add(f"{prefix}.{name}" if prefix else name)
+        if callable(hook):
+            names.update(f"{prefix}.{name}" if prefix else name for name in hook())
     return names
 
 
-def _norm_parameter_names(model: nn.Module) -> set[str]:
-    names: set[str] = set()
-    for prefix, module in model.named_modules():
-        is_norm = isinstance(module, NORM_LAYERS) or type(module).__name__.lower().endswith(("rmsnorm", "layernorm"))
-        if is_norm:
-            names.update(f"{prefix}.{name}" if prefix else name for name, _ in module.named_parameters(recurse=False))
-    return names
-
-
-def is_no_decay_parameter(
-    name: str, param: torch.Tensor, extra_names: set[str] = frozenset(), keywords: Sequence[str] = NO_DECAY_KEYWORDS
-) -> bool:
-    """Whether parameter `name` is excluded from weight decay (see module docstring)."""
-    leaf = name.rsplit(".", 1)[-1]
-    return (
-        param.ndim <= 1
-        or leaf == "bias"
-        or leaf in NO_DECAY_PARAMETER_NAMES
-        or name in extra_names
-        or any(keyword in name for keyword in keywords)
-    )
-
-
-def parameter_groups(
-    model: nn.Module, weight_decay: float, no_decay_keywords: Sequence[str] = NO_DECAY_KEYWORDS
-) -> list[dict]:
-    """Two optimiser groups over the trainable parameters: `[{decay params, weight_decay}, {no-decay params, 0.0}]`.
-
-    Each group also carries `"names"` (parameter names) for logging; torch keeps extra group keys. Shared
-    (tied) parameters appear once. Empty groups are dropped.
-    """
-    extra = _hook_no_decay_names(model) | _norm_parameter_names(model)
-    decay, no_decay, decay_names, no_decay_names = [], [], [], []
-    for name, param in model.named_parameters():  # named_parameters() already skips tied duplicates
-        if not param.requires_grad:
-            continue
-        if is_no_decay_parameter(name, param, extra, no_decay_keywords):
-            no_decay.append(param)
-            no_decay_names.append(name)
-        else:
-            decay.append(param)
-            decay_names.append(name)
-    if not decay and not no_decay:
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay_patterns: Sequence[str] = NO_DECAY_PATTERNS
+                     ) -> list[dict]:
+    """timm's optimiser groups over the trainable parameters: `{params, weight_decay: 0.0}` (see module
+    docstring) and `{params, weight_decay}`; empty groups are dropped, tied parameters appear once."""
+    patterns = (*no_decay_patterns, *sorted(no_weight_decay_names(model)))
+    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=patterns)
+    if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameters (all requires_grad=False)")
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
-        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
-    ]
-    logger.info(
-        "optimiser groups: %d tensors (%d values) with weight decay %g, %d tensors (%d values) without",
-        len(decay), sum(p.numel() for p in decay), weight_decay, len(no_decay), sum(p.numel() for p in no_decay),
-    )  # fmt: skip
-    return [group for group in groups if group["params"]]
+    for group in groups:
+        logger.info("optimiser group: %d tensors (%d values) with weight decay %g", len(group["params"]),
+                    sum(p.numel() for p in group["params"]), group["weight_decay"])
+    return groups
 
 
 def build_optimizer(
@@ -154,4 +111,4 @@ def build_scheduler(
     return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
 
 
-__all__ = ["build_optimizer", "build_scheduler", "is_no_decay_parameter", "parameter_groups"]
+__all__ = ["build_optimizer", "build_scheduler", "no_weight_decay_names", "parameter_groups"]

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import DatasetSpec, get_dataset_spec, get_split, label_names, make_loader, restrict_labels
+from ..data import DatasetSpec, caption_ids, get_dataset_spec, get_split, label_names, make_loader, restrict_labels
 from ..losses import clip_loss, multilabel_bce_prompt_loss
 from ..modeling import CLEFTModel, CLEFTProcessor
-from .config import PromptTuneArguments, save_arguments
-from .contrastive_pretraining import caption_ids
-from .loop import batch_stream, finish_run, make_accelerator, prepare_run, resume_run, train_steps
+from .config import PromptTuneArguments
+from .runner import Stage, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -70,42 +68,57 @@ def prompt_loss(args: PromptTuneArguments, model, unwrapped: CLEFTModel, batch: 
                      text_ids=caption_ids(texts).to(device))
 
 
+class PromptTuning(Stage):
+    """Stage 2: learn the context prompts of the class names on a frozen stage-1 text side."""
+
+    name, project, arguments_file = "stage 2 (prompts)", "cleft_prompt_tune", "prompt_tune_args.yaml"
+
+    def __init__(self, args: PromptTuneArguments):
+        super().__init__(args)
+        self.previous_model = args.model_name_or_path
+        self.class_names: list[str] = []
+        self.processor: CLEFTProcessor | None = None
+
+    def build(self):
+        args = self.args
+        model = CLEFTModel.from_pretrained(args.model_name_or_path)
+        self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
+        spec = get_dataset_spec(args.dataset)
+        task = spec.task_name(args.dataset_kwargs)
+        dataset = get_split(spec.load(args.data_root, **(args.dataset_kwargs or {})), args.train_split)
+        self.class_names = list(args.class_names or default_class_names(dataset, spec, task))
+        dataset = restrict_labels(dataset, self.class_names)
+        prompt_names = [name.lower() for name in self.class_names]  # as written in prompts ("pleural effusion")
+        model.setup_prompt_learning(prompt_names, processor, num_context_tokens=args.num_context_tokens,
+                                    class_specific=args.class_specific, init_text=args.init_text)
+        model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision)
+        loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
+                             num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,
+                             augment=None if args.freeze_vision else {})
+        return model, processor, loader
+
+    def batches(self, model, loader, start_micro_step: int):
+        if not self.args.freeze_vision:
+            return super().batches(model, loader, start_micro_step)
+        # image features do not change: compute them once, then cycle over the cache
+        cache = cache_image_embeddings(self.accelerator.unwrap_model(model), loader, self.accelerator)
+        return cached_batch_stream(cache, self.args.seed, start_micro_step)
+
+    def set_train_mode(self, model) -> None:
+        model.train()
+        unwrapped: CLEFTModel = self.accelerator.unwrap_model(model)
+        unwrapped.text_model.eval()  # frozen text side: no adapter dropout on the prompts
+        if self.args.freeze_vision:
+            unwrapped.vision_model.eval()
+
+    def loss(self, model, batch: dict[str, Any]) -> torch.Tensor:
+        return prompt_loss(self.args, model, self.accelerator.unwrap_model(model), batch, self.class_names,
+                           self.processor)
+
+    def summary(self) -> dict[str, Any]:
+        return {"class_names": self.class_names}
+
+
 def run_prompt_tuning(args: PromptTuneArguments) -> dict[str, Any]:
     """Train stage 2 and write `output_dir/model` (the stage-1 model with its learned prompts + processor)."""
-    accelerator = make_accelerator(args)
-    output_dir = Path(args.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_arguments(args, output_dir / "prompt_tune_args.yaml")
-    model = CLEFTModel.from_pretrained(args.model_name_or_path)
-    processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
-    spec = get_dataset_spec(args.dataset)
-    task = spec.task_name(args.dataset_kwargs)
-    dataset = get_split(spec.load(args.data_root, **(args.dataset_kwargs or {})), args.train_split)
-    class_names = list(args.class_names or default_class_names(dataset, spec, task))
-    dataset = restrict_labels(dataset, class_names)
-    prompt_names = [name.lower() for name in class_names]  # as written in prompts ("pleural effusion")
-    model.setup_prompt_learning(prompt_names, processor, num_context_tokens=args.num_context_tokens,
-                                class_specific=args.class_specific, init_text=args.init_text)
-    model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision)
-    loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
-                         num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,
-                         augment=None if args.freeze_vision else {})
-    model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, "cleft_prompt_tune")
-    unwrapped: CLEFTModel = accelerator.unwrap_model(model)
-
-    checkpoints, log, start = resume_run(accelerator, args)
-    if args.freeze_vision:  # image features do not change: compute them once, then cycle over the cache
-        batches = cached_batch_stream(cache_image_embeddings(unwrapped, loader, accelerator), args.seed,
-                                      start * args.gradient_accumulation_steps)
-    else:
-        batches = batch_stream(loader, accelerator, start * args.gradient_accumulation_steps)
-    model.train()
-    unwrapped.text_model.eval()  # frozen text side: no adapter dropout on the prompts
-    if args.freeze_vision:
-        unwrapped.vision_model.eval()
-    train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches,
-                lambda batch: prompt_loss(args, model, unwrapped, batch, class_names, processor),
-                start=start, args=args, desc="stage 2")
-    final_dir = finish_run(accelerator, model, processor, log, args, "stage 2 (prompts)", args.model_name_or_path)
-    return {"model_dir": str(final_dir), "steps": args.max_steps, "class_names": class_names, "loss_curve": log.points}
+    return run_stage(PromptTuning(args))
