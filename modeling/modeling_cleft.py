@@ -17,6 +17,7 @@ from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_cleft import CLEFTConfig
+from .loading_cleft import base_llm_tensors, check_attn_implementation, resolve_llm_dtype
 from .prompt_learning_cleft import CLEFTPromptLearner
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
@@ -60,6 +61,17 @@ def build_vision_tower(config: CLEFTConfig, pretrained: bool = False) -> nn.Modu
     return model
 
 
+def vision_block_classes(vision_model: nn.Module) -> set[str]:
+    """Class names of the repeated blocks of a timm tower (ViT `blocks`, ConvNeXt `stages`, ResNet `layer1-4`):
+    the units FSDP wraps and device maps keep whole."""
+    for name in ("blocks", "stages", "layers"):
+        container = getattr(vision_model, name, None)
+        if isinstance(container, (nn.Sequential, nn.ModuleList)) and len(container):
+            return {type(block).__name__ for block in container}
+    stages = [getattr(vision_model, f"layer{i}", None) for i in range(1, 5)]
+    return {type(block).__name__ for stage in stages if isinstance(stage, nn.Sequential) for block in stage}
+
+
 def build_text_tower(config: CLEFTConfig, base_model: nn.Module | None = None) -> nn.Module:
     """The LLM without its LM head, wrapped by PEFT (base weights frozen, adapter trainable)."""
     if base_model is None:
@@ -77,6 +89,12 @@ class CLEFTPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    _supports_flash_attn = True  # the attention that matters is the LLM's; transformers checks it supports it
+    # Trainable parts stay float32 masters when `dtype` makes the frozen base LLM bfloat16/float16.
+    _keep_in_fp32_modules_strict = [
+        "vision_model", "visual_projection", "text_projection", "logit_scale", "prompt_learner", "lora_", "ia3_",
+        "prompt_encoder",
+    ]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise only CLEFT's own layers; timm and the LLM keep their own initialisation."""
@@ -111,16 +129,24 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         self.prompt_learner = CLEFTPromptLearner(
             config.prompt_num_context_tokens, self.text_embed_dim, num_classes, config.prompt_class_specific
         )
+        # Units FSDP wraps / device maps keep whole: the LLM's decoder layer (reached through PEFT) + timm blocks.
+        self._no_split_modules = sorted(vision_block_classes(self.vision_model))
         self._mark_towers_initialized()
         self._ignore_missing_base_weights(not config.checkpoint_has_base_model)
+        self._frozen_parameter_names = {name for name, p in self.named_parameters() if not p.requires_grad}
         self.post_init()
 
     # ----------------------------------------------------------------- construction helpers
     def _mark_towers_initialized(self) -> None:
-        """timm and peft initialise their own modules; keep transformers' generic init away from them."""
+        """timm and peft initialise their own modules; keep transformers' generic init away from them.
+        In `from_pretrained` (meta device) only an adapter-only checkpoint's base LLM is marked: its weights are
+        put in place afterwards by `load_base_llm_weights`, so initialising them would be wasted time."""
+        towers = (self.vision_model, self.text_model)
         if self.visual_projection.weight.device.type == "meta":
-            return  # from_pretrained: weights come from the checkpoint, missing ones get proper init
-        for tower in (self.vision_model, self.text_model):
+            if self.config.checkpoint_has_base_model:
+                return  # weights come from the checkpoint, missing ones get proper init
+            towers = (self.text_model.get_base_model(),)
+        for tower in towers:
             for module in tower.modules():
                 module._is_hf_initialized = True
 
@@ -149,17 +175,25 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         text: str,
         *,
         vision_pretrained: bool = True,
+        dtype: str | torch.dtype | None = None,
+        attn_implementation: str | None = None,
         text_kwargs: dict[str, Any] | None = None,
         **config_kwargs: Any,
     ) -> "CLEFTModel":
         """A new CLEFT model from a timm vision model name and a causal LLM id or folder.
 
+        `dtype` is the frozen base LLM's (default: bfloat16 on GPU, float32 on CPU); the vision tower, adapters,
+        projections, logit scale and prompts are float32 (masters under autocast). `attn_implementation` is the
+        LLM's ("sdpa" by default, "flash_attention_2" where flash-attn is installed, "eager").
         `text_kwargs` go to `AutoModelForCausalLM.from_pretrained` (default `use_safetensors=True`, so no pickle
         is ever loaded); `config_kwargs` are `CLEFTConfig` fields (peft_config, projection_dim, image_size...).
         """
         from transformers import AutoConfig
 
-        text_kwargs = {"use_safetensors": True, **(text_kwargs or {})}
+        check_attn_implementation(attn_implementation)
+        text_kwargs = {"use_safetensors": True, "dtype": resolve_llm_dtype(dtype), **(text_kwargs or {})}
+        if attn_implementation is not None:
+            text_kwargs["attn_implementation"] = attn_implementation
         text_config = AutoConfig.from_pretrained(text, **{k: v for k, v in text_kwargs.items() if k == "revision"})
         config = CLEFTConfig(
             vision_model_name=vision, text_config=text_config.to_dict(), text_model_name_or_path=str(text),
@@ -195,45 +229,65 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             self.config.checkpoint_has_base_model = True
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args: Any, text_model_name_or_path=None, **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, *args: Any, text_model_name_or_path=None, dtype=None,
+        attn_implementation: str | None = None, **kwargs,
+    ):
         """Load a CLEFT model (safetensors only); adapter-only checkpoints fetch the base LLM from
-        `config.text_model_name_or_path` or the `text_model_name_or_path` override."""
+        `config.text_model_name_or_path` or the `text_model_name_or_path` override.
+
+        `dtype` is the frozen base LLM's (default: bfloat16 on GPU, float32 on CPU; "auto": as saved); trainable
+        parts load as float32. An adapter-only checkpoint's base LLM is loaded once and put under the adapters
+        (no second copy in memory). `attn_implementation` as in `from_vision_text_pretrained`.
+        """
+        check_attn_implementation(attn_implementation)
         kwargs["use_safetensors"] = True
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model
         if not loaded.config.checkpoint_has_base_model:
             source = text_model_name_or_path or loaded.config.text_model_name_or_path
             loaded.load_base_llm_weights(source, token=kwargs.get("token"))
             loaded.config.checkpoint_has_base_model = True
+        for name, parameter in loaded.named_parameters():  # the loader makes every parameter trainable
+            parameter.requires_grad_(name not in loaded._frozen_parameter_names)
+            if parameter.requires_grad and parameter.dtype != torch.float32:  # missing keys built in `dtype`
+                parameter.data = parameter.data.float()
         return model
 
     @torch.no_grad()
     def load_base_llm_weights(self, source: str, **hub_kwargs: Any) -> None:
-        """Copy the base LLM weights of `source` (Hub id or folder, safetensors) under the PEFT adapters."""
+        """Put the base LLM weights of `source` (Hub id or folder, safetensors) under the PEFT adapters.
+
+        The LLM is loaded once by transformers, in this model's base dtype, and its tensors are moved in (not
+        copied): peak memory is one LLM, not two.
+        """
         hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
-        dtype = next(self.text_model.get_base_model().parameters()).dtype
+        inner = self.text_model.get_base_model()
+        dtype = next(inner.parameters()).dtype
+        attn = getattr(inner.config, "_attn_implementation", None)
         try:
-            language_model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, use_safetensors=True, **hub_kwargs
-            ).base_model
+            language_model = AutoModel.from_pretrained(
+                source, dtype=dtype, attn_implementation=attn, use_safetensors=True, **hub_kwargs
+            )
         except (OSError, ValueError) as error:
             raise OSError(
                 f"cannot load the base LLM {source!r} needed by this adapter-only CLEFT checkpoint "
                 f"(pass text_model_name_or_path=<local folder or Hub id> to from_pretrained): {error}"
             ) from error
-        source_state = language_model.state_dict()
-        inner = self.text_model.get_base_model()
-        wanted = {key[len("text_model.base_model.model."):] for key in self.base_llm_state_keys()}
-        targets = dict(inner.state_dict(keep_vars=True))
-        missing = []
-        for key in wanted:
-            source_key = key.replace(".base_layer.", ".")
-            if source_key not in source_state:
-                missing.append(source_key)
-                continue
-            targets[key].data.copy_(source_state[source_key])
+        source_tensors = {**dict(language_model.named_parameters()), **dict(language_model.named_buffers())}
+        targets = base_llm_tensors(inner)
+        missing = sorted(set(targets) - set(source_tensors))
         if missing:
-            raise ValueError(f"base LLM {source!r} lacks weights this model needs: {sorted(missing)[:5]}")
+            raise ValueError(f"base LLM {source!r} lacks weights this model needs: {missing[:5]}")
+        for name, (module, attribute) in targets.items():
+            tensor = source_tensors[name].detach()
+            if attribute in module._parameters:
+                module._parameters[attribute] = nn.Parameter(tensor, requires_grad=False)
+            else:
+                module._buffers[attribute] = tensor
+        del language_model, source_tensors
 
     # ----------------------------------------------------------------- training modes
     def activation_checkpointing_enable(
