@@ -124,7 +124,8 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         self.text_embed_dim = config.text_hidden_size
         self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        # 1-element, not 0-d (as SigLIP): FSDP2's fully_shard cannot shard scalar parameters.
+        self.logit_scale = nn.Parameter(torch.tensor([float(config.logit_scale_init_value)]))
         num_classes = len(config.class_names) if config.class_names else None
         self.prompt_learner = CLEFTPromptLearner(
             config.prompt_num_context_tokens, self.text_embed_dim, num_classes, config.prompt_class_specific
@@ -223,6 +224,8 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             state_dict = kwargs.pop("state_dict", None) or self.state_dict()
             kwargs["state_dict"] = {k: v for k, v in state_dict.items() if k not in base_keys}
         self.config.checkpoint_has_base_model = full
+        if type(self).__name__ == f"FSDP{CLEFTModel.__name__}":  # FSDP2 swapped in a class made in torch's module:
+            type(self).__module__ = __name__  # the remote-code files copied are those of this class's module
         try:
             return super().save_pretrained(save_directory, *args, **kwargs)
         finally:
@@ -288,6 +291,10 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             else:
                 module._buffers[attribute] = tensor
         del language_model, source_tensors
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The LLM's token embeddings (frozen); transformers and accelerate (FSDP2 wrapping) look them up here."""
+        return self.text_model.get_input_embeddings()
 
     # ----------------------------------------------------------------- training modes
     def activation_checkpointing_enable(

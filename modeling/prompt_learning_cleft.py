@@ -21,7 +21,7 @@ class CLEFTPromptLearner(nn.Module):
         shape = (num_classes, num_context_tokens, hidden_size) if class_specific else (num_context_tokens, hidden_size)
         self.ctx = nn.Parameter(torch.empty(shape), requires_grad=False)
         # Bias of the sigmoid (multi-label) scores against the prompts; softmax scores do not depend on it.
-        self.logit_bias = nn.Parameter(torch.zeros(()), requires_grad=False)
+        self.logit_bias = nn.Parameter(torch.zeros(1), requires_grad=False)  # 1-element: FSDP2 shards no 0-d
         self.class_specific = class_specific
         self.reset_parameters()
 

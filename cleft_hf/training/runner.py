@@ -78,9 +78,14 @@ def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: A
     from .checkpointing import save_pretrained_atomic
 
     final_dir = Path(args.output_dir) / "model"
+    state_dict = accelerator.get_state_dict(model)  # on every rank: gathers FSDP / ZeRO-3 shards (rank 0 gets them)
     if accelerator.is_main_process:
-        save_pretrained_atomic(final_dir, accelerator.unwrap_model(model), processor,
-                               log.writer(stage.name, stage.previous_model))
+        unwrapped = accelerator.unwrap_model(model)
+
+        def save_model(folder: Path) -> None:
+            unwrapped.save_pretrained(folder, state_dict=state_dict)
+
+        save_pretrained_atomic(final_dir, save_model, processor, log.writer(stage.name, stage.previous_model))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final_dir

@@ -1,0 +1,74 @@
+"""2-process CPU FSDP2 (gloo) with the shipped accelerate config: the same losses and final weights as the
+2-process DDP run, a sharded `save_state` that resumes exactly, and a final folder `from_pretrained` loads."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from cleft_hf import CLEFTModel, CLEFTProcessor
+from cleft_hf.training.config import PretrainArguments, load_arguments
+from conftest import tiny_run_overrides
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEMO_CONFIG = ROOT / "cleft_hf" / "demo" / "demo.yaml"
+FSDP_CONFIG = ROOT / "examples" / "configs" / "accelerate" / "fsdp.yaml"
+
+
+def _launch(mode: str, args: PretrainArguments, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "args.json").write_text(json.dumps(dataclasses.asdict(args)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    how = ["--config_file", str(FSDP_CONFIG)] if mode == "fsdp" else ["--multi_gpu"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *how, "--num_processes", "2", "--num_machines",
+               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               str(HERE / "fsdp_train_worker.py"), str(out / "args.json"), str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((out / "launch.json").read_text())
+
+
+def _losses(run_dir: Path) -> list[float]:
+    log = json.loads((run_dir / "model" / "training_log.json").read_text())
+    return [loss for _, loss in next(iter(log.values()))]
+
+
+def test_fsdp2_equals_ddp_saves_resumes_and_loads(tmp_path, demo_tree, demo_llm):
+    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "peft_dropout": 0.0, "augment": False,
+                 "per_device_batch_size": 4, "max_steps": 4, "save_every": 2, "keep_last": 0}
+    args = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
+    ddp = _launch("ddp", dataclasses.replace(args, output_dir=str(tmp_path / "ddp")), tmp_path / "ddp")
+    fsdp = _launch("fsdp", dataclasses.replace(args, output_dir=str(tmp_path / "fsdp")), tmp_path / "fsdp")
+    assert ddp == {"distributed_type": "DistributedType.MULTI_CPU", "sharded": False}
+    assert fsdp == {"distributed_type": "DistributedType.FSDP", "sharded": True}
+    saved_files = {path.name for path in (tmp_path / "fsdp" / "model").iterdir()}
+    assert "modeling_cleft.py" in saved_files and not any(name.startswith("_fsdp") for name in saved_files)
+
+    torch.testing.assert_close(_losses(tmp_path / "fsdp"), _losses(tmp_path / "ddp"), atol=1e-5, rtol=0)
+    ddp_weights, fsdp_weights = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("ddp", "fsdp"))
+    assert fsdp_weights.keys() == ddp_weights.keys()
+    for name, weight in ddp_weights.items():
+        torch.testing.assert_close(fsdp_weights[name], weight, atol=1e-5, rtol=0, msg=name)
+
+    # save_state under FSDP wrote per-rank shards; resuming from step 2 ends on the same weights
+    step2 = tmp_path / "fsdp" / "checkpoints" / "step_2"
+    assert any(step2.glob("pytorch_model_fsdp_0/*.distcp"))
+    resumed = dataclasses.replace(args, output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(step2))
+    _launch("fsdp", resumed, tmp_path / "resumed")
+    for name, weight in load_file(tmp_path / "resumed" / "model" / "model.safetensors").items():
+        torch.testing.assert_close(weight, fsdp_weights[name], atol=1e-5, rtol=0, msg=name)
+
+    loaded, reference = (CLEFTModel.from_pretrained(tmp_path / run / "model").eval() for run in ("fsdp", "ddp"))
+    processor = CLEFTProcessor.from_pretrained(tmp_path / "fsdp" / "model")
+    batch = processor(text=["no acute findings", "small left pleural effusion"], images=[torch.rand(40, 40)] * 2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits_per_image, reference(**batch).logits_per_image)
