@@ -26,7 +26,7 @@ from cleft_hf.training.config import (
     parse_arguments,
     save_arguments,
 )
-from cleft_hf.training.optim import build_optimizer, build_scheduler, parameter_groups
+from cleft_hf.training.optim import build_optimizer, build_scheduler, parameter_groups, position_schedule
 
 
 # ------------------------------------------------------------------------------------------------ optimiser
@@ -209,7 +209,7 @@ def _batch(step):
     return torch.randn(4, 3, generator=generator), torch.randn(4, 2, generator=generator)
 
 
-def _train(output_dir, steps, save_every=0, keep_last=2, resume=None, init_seed=0):
+def _train(output_dir, steps, save_every=0, keep_last=2, resume=None, init_seed=0, allow_inexact=False):
     """Tiny deterministic run; batches depend only on the step. Returns (final weights, manager)."""
     from accelerate import Accelerator
 
@@ -219,9 +219,9 @@ def _train(output_dir, steps, save_every=0, keep_last=2, resume=None, init_seed=
     optimizer = build_optimizer(model, "adamw", lr=1e-2, weight_decay=0.1)
     scheduler = build_scheduler(optimizer, 2, 8)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     manager = CheckpointManager(accelerator, output_dir, save_every=save_every, keep_last=keep_last)
-    start = manager.resume(resume)["step"]
+    start = manager.resume(resume, allow_inexact)["step"]
+    position_schedule(optimizer, scheduler, 1e-2, start)  # the schedule is rebuilt, never unpickled
     for step in range(start + 1, steps + 1):
         inputs, targets = _batch(step)
         loss = nn.functional.mse_loss(model(inputs), targets)
@@ -252,10 +252,12 @@ def test_resolve_resume_checkpoint_cases(tmp_path):
     assert resolve_resume_checkpoint("latest", tmp_path) is None  # nothing saved yet: start fresh
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_resume_checkpoint(tmp_path / "nope", tmp_path)
-    for step in (9, 10):  # numeric, not lexical, order
-        (tmp_path / "checkpoints" / f"step_{step}").mkdir(parents=True)
-        (tmp_path / "checkpoints" / f"step_{step}" / "trainer_state.json").write_text(f'{{"step": {step}}}')
-    (tmp_path / "checkpoints" / "step_11").mkdir()  # incomplete: no trainer_state.json
+    for step in (9, 10, 11):  # numeric, not lexical, order
+        folder = tmp_path / "checkpoints" / f"step_{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(f'{{"step": {step}}}')
+        if step != 11:  # step_11: a folder whose deletion or save was cut short has no completeness marker
+            (folder / "checkpoint_complete.json").write_text('{"files": {}}')
     assert resolve_resume_checkpoint("latest", tmp_path).name == "step_10"
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="trainer_state.json is missing"):

@@ -1,45 +1,61 @@
-"""Training checkpoints with Accelerate (every N steps, keep the last K, resume), atomic final save, NaN stop.
+"""Training checkpoints with Accelerate (every N steps, keep the last K, resume), the NaN stop, the final save.
 
 Layout under `output_dir`:
-    checkpoints/step_<n>/              `accelerator.save_state` + `trainer_state.json` ({"step": n, ...})
-    checkpoints/nonfinite_step_<n>/    state saved when the loss became NaN/inf (never rotated or resumed)
-A checkpoint is written to a hidden staging folder (`cleft_hf.atomic_folder`) and renamed when complete, so
-`latest` never picks a half-written folder; old ones are renamed to a trash name before they are deleted. Renames and rotation run on the main process: `output_dir` must be on a filesystem
-shared by all processes (as with `accelerator.save_state` itself).
+    checkpoints/step_<n>/              `accelerator.save_state` + `trainer_state.json` + `checkpoint_complete.json`
+    checkpoints/nonfinite_step_<n>/    the last finite state when step n produced a NaN/inf (never rotated or
+                                       picked by `latest`; resume from it by path, e.g. with a lower learning rate)
+A checkpoint is written to a staging folder unique to the run (`cleft_hf.atomic_folder`), completed by its
+marker (written last, see `checkpoint_files`) and renamed into place; rotation renames old checkpoints to a trash
+name before deleting them, so a folder without its marker never counts. Renames and rotation run on the main
+process: `output_dir` must be on a filesystem shared by all processes (as with `accelerator.save_state` itself).
+Accelerate's own rotation (`ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=K)`) is not used:
+it writes in place, deletes file by file (`shutil.rmtree`) before the new save, and resumes from the highest
+number whether complete or not.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 from pathlib import Path
 import re
-from typing import Any
+import shutil
+from typing import Any, Callable
 
 import torch
-
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
 from ..atomic_folder import atomic_folder, discard_folder, publish_folder, remove_leftovers, staging_path, unique_tag
+from .checkpoint_files import (
+    TRAINER_STATE_FILE, CheckpointError, is_complete, rng_states_restored, verify_checkpoint, write_marker,
+)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIRNAME = "checkpoints"
-TRAINER_STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+# Arguments that may change when resuming (applied from the new values); any other change is refused.
+RESUME_CHANGEABLE = (
+    "learning_rate", "max_steps", "warmup_steps", "lr_scheduler", "min_lr_ratio", "max_grad_norm", "log_every",
+    "save_every", "keep_last", "report_to", "resume_from_checkpoint", "allow_inexact_resume", "output_dir",
+    "data_root", "dataloader_num_workers", "push_to_hub", "hub_model_id", "eval_every", "save_best",
+)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf at `step`; the training state of that step was saved to `state_dir`."""
+    """Step `step` gave a NaN/inf (loss or gradient norm); the last finite state was saved to `state_dir`."""
 
-    def __init__(self, step: int, loss_value: float, state_dir: Path | None):
-        self.step, self.loss_value, self.state_dir = step, loss_value, state_dir
-        where = f"; training state saved to {state_dir}" if state_dir else ""
-        super().__init__(
-            f"non-finite loss at step {step} (on this process: {loss_value}){where}. Lower the learning rate or "
-            "check the batch, then restart with --resume_from_checkpoint latest"
-        )
+    def __init__(self, step: int, value: float, state_dir: Path | None, what: str = "loss"):
+        self.step, self.loss_value, self.state_dir = step, value, state_dir
+        if state_dir is not None:
+            advice = (f"; the state before this step (finite) is in {state_dir}: resume with --resume_from_checkpoint "
+                      f"{state_dir} and a lower --learning_rate, or check the batch")
+        else:
+            advice = ("; the weights themselves are no longer finite (an earlier update overflowed), so nothing was "
+                      "saved: resume from an earlier checkpoint with a lower --learning_rate")
+        super().__init__(f"non-finite {what} at step {step} (on this process: {value}){advice}")
 
 
 def checkpoints_root(output_dir: str | os.PathLike) -> Path:
@@ -47,14 +63,14 @@ def checkpoints_root(output_dir: str | os.PathLike) -> Path:
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Complete checkpoints `(step, path)` under `output_dir/checkpoints`, oldest first."""
+    """Complete periodic checkpoints `(step, path)` under `output_dir/checkpoints`, oldest first."""
     root = checkpoints_root(output_dir)
     if not root.is_dir():
         return []
     found = []
     for path in root.iterdir():
         match = _STEP_DIR.match(path.name)
-        if match and path.is_dir() and (path / TRAINER_STATE_FILE).is_file():
+        if match and path.is_dir() and is_complete(path):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -73,7 +89,7 @@ def read_trainer_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
 def resolve_resume_checkpoint(
     resume_from_checkpoint: str | os.PathLike | None, output_dir: str | os.PathLike
 ) -> Path | None:
-    """`None`/"" -> None; "latest" -> newest checkpoint of `output_dir` (None if there is none yet); else a path."""
+    """`None`/"" -> None; "latest" -> newest complete checkpoint of `output_dir` (None if none yet); else a path."""
     if resume_from_checkpoint is None or str(resume_from_checkpoint).strip() in ("", "none", "None"):
         return None
     if str(resume_from_checkpoint) == "latest":
@@ -88,6 +104,34 @@ def resolve_resume_checkpoint(
         raise FileNotFoundError(f"resume_from_checkpoint: checkpoint folder {path} does not exist")
     read_trainer_state(path)
     return path
+
+
+def compare_arguments(saved: dict[str, Any] | None, current: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Fields whose value differs between a checkpoint's run arguments and the resumed run's: `(changeable,
+    refused)` (see `RESUME_CHANGEABLE`). Fields only one side has are ignored (added or removed options)."""
+    if not saved:
+        return [], []
+    current = json.loads(json.dumps(current, default=str))
+    differing = sorted(k for k in saved.keys() & current.keys() if saved[k] != current[k])
+    return [k for k in differing if k in RESUME_CHANGEABLE], [k for k in differing if k not in RESUME_CHANGEABLE]
+
+
+def batch_norm_statistics(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the running statistics (BatchNorm buffers) that a forward pass in training mode changes."""
+    return {
+        f"{prefix}.{name}": buffer.detach().clone()
+        for prefix, module in model.named_modules()
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase)
+        for name, buffer in module.named_buffers(recurse=False)
+        if buffer is not None
+    }
+
+
+def restore_tensors(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, value in saved.items():
+            buffers[name].copy_(value)
 
 
 def save_pretrained_atomic(output_path: str | os.PathLike, *savables: Any) -> Path:
@@ -111,15 +155,20 @@ def save_pretrained_atomic(output_path: str | os.PathLike, *savables: Any) -> Pa
     return Path(output_path)
 
 
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.1f} MB" if n_bytes >= 2**20 / 10 else f"{n_bytes / 1024:.0f} kB"
+
+
 class CheckpointManager:
-    """Periodic `accelerator.save_state` with rotation, resumption and the non-finite-loss stop.
+    """Periodic `accelerator.save_state` with rotation, verified resumption and the non-finite stop.
 
     Args:
-        accelerator: the run's `accelerate.Accelerator` (models/optimisers/schedulers prepared or registered).
-        output_dir: run folder; checkpoints go to `output_dir/checkpoints/step_<n>`.
+        accelerator: the run's `accelerate.Accelerator` (models and optimisers prepared).
+        output_dir: run folder; checkpoints go to `output_dir/checkpoints/step_<n>`. The caller holds its lock
+            (`run_lock.RunLock`), so leftovers of killed runs in it can be removed here.
         save_every: save when `step % save_every == 0` (optimiser steps); 0 disables periodic saves.
         keep_last: number of periodic checkpoints kept (older ones deleted); <= 0 keeps all.
-    All methods must be called on every process (they contain collectives and barriers).
+    All methods must be called on every process (they contain collectives).
     """
 
     def __init__(self, accelerator, output_dir: str | os.PathLike, save_every: int, keep_last: int = 3):
@@ -136,7 +185,7 @@ class CheckpointManager:
         self.tag = tag[0]
         if accelerator.is_main_process:
             for stale in remove_leftovers(self.root):
-                logger.warning("removed incomplete checkpoint folder %s", stale)
+                logger.warning("removed the unfinished checkpoint folder %s of a killed run", stale)
         accelerator.wait_for_everyone()
 
     def should_save(self, step: int) -> bool:
@@ -146,24 +195,78 @@ class CheckpointManager:
         """Save if `step` is a multiple of `save_every`; returns the checkpoint folder or None."""
         return self.save(step, extra_state) if self.should_save(step) else None
 
+    def _anywhere(self, flag: bool) -> bool:
+        """`flag` OR-ed over all processes (one scalar all-reduce; also a barrier)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
+
+    def _run_everywhere(self, action: Callable[[], None], final: Path) -> None:
+        """Run `action`; if it fails on any process, remove the staging folder and raise on every process."""
+        error = None
+        try:
+            action()
+        except Exception as caught:  # turned into one line below when it is a full or read-only disk
+            error = caught
+        if self._anywhere(error is not None):
+            if self.accelerator.is_main_process:
+                shutil.rmtree(staging_path(final, self.tag), ignore_errors=True)
+            raise self._save_error(error, final) from (None if error is None else error)
+
     def save(self, step: int, extra_state: dict[str, Any] | None = None, name: str | None = None) -> Path:
         """Save the full training state at `step` (plus JSON-serialisable `extra_state`) and rotate."""
         final = self.root / (name or f"step_{step}")
         staging = staging_path(final, self.tag)
-        if self.accelerator.is_main_process:
-            staging.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(staging))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            state = {**(extra_state or {}), "step": int(step)}
-            (staging / TRAINER_STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-            publish_folder(staging, final)
-            if name is None:
-                self._rotate()
-            logger.info("saved training state of step %d to %s", step, final)
-        self.accelerator.wait_for_everyone()
+        main = self.accelerator.is_main_process
+        self._run_everywhere(lambda: staging.mkdir(parents=True, exist_ok=True) if main else None, final)
+
+        def write_state() -> None:
+            self.accelerator.save_state(str(staging))
+            if main:
+                state = {**(extra_state or {}), "step": int(step)}
+                (staging / TRAINER_STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+
+        self._run_everywhere(write_state, final)
+
+        def complete() -> None:
+            if main:
+                write_marker(staging)
+                publish_folder(staging, final)
+                if name is None:
+                    self._rotate()
+                logger.info("saved training state of step %d to %s", step, final)
+
+        self._run_everywhere(complete, final)
         return final
+
+    def _state_bytes(self) -> int:
+        """Size of a checkpoint: the newest one on disk, else the model and optimiser tensors in memory."""
+        saved = list_checkpoints(self.output_dir)
+        if saved:
+            return sum(p.stat().st_size for p in saved[-1][1].iterdir() if p.is_file())
+        total = sum(t.numel() * t.element_size() for m in self.accelerator._models for t in m.state_dict().values())
+        for optimizer in self.accelerator._optimizers:
+            for values in optimizer.state_dict()["state"].values():
+                total += sum(v.numel() * v.element_size() for v in values.values() if torch.is_tensor(v))
+        return total
+
+    def _save_error(self, error: Exception | None, final: Path) -> Exception:
+        if error is None:
+            return CheckpointError(f"saving {final} failed on another process (see its message); nothing was kept")
+        try:
+            free = shutil.disk_usage(self.root if self.root.is_dir() else self.output_dir).free
+        except OSError:
+            free = None
+        needed = self._state_bytes()
+        code = getattr(error, "errno", None)
+        if code == errno.ENOSPC or (free is not None and free < 1.1 * needed):
+            have = f", {_size(free)} free" if free is not None else ""
+            return CheckpointError(f"no space left on {self.root}: a checkpoint needs ~{_size(needed)}{have}; "
+                                   "the unfinished checkpoint was removed. Free space or use another output_dir")
+        if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return CheckpointError(f"cannot write checkpoints to {self.root}: {error.strerror}; use another output_dir")
+        return error
 
     def _rotate(self) -> None:
         if self.keep_last <= 0:
@@ -172,36 +275,68 @@ class CheckpointManager:
             discard_folder(path)
             logger.info("deleted old checkpoint %s (keep_last=%d)", path, self.keep_last)
 
-    def resume(self, resume_from_checkpoint: str | os.PathLike | None) -> dict[str, Any]:
+    def resume(self, resume_from_checkpoint: str | os.PathLike | None, allow_inexact: bool = False) -> dict[str, Any]:
         """Load the state named by `latest` / a path (see `resolve_resume_checkpoint`); returns the trainer
-        state ({"step": 0} when starting fresh). The caller skips the batches already seen."""
+        state ({"step": 0} when starting fresh). Every file is checked first (`verify_checkpoint`): a file that
+        cannot be restored safely and exactly stops the run with one line naming it; with `allow_inexact`,
+        missing or broken RNG states only warn. The caller skips the batches already seen."""
         path = resolve_resume_checkpoint(resume_from_checkpoint, self.output_dir)
         if path is None:
             return {"step": 0}
-        self.accelerator.load_state(str(path))
-        state = read_trainer_state(path)
+        accelerator = self.accelerator
+        sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        warnings: list[str] = []
+        try:
+            state, problem = verify_checkpoint(path, accelerator.process_index, sharded, allow_inexact, warnings.append), None
+        except CheckpointError as error:
+            state, problem = None, str(error)
+        problems = gather_object([problem]) if accelerator.num_processes > 1 else [problem]
+        if any(problems):
+            raise CheckpointError(next(p for p in problems if p))
+        for message in warnings:
+            logger.warning(message)
+        accelerator.load_state(str(path))
+        if not warnings and not rng_states_restored(path, accelerator.process_index):
+            message = f"the random states of {path} could not be restored"
+            if not allow_inexact:
+                raise CheckpointError(f"{message}; pass --allow_inexact_resume true to continue anyway (not exact)")
+            logger.warning("%s: resuming WITHOUT them (not exact)", message)
         logger.info("resumed from %s at step %d", path, state["step"])
         return state
 
-    def check_finite(self, loss: torch.Tensor, step: int) -> None:
-        """Raise `NonFiniteLossError` if the loss is NaN/inf on ANY process, after saving the state.
+    def check_finite(self, value: torch.Tensor, step: int, *, what: str = "loss", model: torch.nn.Module | None = None,
+                     statistics: dict[str, torch.Tensor] | None = None, extra_state: dict[str, Any] | None = None) -> None:
+        """Raise `NonFiniteLossError` if `value` is NaN/inf on ANY process, after saving the last finite state.
 
-        Call before `accelerator.backward(loss)`: the saved state is then the (finite) one that produced the
-        bad loss, in `checkpoints/nonfinite_step_<step>`. Costs one scalar all-reduce and a device sync.
+        Call before `accelerator.backward(loss)` (and on the gradient norm before `optimizer.step()`). With
+        `model` and `statistics` (`batch_norm_statistics` taken before the step's first forward), the step's
+        gradients are dropped and its BatchNorm statistics restored, so `checkpoints/nonfinite_step_<step>` is
+        the state at the START of the step (trainer step `step - 1`): resuming from it redoes the step. When the
+        weights themselves are not finite, nothing is saved. Costs one scalar all-reduce.
         """
-        bad = (~torch.isfinite(loss.detach())).any().to(torch.float32).reshape(1)
-        if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, reduction="sum")
-        if bad.item() == 0:
+        bad = (~torch.isfinite(value.detach())).any().to(torch.float32).reshape(1)
+        if not self._anywhere(bool(bad.item())):
             return
-        state_dir = self.save(step, name=f"nonfinite_step_{step}")
-        raise NonFiniteLossError(step, float(loss.detach().float().sum()), state_dir)
+        weights_finite = True
+        if model is not None:
+            restore_tensors(model, statistics or {})
+            for parameter in model.parameters():
+                parameter.grad = None
+            weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        state_dir = None
+        if not self._anywhere(not weights_finite):
+            state_dir = self.save(step - 1, extra_state, name=f"nonfinite_step_{step}")
+        raise NonFiniteLossError(step, float(value.detach().float().sum()), state_dir, what)
 
 
 __all__ = [
+    "CheckpointError",
     "CheckpointManager",
     "NonFiniteLossError",
+    "RESUME_CHANGEABLE",
+    "batch_norm_statistics",
     "checkpoints_root",
+    "compare_arguments",
     "list_checkpoints",
     "read_trainer_state",
     "resolve_resume_checkpoint",

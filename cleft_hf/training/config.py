@@ -333,6 +333,9 @@ class _TrainingArguments(_CommonArguments):
     resume_from_checkpoint: Optional[str] = arg(
         None, "'latest' (newest in output_dir/checkpoints, if any) or a checkpoint folder."
     )
+    allow_inexact_resume: bool = arg(
+        False, "Resume even when the checkpoint's random states cannot be restored (with a warning; not exact)."
+    )
     log_every: int = arg(10, "Log loss and learning rate every N optimiser steps.")
     report_to: str = arg("tensorboard", "Accelerate trackers, comma-separated (tensorboard, wandb, ...) or 'none'.")
     push_to_hub: bool = arg(False, "Upload the final model to the Hugging Face Hub.")

@@ -12,6 +12,9 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
+from .checkpointing import batch_norm_statistics
+from .stop_signals import StopSignals, TrainingInterrupted
+
 logger = logging.getLogger(__name__)
 TRAINING_LOG = "training_log.json"  # loss curves per stage, kept in the model folder
 
@@ -101,23 +104,36 @@ def learning_rate(optimizer: torch.optim.Optimizer) -> float:
 
 def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoints, log: LossLog,
                 batches: Iterator[dict[str, Any]], loss_of: Callable[[dict[str, Any]], torch.Tensor], *,
-                start: int, args: Any, desc: str) -> None:
-    """Optimiser steps `start + 1 .. args.max_steps`: accumulate micro-batches, stop on a non-finite loss
-    (after saving the state), clip, step, schedule, log, checkpoint."""
+                start: int, args: Any, desc: str, extra_state: Callable[[], dict[str, Any]]) -> None:
+    """Optimiser steps `start + 1 .. args.max_steps`: accumulate micro-batches, clip, step, schedule, log,
+    checkpoint (`extra_state()` goes into `trainer_state.json`). A NaN/inf loss or gradient norm stops the run
+    after saving the state from before that step; SIGTERM/SIGINT stop it after saving the state of the step."""
+    unwrapped = accelerator.unwrap_model(model)
+    max_norm = args.max_grad_norm or float("inf")  # inf: the norm is still computed (and checked), not clipped
     progress = tqdm(total=args.max_steps, initial=start, desc=desc, disable=not accelerator.is_local_main_process)
-    for step in range(start + 1, args.max_steps + 1):
-        for _ in range(args.gradient_accumulation_steps):
-            batch = next(batches)
-            with accelerator.accumulate(model):
-                loss = loss_of(batch)
-                checkpoints.check_finite(loss, step)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            log.add(loss)
-        scheduler.step()
-        log.end_step(step, learning_rate(optimizer), progress)
-        checkpoints.maybe_save(step, log.state())
+    with StopSignals() as stop:
+        for step in range(start + 1, args.max_steps + 1):
+            guard = {"step": step, "model": unwrapped, "statistics": batch_norm_statistics(unwrapped),
+                     "extra_state": extra_state()}
+            for _ in range(args.gradient_accumulation_steps):
+                batch = next(batches)
+                with accelerator.accumulate(model):
+                    loss = loss_of(batch)
+                    checkpoints.check_finite(loss, **guard)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+                        if norm is not None:
+                            checkpoints.check_finite(norm, what="gradient norm", **guard)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                log.add(loss)
+            scheduler.step()
+            log.end_step(step, learning_rate(optimizer), progress)
+            saved = checkpoints.maybe_save(step, extra_state())
+            signum = stop.requested(accelerator)
+            if signum:
+                saved = saved or checkpoints.save(step, extra_state())
+                progress.close()
+                raise TrainingInterrupted(signum, step, saved)
     progress.close()

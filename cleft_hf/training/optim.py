@@ -85,10 +85,9 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up for `warmup_steps`, then `kind` decay to `min_lr_ratio * lr` at `total_steps`.
 
-    Steps are optimiser steps. Caution: `accelerator.prepare(scheduler)` steps the scheduler `num_processes`
-    times per optimiser step (it assumes epoch-based lengths); for step-based training either keep the
-    scheduler out of `prepare` (and `accelerator.register_for_checkpointing(scheduler)`) or multiply both
-    step counts by `accelerator.num_processes`.
+    Steps are optimiser steps. The runner keeps the schedule out of `accelerator.prepare` and out of the
+    checkpoint (a registered object would be pickled and loaded with code): it is rebuilt on resume and put at
+    the resumed step with `position_schedule`.
     """
     if kind not in SCHEDULES:
         raise ValueError(f"lr schedule must be one of {SCHEDULES}, got {kind!r}")
@@ -111,4 +110,20 @@ def build_scheduler(
     return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
 
 
-__all__ = ["build_optimizer", "build_scheduler", "no_weight_decay_names", "parameter_groups"]
+def position_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                      learning_rate: float, step: int) -> None:
+    """Put a freshly built schedule at optimiser step `step` after the optimiser state was loaded from a checkpoint.
+
+    The schedule is not checkpointed: it is a function of the step and the run's arguments, so a resumed run
+    uses its own `learning_rate` / `max_steps` / warm-up (the loaded optimiser groups carry the saved run's `lr`
+    and `initial_lr`, which are replaced here). With unchanged arguments this gives the uninterrupted values.
+    """
+    for group, lr_lambda in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = learning_rate
+        group["lr"] = learning_rate * lr_lambda(step)
+    scheduler.base_lrs = [learning_rate] * len(optimizer.param_groups)
+    scheduler.last_epoch = step
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+__all__ = ["build_optimizer", "build_scheduler", "no_weight_decay_names", "parameter_groups", "position_schedule"]

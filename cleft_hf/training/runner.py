@@ -3,24 +3,29 @@
 A stage says what is particular to it (`Stage`: model + processor + loader, the batch stream, the loss); the
 runner does everything else in one order for both:
 
-    accelerator -> arguments file -> stage.build -> optimiser/schedule + accelerator.prepare -> resume
-    -> train_steps (accumulate, NaN stop, clip, step, schedule, log, checkpoint) -> final model folder
+    accelerator -> output-folder lock -> arguments file -> stage.build -> optimiser/schedule + accelerator.prepare
+    -> resume (verified files; changed arguments applied or refused) -> train_steps (accumulate, NaN stop, clip,
+    step, schedule, log, checkpoint, stop on SIGTERM/SIGINT) -> final model folder -> lock released
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 
-from .checkpointing import CheckpointManager
+from .checkpointing import CheckpointError, CheckpointManager, compare_arguments
 from .config import save_arguments
 from .loop import LossLog, batch_stream, make_accelerator, train_steps
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, position_schedule
+from .run_lock import OutputDirInUseError, RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +66,12 @@ class Stage(abc.ABC):
 def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str):
     """Optimiser (parameter groups) and schedule from `args`, `accelerator.prepare`, trackers.
 
-    The scheduler stays out of `prepare` (it would step once per process) and is registered for checkpoints.
+    The scheduler stays out of `prepare` and out of checkpoints (see `optim.position_schedule`).
     Returns `(model, optimizer, scheduler, loader)`.
     """
     optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
     scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
     if args.trackers:
         accelerator.init_trackers(project, config={k: str(v) for k, v in vars(args).items()})
     return model, optimizer, scheduler, loader
@@ -91,6 +95,48 @@ def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: A
     return final_dir
 
 
+def hold_output_dir(accelerator: Accelerator, output_dir: str | Path) -> RunLock | None:
+    """The main process locks `output_dir` (see `run_lock`); a refusal is raised on every process."""
+    lock, refusal = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock(output_dir).acquire()
+        except OutputDirInUseError as error:
+            refusal = str(error)
+    if accelerator.num_processes > 1:
+        refusal = [refusal]
+        broadcast_object_list(refusal)
+        refusal = refusal[0]
+    if refusal:
+        raise OutputDirInUseError(refusal)
+    return lock
+
+
+def run_arguments(args: Any) -> dict[str, Any]:
+    """The run's arguments as JSON values (stored in every checkpoint, compared on resume)."""
+    return json.loads(json.dumps(dataclasses.asdict(args), default=str))
+
+
+def resume_training(accelerator: Accelerator, args: Any, checkpoints: CheckpointManager, optimizer, scheduler
+                    ) -> dict[str, Any]:
+    """Restore the checkpoint named by `args.resume_from_checkpoint` and apply the arguments that may change on
+    resume (`checkpointing.RESUME_CHANGEABLE`, with a warning); other changed arguments are refused (one line)."""
+    state = checkpoints.resume(args.resume_from_checkpoint, getattr(args, "allow_inexact_resume", False))
+    start = int(state["step"])
+    if start:
+        current = run_arguments(args)
+        changed, refused = compare_arguments(state.get("arguments"), current)
+        saved = state["arguments"] if changed or refused else {}
+        if refused:
+            listed = ", ".join(f"{k} ({saved[k]!r} -> {current[k]!r})" for k in refused)
+            raise CheckpointError(f"resume_from_checkpoint: the checkpoint was trained with other values of {listed}; "
+                                  "these cannot change on resume: restore them or start a new output_dir")
+        if changed:
+            logger.warning("resuming with changed %s", ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in changed))
+    position_schedule(optimizer, scheduler, args.learning_rate, start)
+    return state
+
+
 def run_stage(stage: Stage) -> dict[str, Any]:
     """Train `stage` and write `output_dir/model` (model + processor + training_log.json, atomically).
 
@@ -98,25 +144,30 @@ def run_stage(stage: Stage) -> dict[str, Any]:
     """
     args = stage.args
     accelerator = stage.accelerator = make_accelerator(args)
-    output_dir = Path(args.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_arguments(args, output_dir / stage.arguments_file)
-    model, processor, loader = stage.build()
-    model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, stage.project)
+    lock = hold_output_dir(accelerator, args.output_dir)
+    try:
+        if accelerator.is_main_process:
+            save_arguments(args, Path(args.output_dir) / stage.arguments_file)
+        model, processor, loader = stage.build()
+        model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, stage.project)
 
-    checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_every, args.keep_last)
-    state = checkpoints.resume(args.resume_from_checkpoint)
-    log = LossLog(accelerator, args.log_every)
-    log.restore(state)
-    start = int(state["step"])
+        checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_every, args.keep_last)
+        state = resume_training(accelerator, args, checkpoints, optimizer, scheduler)
+        log = LossLog(accelerator, args.log_every)
+        log.restore(state)
+        start = int(state["step"])
+        arguments = run_arguments(args)
 
-    batches = stage.batches(model, loader, start * args.gradient_accumulation_steps)
-    stage.set_train_mode(model)
-    train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches,
-                lambda batch: stage.loss(model, batch), start=start, args=args, desc=stage.name)
-    final_dir = finish_run(accelerator, model, processor, log, args, stage)
+        batches = stage.batches(model, loader, start * args.gradient_accumulation_steps)
+        stage.set_train_mode(model)
+        train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches,
+                    lambda batch: stage.loss(model, batch), start=start, args=args, desc=stage.name,
+                    extra_state=lambda: {**log.state(), "arguments": arguments})
+        final_dir = finish_run(accelerator, model, processor, log, args, stage)
+    finally:
+        if lock is not None:
+            lock.release()
     return {"model_dir": str(final_dir), "steps": args.max_steps, "loss_curve": log.points, **stage.summary()}
 
 
-__all__ = ["Stage", "finish_run", "prepare_run", "run_stage"]
+__all__ = ["Stage", "finish_run", "hold_output_dir", "prepare_run", "resume_training", "run_arguments", "run_stage"]
