@@ -43,7 +43,8 @@ def test_stage1_writes_a_loadable_model_and_checkpoints(stage1):
     assert [step for step, _ in list_checkpoints(output)] == [2, 4]
     assert len(summary["loss_curve"]) == 4 and all(torch.isfinite(torch.tensor(l)) for _, l in summary["loss_curve"])
     log = json.loads((output / "model" / "training_log.json").read_text())
-    assert list(log) == ["stage 1 (contrastive)"] and len(log["stage 1 (contrastive)"]) == 4
+    assert list(log) == ["stage 1 (contrastive)", "skipped_images"] and len(log["stage 1 (contrastive)"]) == 4
+    assert log["skipped_images"] == {"stage 1 (contrastive)": {"count": 0, "files": []}}
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_tree, demo_llm, monkeypatch):
@@ -111,7 +112,7 @@ def test_stage2_saves_learned_prompts_into_the_model(stage1, stage2):
         if not name.startswith("prompt_learner"):  # freeze_vision (demo config): nothing else moves
             assert torch.equal(a, b), name
     log = json.loads((output / "model" / "training_log.json").read_text())
-    assert list(log) == ["stage 1 (contrastive)", "stage 2 (prompts)"]
+    assert [name for name in log if name != "skipped_images"] == ["stage 1 (contrastive)", "stage 2 (prompts)"]
 
 
 def test_batched_class_prompts_equal_per_image_computation(stage2):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cleft_hf.data import ImageDecodeError
 from cleft_hf.training import loop
 from cleft_hf.training.checkpoint_files import CheckpointError
 from cleft_hf.training.checkpointing import NonFiniteLossError, list_checkpoints
@@ -154,3 +156,31 @@ def test_a_second_run_on_the_same_output_dir_is_refused(tmp_path, demo_tree, dem
         assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE]  # nothing written
     finally:
         holder.release()
+
+
+def _corrupt_every_third_training_image(demo_tree: Path, copy: Path) -> list[str]:
+    from datasets import Image
+
+    from cleft_hf.data import load_mimic_cxr
+
+    shutil.copytree(demo_tree, copy)
+    cells = load_mimic_cxr(copy)["train"].cast_column("image", Image(decode=False))["image"]
+    damaged = sorted({cell["path"] for cell in cells})[::3]
+    for path in damaged:  # a truncated JPEG: PIL's "image file is truncated (N bytes not processed)"
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
+    return damaged
+
+
+def test_corrupt_images_name_their_file_or_are_skipped_and_counted(tmp_path, demo_tree, demo_llm):
+    data = tmp_path / "data"
+    damaged = _corrupt_every_third_training_image(demo_tree, data)
+    with pytest.raises(ImageDecodeError, match=r"cannot decode image .*\.jpg: image file is truncated"):
+        run_pretraining(_args(demo_tree, demo_llm, tmp_path / "strict", data_root=str(data)))
+    run_pretraining(_args(demo_tree, demo_llm, tmp_path / "skip", data_root=str(data), skip_bad=True))
+    log = json.loads((tmp_path / "skip" / "model" / "training_log.json").read_text())
+    skipped = log["skipped_images"]["stage 1 (contrastive)"]
+    assert skipped["count"] >= 1 and set(skipped["files"]) <= set(damaged) and len(skipped["files"]) == skipped["count"]
+    help_text = subprocess.run([sys.executable, str(REPO / "examples" / "pretrain.py"), "-h"], capture_output=True,
+                               text=True, timeout=120, cwd=tmp_path).stdout
+    assert "--verify" in help_text and "--skip_bad" in help_text

@@ -7,6 +7,8 @@ import zlib
 
 import torch
 
+from .transforms import ImageDecodeError
+
 
 class ImageTextCollator:
     """Rows from a transformed dataset (`pixel_values` (3, H, W), `text`, optional `labels`) -> a batch.
@@ -14,6 +16,8 @@ class ImageTextCollator:
     Output: `pixel_values` `(B, 3, H, W)`, `input_ids` / `attention_mask` `(B, L)` (right padded, EOS last),
     `labels` `(B,)` or `(B, C)` and `label_mask` `(B, C)` when rows have them, and `text`
     (with `label_caption_prob`, rows' `label_caption` replaces the report with that probability) (the raw strings, for retrieval metrics).
+    With a `skip_bad` transform, rows whose image could not be decoded are dropped and their files listed in
+    `skipped_images` (the batch is then smaller; the training loop counts them).
     """
 
     def __init__(self, processor: Any, max_length: int | None = None, tokenize: bool = True,
@@ -26,7 +30,15 @@ class ImageTextCollator:
         self.label_caption_prob = label_caption_prob
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        skipping = "bad_image" in rows[0]  # a transform with skip_bad: undecodable rows are dropped and listed
+        skipped = [row["bad_image"] for row in rows if skipping and row["bad_image"] is not None]
+        if skipped:
+            rows = [row for row in rows if row["bad_image"] is None]
+            if not rows:
+                raise ImageDecodeError(f"no image of a batch could be decoded (skip_bad): {', '.join(skipped)}")
         batch: dict[str, Any] = {"pixel_values": torch.stack([torch.as_tensor(row["pixel_values"]) for row in rows])}
+        if skipping:
+            batch["skipped_images"] = skipped
         texts = [row["text"] for row in rows] if "text" in rows[0] else None
         if texts is not None and self.label_caption_prob > 0:  # torch RNG: part of the saved training state
             use_caption = (torch.rand(len(rows)) < self.label_caption_prob).tolist()

@@ -70,6 +70,19 @@ def load_image(value: Any, target: int | None = None) -> Any:
     return value
 
 
+class ImageDecodeError(OSError):
+    """An image cell that cannot be decoded or converted; the message names its file."""
+
+
+def image_source(value: Any) -> str:
+    """The file behind a dataset image cell (a path, or the path of an ``Image(decode=False)`` dict), for messages."""
+    if isinstance(value, dict):
+        return str(value.get("path") or "<image bytes without a path>")
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    return f"<in-memory {type(value).__name__}>"
+
+
 def with_image_transform(dataset, transform):
     """``dataset.with_transform(transform)`` after switching ``Image`` columns to ``decode=False`` (a metadata-only
     cast), so the transform decodes the files itself: JPEGs at reduced size, faster. Dataset or DatasetDict."""
@@ -147,6 +160,7 @@ class ImageTextTransform:
         keep_columns: Sequence[str] = ("label_mask",),
         image_column: str = "image",
         seed: int | None = None,
+        skip_bad: bool = False,
     ):
         if text_augment not in TEXT_AUGMENTS:
             raise ValueError(f"text_augment must be one of {TEXT_AUGMENTS}, got {text_augment!r}")
@@ -159,6 +173,7 @@ class ImageTextTransform:
         self.brightness, self.contrast = float(brightness), float(contrast)
         self.hflip, self.text_augment, self.otsu_crop = hflip, text_augment, otsu_crop
         self.keep_columns, self.image_column, self.seed = tuple(keep_columns), image_column, seed
+        self.skip_bad = skip_bad  # undecodable images: skipped (counted by the training loop) instead of raising
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple[int, int] | None = None
 
@@ -233,16 +248,30 @@ class ImageTextTransform:
         return tensor.clamp(0.0, 1.0)
 
     def image(self, value: Any) -> torch.Tensor:
-        """One dataset cell -> (3, H, W) normalised float tensor."""
-        tensor = self._grey(value)
+        """One dataset cell -> (3, H, W) normalised float tensor; `ImageDecodeError` (naming the file) if unreadable."""
+        try:
+            tensor = self._grey(value)
+        except Exception as error:  # PIL, pydicom and conversion errors alike: say which file
+            raise ImageDecodeError(f"cannot decode image {image_source(value)}: {error}") from error
         tensor = self._augment(tensor) if self.train else self.image_processor.resize_and_crop(tensor)
         return self.image_processor.normalize_tensor(tensor)
+
+    def _image_or_skip(self, value: Any) -> torch.Tensor | None:
+        try:
+            return self.image(value)
+        except ImageDecodeError:
+            if not self.skip_bad:
+                raise
+            return None
 
     # ------------------------------------------------------------------ batches
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         if self.image_column not in batch:
             raise KeyError(f"batch has no image column '{self.image_column}' (columns: {sorted(batch)})")
-        out: dict[str, list] = {"pixel_values": [self.image(value) for value in batch[self.image_column]]}
+        out: dict[str, list] = {"pixel_values": [self._image_or_skip(value) for value in batch[self.image_column]]}
+        if self.skip_bad:  # rows whose image failed: pixel_values None, the file in `bad_image` (collator drops them)
+            out["bad_image"] = [image_source(v) if t is None else None for v, t in zip(batch[self.image_column],
+                                                                                     out["pixel_values"])]
         if "text" in batch:
             texts = batch["text"]
             if self.train and self.text_augment is not None:
@@ -269,6 +298,7 @@ def make_train_transform(
     otsu_crop: bool = False,
     keep_columns: Sequence[str] = ("label_mask",),
     seed: int | None = None,
+    skip_bad: bool = False,
 ) -> ImageTextTransform:
     """Training transform: random resized crop (area ``scale``), small rotation/translation, brightness/contrast,
     optional horizontal flip, optional report sentence shuffle/sample. Deterministic for a ``seed`` in one process;
@@ -276,12 +306,13 @@ def make_train_transform(
     return ImageTextTransform(
         image_processor, train=True, scale=scale, max_rotation=max_rotation, max_translate=max_translate,
         brightness=brightness, contrast=contrast, hflip=hflip, text_augment=text_augment, otsu_crop=otsu_crop,
-        keep_columns=keep_columns, seed=seed,
+        keep_columns=keep_columns, seed=seed, skip_bad=skip_bad,
     )
 
 
 def make_eval_transform(
-    image_processor, *, otsu_crop: bool = False, keep_columns: Sequence[str] = ("label_mask",)
+    image_processor, *, otsu_crop: bool = False, keep_columns: Sequence[str] = ("label_mask",), skip_bad: bool = False
 ) -> ImageTextTransform:
     """Evaluation transform: the image processor's shorter-side resize + centre crop, no randomness."""
-    return ImageTextTransform(image_processor, train=False, otsu_crop=otsu_crop, keep_columns=keep_columns)
+    return ImageTextTransform(image_processor, train=False, otsu_crop=otsu_crop, keep_columns=keep_columns,
+                              skip_bad=skip_bad)

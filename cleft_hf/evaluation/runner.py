@@ -52,7 +52,8 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_
 def training_curves(model_dir: str) -> dict[str, list]:
     """Loss curves of the stages that produced the model (`training_log.json` in a local model folder)."""
     path = Path(model_dir) / TRAINING_LOG
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    logged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return {name: points for name, points in logged.items() if isinstance(points, list)}  # not "skipped_images"
 
 
 def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
     spec = get_dataset_spec(args.dataset)
     task = spec.task_name(args.dataset_kwargs)
-    datasets = spec.load(args.data_root, **(args.dataset_kwargs or {}))
+    datasets = spec.load(args.data_root, **args.loader_kwargs)
     test, class_names = single_label_split(get_split(datasets, args.eval_split), spec, task, args.class_names,
                                            args.balanced_per_class, args.seed)
     prompt_names = [name.lower() for name in class_names]  # the spelling stage 2 stores for learned prompts

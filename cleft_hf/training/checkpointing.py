@@ -305,7 +305,8 @@ class CheckpointManager:
         return state
 
     def check_finite(self, value: torch.Tensor, step: int, *, what: str = "loss", model: torch.nn.Module | None = None,
-                     statistics: dict[str, torch.Tensor] | None = None, extra_state: dict[str, Any] | None = None) -> None:
+                     statistics: dict[str, torch.Tensor] | None = None,
+                     extra_state: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> None:
         """Raise `NonFiniteLossError` if `value` is NaN/inf on ANY process, after saving the last finite state.
 
         Call before `accelerator.backward(loss)` (and on the gradient norm before `optimizer.step()`). With
@@ -325,7 +326,8 @@ class CheckpointManager:
             weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
         state_dir = None
         if not self._anywhere(not weights_finite):
-            state_dir = self.save(step - 1, extra_state, name=f"nonfinite_step_{step}")
+            state = extra_state() if callable(extra_state) else extra_state
+            state_dir = self.save(step - 1, state, name=f"nonfinite_step_{step}")
         raise NonFiniteLossError(step, float(value.detach().float().sum()), state_dir, what)
 
 

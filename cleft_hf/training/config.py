@@ -289,6 +289,12 @@ class _CommonArguments:
     dataset_kwargs: Optional[dict] = arg(
         None, "Extra loader options, e.g. {sections: [impression]} (MIMIC-CXR), {uncertain: ones}, {task: density}."
     )
+    verify: Literal["none", "exists", "header", "decode"] = arg(
+        "exists", "Image file check when the dataset is loaded: none, exists, header (reads headers) or decode (all)."
+    )
+    skip_bad: bool = arg(
+        False, "Skip and count unreadable images (at load time and when decoded in the loader) instead of stopping."
+    )
     output_dir: str = arg("outputs/run", "Run folder: checkpoints, logs, final model, results.")
     seed: int = arg(42, "Seed of python, numpy and torch RNGs (accelerate.utils.set_seed).")
     per_device_batch_size: int = arg(72, "Examples per process per forward pass.")
@@ -303,8 +309,17 @@ class _CommonArguments:
         if self.data_root is not None and not Path(self.data_root).exists():
             raise FileNotFoundError(f"config field 'data_root': folder {self.data_root} does not exist")
         _positive(self, "per_device_batch_size")
+        doubled = sorted({"verify", "skip_bad"} & set(self.dataset_kwargs or {}))
+        if doubled:
+            raise ValueError(f"config field 'dataset_kwargs' holds {', '.join(doubled)}: use --verify / --skip_bad")
         if self.dataloader_num_workers < 0:
             raise ValueError(f"config field 'dataloader_num_workers' must be >= 0, got {self.dataloader_num_workers}")
+
+
+    @property
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the dataset's loader: `dataset_kwargs` plus the image checks."""
+        return {**(self.dataset_kwargs or {}), "verify": self.verify, "skip_bad": self.skip_bad}
 
 
 @dataclass

@@ -73,12 +73,12 @@ class ContrastivePretraining(Stage):
                 model.prompt_learner.logit_bias.fill_(-10.0)
             model.prompt_learner.logit_bias.requires_grad_(True)
         spec = get_dataset_spec(args.dataset)
-        dataset = get_split(spec.load(args.data_root, **(args.dataset_kwargs or {})), args.train_split)
+        dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
         loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
                              num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
                              augment=dict(args.augmentation or {}) if args.augment else None,
                              label_caption_prob=args.label_caption_prob, spec=spec,
-                             task=spec.task_name(args.dataset_kwargs))
+                             task=spec.task_name(args.dataset_kwargs), skip_bad=args.skip_bad)
         return model, processor, loader
 
     def loss(self, model, batch: dict[str, Any]) -> torch.Tensor:

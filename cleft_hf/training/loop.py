@@ -83,7 +83,7 @@ class LossLog:
     def restore(self, state: dict[str, Any]) -> None:
         self.points = [tuple(point) for point in state.get("loss_curve", [])]
 
-    def writer(self, stage: str, previous_model: str | Path | None = None):
+    def writer(self, stage: str, previous_model: str | Path | None = None, skipped: dict[str, Any] | None = None):
         """A `save_pretrained_atomic` callable writing `training_log.json` into the model folder: the loss
         curves of earlier stages (read from `previous_model`, if local) plus this one, under `stage`."""
 
@@ -93,9 +93,44 @@ class LossLog:
             if earlier is not None and earlier.is_file():
                 curves.update(json.loads(earlier.read_text(encoding="utf-8")))
             curves[stage] = self.points
+            if skipped is not None:
+                curves["skipped_images"] = {**curves.get("skipped_images", {}), stage: skipped}
             (Path(folder) / TRAINING_LOG).write_text(json.dumps(curves, indent=1), encoding="utf-8")
 
         return write
+
+
+class SkippedImages:
+    """Images dropped at decode time (`skip_bad`): each named in a warning when met, counted over processes,
+    stored in checkpoints and in `training_log.json` under "skipped_images" -> {stage: {count, files}}."""
+
+    MAX_LISTED = 100
+
+    def __init__(self, accelerator: Accelerator):
+        self.accelerator = accelerator
+        self.count = 0
+        self.files: list[str] = []
+
+    def take(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Remove the batch's `skipped_images` list (collator, skip_bad) and count it; returns the batch."""
+        for path in batch.pop("skipped_images", None) or []:
+            self.count += 1
+            logger.warning("skipped an image that cannot be decoded: %s (%d so far on this process)", path, self.count)
+            if len(self.files) < self.MAX_LISTED:
+                self.files.append(str(path))
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        """Totals over all processes (a collective: call on every process)."""
+        count = self.count
+        if self.accelerator.num_processes > 1:
+            count = int(self.accelerator.reduce(torch.tensor([count], device=self.accelerator.device), "sum").item())
+        return {"count": count, "files": self.files}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if state:  # totals of all processes before the resume, kept on the main process's count
+            self.count = int(state.get("count", 0)) if self.accelerator.is_main_process else 0
+            self.files = list(state.get("files", []))
 
 
 def learning_rate(optimizer: torch.optim.Optimizer) -> float:
@@ -104,7 +139,8 @@ def learning_rate(optimizer: torch.optim.Optimizer) -> float:
 
 def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoints, log: LossLog,
                 batches: Iterator[dict[str, Any]], loss_of: Callable[[dict[str, Any]], torch.Tensor], *,
-                start: int, args: Any, desc: str, extra_state: Callable[[], dict[str, Any]]) -> None:
+                start: int, args: Any, desc: str, extra_state: Callable[[], dict[str, Any]],
+                skipped: SkippedImages | None = None) -> None:
     """Optimiser steps `start + 1 .. args.max_steps`: accumulate micro-batches, clip, step, schedule, log,
     checkpoint (`extra_state()` goes into `trainer_state.json`). A NaN/inf loss or gradient norm stops the run
     after saving the state from before that step; SIGTERM/SIGINT stop it after saving the state of the step."""
@@ -114,9 +150,11 @@ def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoin
     with StopSignals() as stop:
         for step in range(start + 1, args.max_steps + 1):
             guard = {"step": step, "model": unwrapped, "statistics": batch_norm_statistics(unwrapped),
-                     "extra_state": extra_state()}
+                     "extra_state": extra_state}
             for _ in range(args.gradient_accumulation_steps):
                 batch = next(batches)
+                if skipped is not None:
+                    skipped.take(batch)
                 with accelerator.accumulate(model):
                     loss = loss_of(batch)
                     checkpoints.check_finite(loss, **guard)
@@ -130,7 +168,7 @@ def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoin
                 log.add(loss)
             scheduler.step()
             log.end_step(step, learning_rate(optimizer), progress)
-            saved = checkpoints.maybe_save(step, extra_state())
+            saved = checkpoints.save(step, extra_state()) if checkpoints.should_save(step) else None
             signum = stop.requested(accelerator)
             if signum:
                 saved = saved or checkpoints.save(step, extra_state())

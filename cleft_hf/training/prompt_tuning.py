@@ -85,7 +85,7 @@ class PromptTuning(Stage):
         self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
         spec = get_dataset_spec(args.dataset)
         task = spec.task_name(args.dataset_kwargs)
-        dataset = get_split(spec.load(args.data_root, **(args.dataset_kwargs or {})), args.train_split)
+        dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
         self.class_names = list(args.class_names or default_class_names(dataset, spec, task))
         dataset = restrict_labels(dataset, self.class_names)
         prompt_names = [name.lower() for name in self.class_names]  # as written in prompts ("pleural effusion")
@@ -94,14 +94,17 @@ class PromptTuning(Stage):
         model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision)
         loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
                              num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,
-                             augment=None if args.freeze_vision else {})
+                             augment=None if args.freeze_vision else {}, skip_bad=args.skip_bad)
         return model, processor, loader
 
     def batches(self, model, loader, start_micro_step: int):
         if not self.args.freeze_vision:
             return super().batches(model, loader, start_micro_step)
-        # image features do not change: compute them once, then cycle over the cache
-        cache = cache_image_embeddings(self.accelerator.unwrap_model(model), loader, self.accelerator)
+        # image features do not change: compute them once, then cycle over the cache (skipped images: counted
+        # once, in this pass over the whole dataset)
+        self.skipped_images.restore({"count": 0, "files": []})
+        batches = (self.skipped_images.take(batch) for batch in loader)
+        cache = cache_image_embeddings(self.accelerator.unwrap_model(model), batches, self.accelerator)
         return cached_batch_stream(cache, self.args.seed, start_micro_step)
 
     def set_train_mode(self, model) -> None:

@@ -23,7 +23,7 @@ from accelerate.utils import broadcast_object_list
 
 from .checkpointing import CheckpointError, CheckpointManager, compare_arguments
 from .config import save_arguments
-from .loop import LossLog, batch_stream, make_accelerator, train_steps
+from .loop import LossLog, SkippedImages, batch_stream, make_accelerator, train_steps
 from .optim import build_optimizer, build_scheduler, position_schedule
 from .run_lock import OutputDirInUseError, RunLock
 
@@ -38,6 +38,7 @@ class Stage(abc.ABC):
     project: str = "cleft"  # tracker project name
     arguments_file: str = "args.yaml"  # the run's arguments, written into output_dir
     previous_model: str | None = None  # model folder whose training_log.json this stage extends
+    skipped_images: SkippedImages | None = None  # set by the runner: undecodable images dropped (skip_bad)
 
     def __init__(self, args: Any):
         self.args = args
@@ -82,6 +83,7 @@ def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: A
     from .checkpointing import save_pretrained_atomic
 
     final_dir = Path(args.output_dir) / "model"
+    skipped = stage.skipped_images.state() if stage.skipped_images is not None else None  # collective
     state_dict = accelerator.get_state_dict(model)  # on every rank: gathers FSDP / ZeRO-3 shards (rank 0 gets them)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -89,7 +91,8 @@ def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: A
         def save_model(folder: Path) -> None:
             unwrapped.save_pretrained(folder, state_dict=state_dict)
 
-        save_pretrained_atomic(final_dir, save_model, processor, log.writer(stage.name, stage.previous_model))
+        save_pretrained_atomic(final_dir, save_model, processor,
+                               log.writer(stage.name, stage.previous_model, skipped))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final_dir
@@ -144,6 +147,7 @@ def run_stage(stage: Stage) -> dict[str, Any]:
     """
     args = stage.args
     accelerator = stage.accelerator = make_accelerator(args)
+    stage.skipped_images = SkippedImages(accelerator)
     lock = hold_output_dir(accelerator, args.output_dir)
     try:
         if accelerator.is_main_process:
@@ -155,6 +159,7 @@ def run_stage(stage: Stage) -> dict[str, Any]:
         state = resume_training(accelerator, args, checkpoints, optimizer, scheduler)
         log = LossLog(accelerator, args.log_every)
         log.restore(state)
+        stage.skipped_images.restore(state.get("skipped_images"))
         start = int(state["step"])
         arguments = run_arguments(args)
 
@@ -162,7 +167,9 @@ def run_stage(stage: Stage) -> dict[str, Any]:
         stage.set_train_mode(model)
         train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches,
                     lambda batch: stage.loss(model, batch), start=start, args=args, desc=stage.name,
-                    extra_state=lambda: {**log.state(), "arguments": arguments})
+                    extra_state=lambda: {**log.state(), "arguments": arguments,
+                                         "skipped_images": stage.skipped_images.state()},
+                    skipped=stage.skipped_images)
         final_dir = finish_run(accelerator, model, processor, log, args, stage)
     finally:
         if lock is not None:
