@@ -162,3 +162,21 @@ def test_read_only_output_folder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", read_only)
     with pytest.raises(CheckpointError, match="cannot write checkpoints to .*: Read-only file system"):
         _train(tmp_path / "run", steps=4, save_every=2, resume="latest")
+
+
+def test_sharded_state_metadata_is_checked_before_torch_unpickles_it(tmp_path):
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    _train(tmp_path / "run", steps=2, save_every=2)
+    shards = tmp_path / "run" / "checkpoints" / "step_2" / "pytorch_model_fsdp_0"  # where FSDP save_state writes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+        dcp.save({"model": {"w": torch.randn(3, 4), "b": torch.zeros(2, dtype=torch.bfloat16)}}, checkpoint_id=shards)
+    _train(tmp_path / "run", steps=2, resume="latest")  # genuine metadata passes
+    target = tmp_path / PAYLOAD_MARKER
+    (shards / ".metadata").write_bytes(pickle.dumps(_Payload(str(target))))
+    with pytest.raises(CheckpointError, match=r"pytorch_model_fsdp_0/\.metadata cannot be loaded safely"):
+        _train(tmp_path / "run", steps=4, resume="latest")
+    assert not target.exists()

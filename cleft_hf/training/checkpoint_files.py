@@ -5,7 +5,8 @@ A checkpoint folder holds what `accelerator.save_state` writes (`model.safetenso
 `random_states_<rank>.pkl`, `scaler.pt` with fp16), `trainer_state.json` (step, loss curve, run arguments: JSON)
 and, written last, `checkpoint_complete.json` (the size of every other file). Nothing in it is unpickled with
 code: `.bin` / `.pkl` / `.pt` files are read with `torch.load(weights_only=True)` (tensors, numbers, strings,
-containers and numpy arrays only), weights are safetensors, our own state is JSON. The learning-rate schedule is
+containers and numpy arrays only), weights are safetensors, our own state is JSON; the `.metadata` pickle of a
+sharded FSDP state (which torch unpickles without restriction) is checked first to name only its data classes. The learning-rate schedule is
 not stored at all: it is a function of the step and the run's arguments, rebuilt on resume.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+import pickle
 import random
 from typing import Any
 import zipfile
@@ -72,6 +74,43 @@ def _check_safetensors(path: Path) -> None:
         raise CheckpointError(f"checkpoint file {path} is not a valid safetensors file ({error})") from None
 
 
+# The globals a torch.distributed.checkpoint `.metadata` pickle (FSDP `save_state`) may name: plain data classes.
+DCP_METADATA_GLOBALS = {
+    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("torch", "Size"), ("torch.serialization", "_get_layout"),
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    *(("torch.distributed.checkpoint.metadata", name) for name in (
+        "BytesStorageMetadata", "ChunkStorageMetadata", "Metadata", "MetadataIndex", "StorageMeta",
+        "TensorProperties", "TensorStorageMetadata", "_MEM_FORMAT_ENCODING")),
+}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in DCP_METADATA_GLOBALS or (module == "torch" and isinstance(getattr(torch, name, None),
+                                                                                        torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+
+def _check_dcp_metadata(path: Path) -> None:
+    """torch.distributed.checkpoint reads `.metadata` with plain `pickle.load`: allow only its data classes."""
+    try:
+        with open(path, "rb") as handle:
+            _DataOnlyUnpickler(handle).load()
+    except Exception as error:
+        raise CheckpointError(f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {error})") from None
+
+
+def _check_shard_folder(folder: Path) -> None:
+    """Files of a sharded (FSDP) state sub-folder: `.metadata` as above, pickles with weights_only. (The
+    `.distcp` shards themselves are read by torch with `torch.load(weights_only=True)`.)"""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.name.endswith(".metadata"):
+            _check_dcp_metadata(path)
+        elif path.suffix in PICKLE_SUFFIXES:
+            _load_pickle(path)
+
+
 def _rng_problem(states: Any) -> str | None:
     if not isinstance(states, dict):
         return "not a mapping of RNG states"
@@ -100,6 +139,8 @@ def verify_checkpoint(folder: Path, process_index: int, sharded: bool, allow_ine
                 warn(f"checkpoint {folder} has no {name}: resuming WITHOUT its random states (not exact)")
                 continue
             raise CheckpointError(f"checkpoint {folder} lacks {name}; it cannot be restored")
+    for sub_folder in sorted(p for p in folder.iterdir() if p.is_dir()):
+        _check_shard_folder(sub_folder)
     for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != COMPLETE_MARKER):
         try:
             if path.name in expected and path.stat().st_size != expected[path.name]:
