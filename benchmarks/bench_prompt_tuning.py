@@ -50,7 +50,7 @@ def main() -> None:
 
     def update(logits: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
-        multilabel_bce_prompt_loss(logits + model.prompt_learner.logit_bias, labels).backward()
+        multilabel_bce_prompt_loss(logits + model.logit_bias, labels).backward()
         optimizer.step()
 
     def recomputed() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -20,14 +21,6 @@ BIOMEDLM_CONFIG = {
 }
 SUPPORTED_PEFT_TYPES = ("LORA", "IA3", "PREFIX_TUNING", "ADALORA")
 DEFAULT_LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
-
-# Keys that PretrainedConfig itself writes to or reads from config.json; anything else unknown is an error.
-_BASE_CONFIG_KEYS = {
-    "auto_map", "torch_dtype", "num_labels", "name_or_path", "_name_or_path", "_commit_hash",
-    "output_attentions", "attn_implementation", "experts_implementation", "per_layer_config",
-    "model_type", "use_cache", "tie_word_embeddings", "pad_token_id", "bos_token_id", "eos_token_id",
-}
-
 
 def _default_target_modules(peft_type: str, family: str) -> dict[str, Any]:
     """peft's default target (and IA3 feed-forward) modules for an LLM family; {} when peft has none."""
@@ -53,6 +46,8 @@ class CLEFTConfig(PretrainedConfig):
 
     Args:
         vision_model_name (`str`): timm model name of the image encoder (weights are not loaded from the config).
+        vision_pretrained_source (`str`): where the vision tower's initial weights came from (timm's Hub id),
+            set by `from_vision_text_pretrained(vision_pretrained=True)`; None for a tower trained from scratch.
         vision_model_kwargs (`dict`): extra `timm.create_model` kwargs (e.g. `in_chans`, `drop_path_rate`).
         image_size (`int`): input resolution given to timm as `img_size`.
         image_pooling (`str`): `"mean"` of all final tokens before the last LayerNorm (paper) or `"cls"`.
@@ -62,6 +57,7 @@ class CLEFTConfig(PretrainedConfig):
             alpha=32, dropout=0.1 on peft's default target modules for the LLM family.
         projection_dim (`int`): size of the shared image-text space.
         logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
+        logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
         prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
         prompt_init_text (`str`): text whose token embeddings initialise the context (repeated to fill it).
         prompt_class_specific (`bool`): one context per class instead of one shared context.
@@ -79,6 +75,7 @@ class CLEFTConfig(PretrainedConfig):
     }
 
     vision_model_name: str = DEFAULT_VISION_MODEL
+    vision_pretrained_source: str | None = None
     vision_model_kwargs: dict | None = None
     image_size: int = 224
     image_pooling: str = "mean"
@@ -87,6 +84,7 @@ class CLEFTConfig(PretrainedConfig):
     peft_config: dict | None = None
     projection_dim: int = 512
     logit_scale_init_value: float = math.log(1 / 0.07)
+    logit_bias_init_value: float = 0.0
     prompt_num_context_tokens: int = 30
     prompt_init_text: str | None = DEFAULT_PROMPT_INIT_TEXT
     prompt_class_specific: bool = False
@@ -98,9 +96,11 @@ class CLEFTConfig(PretrainedConfig):
     checkpoint_has_base_model: bool = True
 
     def __post_init__(self, **kwargs: Any):
-        unknown = sorted(k for k in kwargs if k not in _BASE_CONFIG_KEYS and not k.startswith("_"))
-        if unknown:
-            raise ValueError(f"CLEFTConfig got unknown field(s): {', '.join(unknown)}")
+        own = [name for name in type(self).__annotations__ if not name.startswith("_")]
+        for key in kwargs:  # PretrainedConfig keeps unknown keys (a newer config.json); a near-miss is a typo
+            close = difflib.get_close_matches(key, own, n=1, cutoff=0.85)
+            if close and key not in own:
+                raise ValueError(f"CLEFTConfig got unknown field {key!r}: did you mean {close[0]!r}?")
         if isinstance(self.text_config, dict) and "model_type" not in self.text_config:
             raise ValueError("text_config needs a 'model_type' (e.g. 'gpt2', 'llama')")
         super().__post_init__(**kwargs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import timm
@@ -14,37 +13,18 @@ from peft import get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
-from transformers.utils import ModelOutput
 
 from .configuration_cleft import CLEFTConfig
+from .features_cleft import CLEFTFeaturesMixin
 from .loading_cleft import base_llm_tensors, check_attn_implementation, resolve_llm_dtype
+from .loss_cleft import clip_loss
+from .outputs_cleft import CLEFTOutput
 from .prompt_learning_cleft import CLEFTPromptLearner
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
 
-@dataclass
-class CLEFTOutput(ModelOutput):
-    r"""Output of [`CLEFTModel.forward`].
-
-    Args:
-        loss: symmetric InfoNCE over the batch (when `return_loss=True`).
-        logits_per_image: `(n_images, n_texts)` scaled cosine similarities.
-        logits_per_text: `(n_texts, n_images)`, the transpose.
-        image_embeds: `(n_images, projection_dim)`, L2-normalised.
-        text_embeds: `(n_texts, projection_dim)`, L2-normalised.
-    """
-
-    loss: torch.FloatTensor | None = None
-    logits_per_image: torch.FloatTensor | None = None
-    logits_per_text: torch.FloatTensor | None = None
-    image_embeds: torch.FloatTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
-
-
-def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
-    """Symmetric cross-entropy over a square similarity matrix (matching pairs on the diagonal)."""
-    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
-    return (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets)) / 2
+# Checkpoints written before `logit_bias` moved out of the prompt learner.
+LEGACY_KEY_MAPPING = {r"^prompt_learner\.logit_bias$": "logit_bias"}
 
 
 def build_vision_tower(config: CLEFTConfig, pretrained: bool = False) -> nn.Module:
@@ -92,21 +72,37 @@ class CLEFTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True  # the attention that matters is the LLM's; transformers checks it supports it
     # Trainable parts stay float32 masters when `dtype` makes the frozen base LLM bfloat16/float16.
     _keep_in_fp32_modules_strict = [
-        "vision_model", "visual_projection", "text_projection", "logit_scale", "prompt_learner", "lora_", "ia3_",
-        "prompt_encoder",
+        "vision_model", "visual_projection", "text_projection", "logit_scale", "logit_bias", "prompt_learner", "lora_",
+        "ia3_", "prompt_encoder",
     ]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialise only CLEFT's own layers; timm and the LLM keep their own initialisation."""
+        """Initialise CLEFT's own layers (projections, temperature, bias, prompts); the towers keep their own."""
         if isinstance(module, CLEFTModel):
             for projection in (module.visual_projection, module.text_projection):
                 nn.init.normal_(projection.weight, std=projection.in_features**-0.5)
-            module.logit_scale.data.fill_(self.config.logit_scale_init_value)
+            nn.init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+            nn.init.constant_(module.logit_bias, self.config.logit_bias_init_value)
         elif isinstance(module, CLEFTPromptLearner):
             module.reset_parameters()
 
+    def init_weights(self) -> None:
+        """At construction (`post_init`) initialise CLEFT's own layers only: the towers arrive initialised (timm and
+        the LLM by their constructors or `from_pretrained`, the PEFT adapter by peft, LoRA B = 0), and the LLM
+        family's generic init would overwrite them. `from_pretrained` still runs transformers'
+        `initialize_weights` on whatever a checkpoint lacks."""
+        if self.logit_scale.device.type != "meta":
+            self._init_weights(self)
+            self._init_weights(self.prompt_learner)
 
-class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
+    def initialize_weights(self) -> None:
+        """transformers' init of what a loaded checkpoint lacks. An adapter-only checkpoint lacks only the base
+        LLM, whose tensors `load_base_llm_weights` moves in right after: initialising them would be wasted time."""
+        if self.config.checkpoint_has_base_model:
+            super().initialize_weights()
+
+
+class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
     r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
 
     Image features: timm tower, mean of all final tokens before the last LayerNorm (or normalised CLS), then a
@@ -126,31 +122,19 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
         # 1-element, not 0-d (as SigLIP): FSDP2's fully_shard cannot shard scalar parameters.
         self.logit_scale = nn.Parameter(torch.tensor([float(config.logit_scale_init_value)]))
+        # Added to the scaled similarities: SigLIP's bias and the stage-2 BCE bias; trained only by those losses.
+        self.logit_bias = nn.Parameter(torch.tensor([float(config.logit_bias_init_value)]), requires_grad=False)
         num_classes = len(config.class_names) if config.class_names else None
         self.prompt_learner = CLEFTPromptLearner(
             config.prompt_num_context_tokens, self.text_embed_dim, num_classes, config.prompt_class_specific
         )
         # Units FSDP wraps / device maps keep whole: the LLM's decoder layer (reached through PEFT) + timm blocks.
         self._no_split_modules = sorted(vision_block_classes(self.vision_model))
-        self._mark_towers_initialized()
         self._ignore_missing_base_weights(not config.checkpoint_has_base_model)
         self._frozen_parameter_names = {name for name, p in self.named_parameters() if not p.requires_grad}
         self.post_init()
 
     # ----------------------------------------------------------------- construction helpers
-    def _mark_towers_initialized(self) -> None:
-        """timm and peft initialise their own modules; keep transformers' generic init away from them.
-        In `from_pretrained` (meta device) only an adapter-only checkpoint's base LLM is marked: its weights are
-        put in place afterwards by `load_base_llm_weights`, so initialising them would be wasted time."""
-        towers = (self.vision_model, self.text_model)
-        if self.visual_projection.weight.device.type == "meta":
-            if self.config.checkpoint_has_base_model:
-                return  # weights come from the checkpoint, missing ones get proper init
-            towers = (self.text_model.get_base_model(),)
-        for tower in towers:
-            for module in tower.modules():
-                module._is_hf_initialized = True
-
     def base_llm_state_keys(self) -> list[str]:
         """State-dict keys of the frozen base LLM (everything in the text tower that PEFT did not add)."""
         adapter_keys = set()
@@ -201,6 +185,9 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             **config_kwargs,
         )
         vision_model = build_vision_tower(config, pretrained=vision_pretrained)
+        if vision_pretrained:  # recorded for the model card's `base_model`
+            source = vision_model.pretrained_cfg or {}
+            config.vision_pretrained_source = source.get("hf_hub_id") or f"timm/{config.vision_model_name}"
         language_model = AutoModelForCausalLM.from_pretrained(text, **text_kwargs).base_model
         return cls(config, vision_model=vision_model, text_model=language_model)
 
@@ -247,6 +234,7 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         kwargs["use_safetensors"] = True
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
+        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
         model = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model
         if not loaded.config.checkpoint_has_base_model:
@@ -319,8 +307,8 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         return self.text_model.get_base_model().is_activation_checkpointing
 
     def configure_for_prompt_tuning(self, freeze_vision: bool = False) -> None:
-        """Stage 2: freeze the text side (LLM, adapter, text projection), train the context prompts; the vision
-        tower, image projection and logit scale keep training unless `freeze_vision`."""
+        """Stage 2: freeze the text side (LLM, adapter, text projection), train the context prompts and
+        `logit_bias`; the vision tower, image projection and logit scale keep training unless `freeze_vision`."""
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         self.prompt_learner.requires_grad_(True)
@@ -328,79 +316,7 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             for module in (self.vision_model, self.visual_projection):
                 module.requires_grad_(True)
             self.logit_scale.requires_grad_(True)
-
-    # ----------------------------------------------------------------- features
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """`(batch, 3, H, W)` -> projected image features `(batch, projection_dim)` (not normalised)."""
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be (batch, 3, H, W), got {tuple(pixel_values.shape)}")
-        tokens = self.vision_model.forward_features(pixel_values)
-        if tokens.ndim == 4:  # a convolutional tower (B, C, H, W): average over space
-            if self.config.image_pooling != "mean":
-                raise ValueError("image_pooling='cls' needs a transformer vision tower (token sequence output)")
-            pooled = tokens.mean(dim=(2, 3))
-        else:  # (B, tokens, C): all final tokens (CLS, registers, patches) or the class token
-            pooled = tokens.mean(dim=1) if self.config.image_pooling == "mean" else tokens[:, 0]
-        return self.visual_projection(pooled.to(self.visual_projection.weight.dtype))
-
-    def _encode_text(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.FloatTensor:
-        """LLM hidden state at the last non-padding token, right or left padding alike -> `(batch, hidden)`."""
-        if attention_mask.ndim != 2:
-            raise ValueError(f"attention_mask must be (batch, length), got {tuple(attention_mask.shape)}")
-        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(f"empty text (no tokens) at batch row(s) {empty}")
-        position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        outputs = self.text_model(attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **inputs)
-        hidden = outputs.last_hidden_state
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        last = (attention_mask.long() * positions).argmax(dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-    def get_text_features(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.FloatTensor:
-        """Token ids `(batch, length)` -> projected text features `(batch, projection_dim)` (not normalised)."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        pooled = self._encode_text(attention_mask, input_ids=input_ids)
-        return self.text_projection(pooled.to(self.text_projection.weight.dtype))
-
-    def get_prompt_features(
-        self,
-        class_input_ids: torch.LongTensor | None = None,
-        class_attention_mask: torch.Tensor | None = None,
-        class_indices: torch.LongTensor | None = None,
-    ) -> torch.FloatTensor:
-        r"""Features of "[learned context] [class text]" prompts -> `(n_classes, projection_dim)`.
-
-        Without arguments, uses the class names stored by `set_prompt_classes`. `class_indices` picks the
-        class-specific context of each row (default: row i is class i).
-        """
-        if class_input_ids is None:
-            class_input_ids, class_attention_mask = self.stored_class_inputs()
-        if class_attention_mask is None:
-            class_attention_mask = torch.ones_like(class_input_ids)
-        bos = self.config.text_config.bos_token_id
-        insert_at = int(bos is not None and bool((class_input_ids[:, 0] == bos).all()))
-        embeddings = self.text_model.get_input_embeddings()(class_input_ids)
-        embeds, mask = self.prompt_learner.insert_context(embeddings, class_attention_mask, insert_at, class_indices)
-        pooled = self._encode_text(mask, inputs_embeds=embeds)
-        return self.text_projection(pooled.to(self.text_projection.weight.dtype))
-
-    def stored_class_inputs(self) -> tuple[torch.LongTensor, torch.Tensor]:
-        """Right-padded `(n_classes, length)` ids and mask of the stored class names."""
-        token_ids = self.config.prompt_class_token_ids
-        if not token_ids:
-            raise ValueError("no prompt classes stored: call set_prompt_classes(class_names, processor) first")
-        device = self.logit_scale.device
-        length = max(len(ids) for ids in token_ids)
-        input_ids = torch.zeros(len(token_ids), length, dtype=torch.long, device=device)
-        mask = torch.zeros_like(input_ids)
-        for row, ids in enumerate(token_ids):
-            input_ids[row, : len(ids)] = torch.tensor(ids, device=device)
-            mask[row, : len(ids)] = 1
-        return input_ids, mask
+        self.logit_bias.requires_grad_(True)
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -409,6 +325,8 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         *,
         image_embeds: torch.FloatTensor | None = None,
@@ -419,29 +337,41 @@ class CLEFTModel(CLEFTZeroShotMixin, CLEFTPreTrainedModel):
 
         Texts are `input_ids`/`attention_mask`, or with `use_learned_prompts=True` the learned context followed
         by those ids as class texts (stored class names when `input_ids` is None). `image_embeds` (normalised)
-        replaces `pixel_values` when image features are cached. `loss` is the single-process symmetric
-        InfoNCE (for negatives gathered across processes use `cleft_hf.losses.clip_loss`).
+        replaces `pixel_values` when image features are cached. `output_attentions` reaches the LLM (timm returns
+        none), `output_hidden_states` both towers. `loss` is `clip_loss` without cross-process negatives (the
+        trainer calls `clip_loss` / `siglip_loss` with `gather=True`). Unknown keyword arguments are an error.
         """
+        if kwargs:
+            raise TypeError(f"CLEFTModel.forward got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        vision_outputs = None
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("forward needs pixel_values (or precomputed image_embeds)")
-            image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
+            vision_outputs = self.vision_forward(pixel_values, output_hidden_states=bool(output_hidden_states))
+            pooled = vision_outputs.pooler_output
+            image_embeds = F.normalize(self.visual_projection(pooled.to(self.visual_projection.weight.dtype)), dim=-1)
+        text_kwargs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         if use_learned_prompts:
-            text_features = self.get_prompt_features(input_ids, attention_mask)
+            text_outputs = self.prompt_forward(input_ids, attention_mask, **text_kwargs)
         elif input_ids is None:
             raise ValueError("forward needs input_ids (or use_learned_prompts=True); use get_*_features for one side")
         else:
-            text_features = self.get_text_features(input_ids, attention_mask)
-        text_embeds = F.normalize(text_features, dim=-1)
-        logits_per_text = self.logit_scale.exp().clamp(max=100) * text_embeds @ image_embeds.t()
-        logits_per_image = logits_per_text.t()
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            text_outputs = self.text_forward(mask, input_ids=input_ids, **text_kwargs)
+        pooled = text_outputs.pooler_output
+        text_embeds = F.normalize(self.text_projection(pooled.to(self.text_projection.weight.dtype)), dim=-1)
+        logits_per_image = self.similarity_logits(image_embeds, text_embeds)
         loss = None
         if return_loss:
-            if logits_per_text.shape[0] != logits_per_text.shape[1]:
+            if image_embeds.shape[0] != text_embeds.shape[0]:
                 raise ValueError("return_loss needs as many texts as images (matching pairs)")
-            loss = contrastive_loss(logits_per_text)
-        output = CLEFTOutput(loss, logits_per_image, logits_per_text, image_embeds, text_embeds)
+            loss = clip_loss(image_embeds, text_embeds, self.logit_scale, gather=False)
+        output = CLEFTOutput(
+            loss=loss, logits_per_image=logits_per_image, logits_per_text=logits_per_image.t(),
+            image_embeds=image_embeds, text_embeds=text_embeds, text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
         return output if return_dict is not False else output.to_tuple()
 
 
-__all__ = ["CLEFTModel", "CLEFTPreTrainedModel", "CLEFTOutput", "contrastive_loss"]
+__all__ = ["CLEFTModel", "CLEFTPreTrainedModel", "CLEFTOutput"]

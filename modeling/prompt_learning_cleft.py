@@ -11,7 +11,7 @@ class CLEFTPromptLearner(nn.Module):
 
     The class texts come as token ids (right padded); `insert_context` splices the context in after the
     leading BOS token when the tokenizer adds one (Llama), else at the front (GPT-2), and extends the mask.
-    The context (and `logit_bias`, used by multi-label sigmoid scores) is frozen until prompt tuning.
+    The context is frozen until prompt tuning.
     """
 
     def __init__(self, num_context_tokens: int, hidden_size: int, num_classes: int | None, class_specific: bool):
@@ -20,14 +20,11 @@ class CLEFTPromptLearner(nn.Module):
             raise ValueError("class-specific context needs class_names in the config")
         shape = (num_classes, num_context_tokens, hidden_size) if class_specific else (num_context_tokens, hidden_size)
         self.ctx = nn.Parameter(torch.empty(shape), requires_grad=False)
-        # Bias of the sigmoid (multi-label) scores against the prompts; softmax scores do not depend on it.
-        self.logit_bias = nn.Parameter(torch.zeros(1), requires_grad=False)  # 1-element: FSDP2 shards no 0-d
         self.class_specific = class_specific
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.ctx, std=0.02)
-        nn.init.zeros_(self.logit_bias)
 
     @property
     def num_context_tokens(self) -> int:

@@ -22,7 +22,7 @@ def _check_class_names(class_names: Sequence[str] | None) -> list[str]:
 
 
 class CLEFTZeroShotMixin:
-    """Methods of `CLEFTModel` for prompts and zero-shot classification (needs `get_*_features`)."""
+    """Methods of `CLEFTModel` for prompts and zero-shot classification (needs `CLEFTFeaturesMixin`)."""
 
     # ----------------------------------------------------------------- learned prompt classes
     def set_prompt_classes(self, class_names: Sequence[str], processor: Any) -> None:
@@ -144,19 +144,21 @@ class CLEFTZeroShotMixin:
     @torch.no_grad()
     def zero_shot_classify(
         self,
-        pixel_values: torch.FloatTensor,
+        pixel_values: torch.FloatTensor | None = None,
         class_names: Sequence[str] | None = None,
         processor: Any = None,
         *,
+        image_embeds: torch.FloatTensor | None = None,
         prompt_template: str | None = None,
         use_learned_prompts: bool = False,
         class_embeddings: torch.Tensor | None = None,
         return_logits: bool = False,
     ) -> torch.FloatTensor:
-        """Class probabilities `(batch, n_classes)` (softmax over the scaled similarities, as CLIP).
+        """Class probabilities `(batch, n_classes)` (softmax over `similarity_logits`, as CLIP).
 
-        Class embeddings are encoded once per (names, prompts, weights) and reused across calls; pass
-        `class_embeddings` from `encode_class_prompts` to control it yourself.
+        Images are `pixel_values` or L2-normalised `image_embeds` `(batch, D)` computed before (a whole
+        evaluation set). Class embeddings are encoded once per (names, prompts, weights) and reused across
+        calls; pass `class_embeddings` from `encode_class_prompts` to control it yourself.
         """
         if class_embeddings is None:
             if class_names is not None:
@@ -165,6 +167,9 @@ class CLEFTZeroShotMixin:
                 class_names=class_names, processor=processor, prompt_template=prompt_template,
                 use_learned_prompts=use_learned_prompts,
             )
-        image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
-        logits = self.logit_scale.exp().clamp(max=100) * image_embeds @ class_embeddings.to(image_embeds.dtype).t()
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("zero_shot_classify needs pixel_values or image_embeds")
+            image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
+        logits = self.similarity_logits(image_embeds.to(class_embeddings.device), class_embeddings)
         return logits if return_logits else logits.softmax(dim=-1)

@@ -47,11 +47,11 @@ def test_stage2_trains_only_context_and_vision(model, batch, processor):
     for name, parameter in model.named_parameters():
         expected = name.startswith(("vision_model.", "visual_projection.", "prompt_learner.ctx"))
         assert (parameter.grad is not None) == expected, name
-        trainable = expected or name in ("logit_scale", "prompt_learner.logit_bias")
+        trainable = expected or name in ("logit_scale", "logit_bias")
         assert parameter.requires_grad == trainable, name
     model.configure_for_prompt_tuning(freeze_vision=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"prompt_learner.ctx", "prompt_learner.logit_bias"}
+    assert trainable == {"prompt_learner.ctx", "logit_bias"}
 
 
 def test_lora_default_targets_per_family(model, family):

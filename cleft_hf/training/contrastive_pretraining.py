@@ -52,7 +52,7 @@ def build_model(args: PretrainArguments) -> CLEFTModel:
 def contrastive_loss_fn(args: PretrainArguments, model: CLEFTModel, outputs, text_ids: torch.Tensor | None):
     """The configured contrastive loss on one micro-batch (negatives gathered across processes)."""
     if args.loss == "siglip":
-        return siglip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, model.prompt_learner.logit_bias,
+        return siglip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, model.logit_bias,
                            gather=args.gather_negatives, text_ids=text_ids)
     return clip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, gather=args.gather_negatives,
                      text_ids=text_ids)
@@ -70,8 +70,8 @@ class ContrastivePretraining(Stage):
         if args.loss == "siglip":  # SigLIP's initial temperature and bias
             with torch.no_grad():
                 model.logit_scale.fill_(torch.log(torch.tensor(10.0)))
-                model.prompt_learner.logit_bias.fill_(-10.0)
-            model.prompt_learner.logit_bias.requires_grad_(True)
+                model.logit_bias.fill_(-10.0)
+            model.logit_bias.requires_grad_(True)
         spec = get_dataset_spec(args.dataset)
         dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
         loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,

@@ -54,7 +54,7 @@ def prompt_loss(args: PromptTuneArguments, model, unwrapped: CLEFTModel, batch: 
     labels = batch["labels"].float()
     if args.loss == "bce":
         outputs = model(**image_inputs, use_learned_prompts=True)  # (B, C) against the stored class prompts
-        logits = outputs.logits_per_image + unwrapped.prompt_learner.logit_bias
+        logits = outputs.logits_per_image  # scaled similarities + the model's logit_bias
         return multilabel_bce_prompt_loss(logits, labels, batch.get("label_mask"))
     texts = [", ".join(n.lower() for n, on in zip(class_names, row) if on > 0.5) or "no finding"
              for row in labels.tolist()]

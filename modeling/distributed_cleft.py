@@ -6,7 +6,7 @@ tensors are padded to the largest size for `all_gather` and the padding is strip
 The gradient of `all_gather_with_grad` is the SUM over ranks of the gradient each rank's loss sends to a slice,
 returned to the rank that owns the slice (an `all_reduce` in the backward pass). Combined with DDP's gradient
 averaging this gives exactly the gradient of the loss computed on the concatenated global batch (see
-`cleft_hf.losses.clip_loss`). `all_reduce` works on every backend (gloo has no reduce-scatter); the gathered
+`loss_cleft.clip_loss`). `all_reduce` works on every backend (gloo has no reduce-scatter); the gathered
 embeddings are small (global batch x projection dim), so the extra traffic is negligible.
 """
 
