@@ -337,8 +337,8 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
 
         Texts are `input_ids`/`attention_mask`, or with `use_learned_prompts=True` the learned context followed
         by those ids as class texts (stored class names when `input_ids` is None). `image_embeds` (normalised)
-        replaces `pixel_values` when image features are cached. `output_attentions` reaches the LLM (timm returns
-        none), `output_hidden_states` both towers. `loss` is `clip_loss` without cross-process negatives (the
+        replaces `pixel_values` when image features are cached. `output_hidden_states` reaches both towers,
+        `output_attentions` the LLM (weights need its eager attention; timm returns none). `loss` is `clip_loss` without cross-process negatives (the
         trainer calls `clip_loss` / `siglip_loss` with `gather=True`). Unknown keyword arguments are an error.
         """
         if kwargs:

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cleft_hf import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
 from cleft_hf.demo.language_model.tokenizer_training import train_tokenizer
-from cleft_hf.tiny import tiny_cleft_config, tiny_text_config
+from tiny_models import tiny_cleft_config, tiny_text_config
 
 FAMILIES = ("gpt2", "llama")
 FINDINGS = ["atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion"]

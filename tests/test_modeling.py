@@ -128,11 +128,9 @@ def test_prompt_context_is_inserted_before_class_text(model, processor):
         torch.testing.assert_close(model.text_projection(hidden)[0], features[row], atol=1e-5, rtol=1e-5)
 
 
-def test_class_specific_context(make_model, processor):
+def test_class_specific_context_needs_one_context_per_name(make_model, processor):
     model = make_model(prompt_class_specific=True, class_names=["edema", "atelectasis", "cardiomegaly"])
     assert model.prompt_learner.ctx.shape[0] == 3
-    model.set_prompt_classes(["edema", "atelectasis", "cardiomegaly"], processor)
-    assert model.get_prompt_features().shape == (3, 32)
     with pytest.raises(ValueError, match="3 classes"):
         model.set_prompt_classes(["edema"], processor)
 
@@ -182,12 +180,6 @@ def test_gradient_checkpointing_same_gradients(make_model, batch):
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4)
-
-
-def test_cls_pooling(make_model, batch):
-    model = make_model(image_pooling="cls")
-    assert not isinstance(model.vision_model.norm, torch.nn.Identity)
-    assert model.get_image_features(batch["pixel_values"]).shape == (3, 32)
 
 
 def test_setup_prompt_learning_rebuilds_context(model, processor, batch):

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from cleft_hf import CLEFTModel
-from cleft_hf.tiny import TINY_VISION_MODEL, tiny_vision_kwargs
+from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
 
 
 def _logits(model, batch):

@@ -3,8 +3,7 @@
 from .embeddings import compute_image_embeddings, compute_text_embeddings
 from .linear_probe import linear_probe
 from .retrieval import retrieval_recall
-from .zero_shot import evaluate_zero_shot
 
 __all__ = [
-    "compute_image_embeddings", "compute_text_embeddings", "evaluate_zero_shot", "linear_probe", "retrieval_recall",
+    "compute_image_embeddings", "compute_text_embeddings", "linear_probe", "retrieval_recall",
 ]

@@ -21,7 +21,6 @@ from .linear_probe import linear_probe
 from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves
 from .report import markdown_table, write_results
 from .retrieval import retrieval_recall
-from .zero_shot import evaluate_zero_shot
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +79,10 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
         if model.config.prompt_class_token_ids:
             modes["learned_prompts"] = True
         for mode, learned in modes.items():
-            probabilities = evaluate_zero_shot(model, image_embeds, prompt_names if learned else hand_texts, processor,
-                                               prompt_template=None if learned else hand_template,
-                                               use_learned_prompts=learned).numpy()
+            probabilities = model.zero_shot_classify(
+                image_embeds=image_embeds.to(accelerator.device), class_names=prompt_names if learned else hand_texts,
+                processor=processor, prompt_template=None if learned else hand_template, use_learned_prompts=learned,
+            ).float().cpu().numpy()
             for key, value in classification_metrics(probabilities, labels, class_names).items():
                 results[f"zero_shot_{key}_{mode}"] = float(value)
             if accelerator.is_main_process:

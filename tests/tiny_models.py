@@ -1,4 +1,4 @@
-"""Tiny CLEFT configurations (random weights) for tests, benchmarks and the CPU demo."""
+"""Tiny CLEFT configurations (random weights) for the tests: the one tiny ViT and the one tiny LLM config."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers import GPT2Config, LlamaConfig, PretrainedConfig
 
-from .modeling import CLEFTConfig
+from cleft_hf import CLEFTConfig
 
 TINY_VISION_MODEL = "vit_small_patch16_224"
 
