@@ -91,7 +91,7 @@ def test_checkpoint_with_the_bias_in_the_prompt_learner_still_loads(model, batch
     model.save_pretrained(tmp_path)
     weights = tmp_path / "model.safetensors"
     state = load_file(weights)
-    state["prompt_learner.logit_bias"] = torch.tensor(-2.5)  # the layout before logit_bias moved to the model
+    state["prompt_learner.logit_bias"] = torch.tensor([-2.5])  # the layout before logit_bias moved to the model
     del state["logit_bias"]
     save_file(state, weights, metadata={"format": "pt"})
     loaded = CLEFTModel.from_pretrained(tmp_path)
