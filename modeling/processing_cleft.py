@@ -8,6 +8,8 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding
 
 DEFAULT_MAX_LENGTH = 256
+# How transformers loaded the tokenizer, kept in its init_kwargs: saved, they would force offline loading.
+LOADING_FLAGS = ("local_files_only", "is_local")
 
 
 def ensure_eos_appended(tokenizer: Any) -> Any:
@@ -42,6 +44,8 @@ class CLEFTProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, max_length: int = DEFAULT_MAX_LENGTH, **kwargs: Any):
         if tokenizer is not None:
             ensure_eos_appended(tokenizer)
+            for flag in LOADING_FLAGS:
+                tokenizer.init_kwargs.pop(flag, None)
         self.max_length = int(max_length)
         super().__init__(image_processor, tokenizer, **kwargs)
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -117,3 +121,29 @@ def tiny_run_overrides(demo_tree, demo_llm, output_dir) -> dict:
         "image_size": 32, "projection_dim": 16, "max_text_length": 48, "warmup_steps": 1, "max_steps": 4,
         "save_every": 2, "keep_last": 2, "log_every": 1,
     }
+
+
+_BLOCK_CLEFT_HF = textwrap.dedent(
+    """
+    import sys, importlib.abc
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "cleft_hf" or name.startswith("cleft_hf."):
+                raise ImportError("cleft_hf is blocked in this interpreter")
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def run_isolated(tmp_path: Path, code: str, *args, block_cleft_hf: bool = True, env: dict | None = None,
+                 timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `code` as a script in a fresh interpreter: offline, its own HF_HOME, cwd `tmp_path`, `args` as argv.
+    With `block_cleft_hf` the interpreter has a bare PATH-only environment and importing cleft_hf fails (a Hub
+    user without the package); otherwise it inherits this session's environment."""
+    script = tmp_path / "isolated.py"
+    script.write_text((_BLOCK_CLEFT_HF if block_cleft_hf else "import sys\n") + textwrap.dedent(code))
+    base = {"PATH": "/usr/bin:/bin"} if block_cleft_hf else dict(os.environ)
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+        env={**base, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), **(env or {})},
+    )

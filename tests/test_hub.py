@@ -11,8 +11,6 @@ import logging
 import math
 import re
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from safetensors.torch import load_file
 import cleft_hf.modeling
 from cleft_hf import CLEFTModel
 from cleft_hf.hub import build_upload_folder, maybe_push_to_hub, push_to_hub, render_model_card
+from conftest import run_isolated
 from test_saving import _from_llm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,42 +36,28 @@ MODELING_FILES = {p.name for p in Path(cleft_hf.modeling.__file__).parent.glob("
 UPLOAD_FILES = MODELING_FILES | {
     "README.md", "config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
 }
+CLASS_NAMES = ["Atelectasis", "Cardiomegaly", "Edema"]
+_ZERO_SHOT = [("zero_shot", metric, CLASS_NAMES, {"prompts": prompts}, value) for prompts, metric, value in [
+    ("hand", "accuracy", 0.4716666666666667), ("hand", "auroc", 0.6931234567), ("hand", "macro_f1", 0.41),
+    ("learned", "accuracy", 0.5383333333333333), ("learned", "auroc", 0.74), ("learned", "macro_f1", float("nan"))]]
+_PROBE = [("linear_probe", "accuracy", CLASS_NAMES, {"label_fraction": f}, v) for f, v in [(0.01, 0.39), (1.0, 0.61)]]
+_RETRIEVAL = [("retrieval", "recall", None, {"k": 5, "direction": "mean"}, 0.037500000000000006)]
 RESULTS = {
-    "model": "outputs/stage2/model", "dataset": "chexpert", "split": "test",
-    "class_names": ["Atelectasis", "Cardiomegaly", "Edema"], "n_images": 600, "n_train_images": 3000,
-    "zero_shot_acc_hand_prompts": 0.4716666666666667, "zero_shot_auroc_hand_prompts": 0.6931234567,
-    "zero_shot_macro_f1_hand_prompts": 0.41, "zero_shot_acc_learned_prompts": 0.5383333333333333,
-    "zero_shot_auroc_learned_prompts": 0.74, "zero_shot_macro_f1_learned_prompts": 0.52,
-    "linear_probe_acc_1pct": 0.39, "linear_probe_acc_10pct": 0.5, "linear_probe_acc_100pct": 0.61,
-    "linear_probe_acc": 0.61, "retrieval_r_at_1": 0.05, "retrieval_r_at_5": 0.2, "retrieval_r_at_10": 0.33,
-    "extra_calibration_ece": 0.0712, "zero_shot_auroc_unknown_prompts": float("nan"),
+    "model": "outputs/stage2/model", "dataset": "chexpert", "task": "findings", "split": "test",
+    "class_names": CLASS_NAMES, "n_images": 600, "n_train_images": 3000, "demo_llm_eval_perplexity": 17.3,
+    "metrics": [dict(zip(("task", "metric", "classes", "setting", "value"), r)) for r in _ZERO_SHOT + _PROBE + _RETRIEVAL],
 }
-# Independent expectation: results key -> (task_type, metric_type) of its EvalResult.
+# Independent expectation of the model-index: (task type, metric type, metric name, rounded value) per finite record.
 EXPECTED_EVALS = {
-    "zero_shot_acc_hand_prompts": ("zero-shot-image-classification", "accuracy"),
-    "zero_shot_auroc_hand_prompts": ("zero-shot-image-classification", "roc_auc"),
-    "zero_shot_macro_f1_hand_prompts": ("zero-shot-image-classification", "f1"),
-    "zero_shot_acc_learned_prompts": ("zero-shot-image-classification", "accuracy"),
-    "zero_shot_auroc_learned_prompts": ("zero-shot-image-classification", "roc_auc"),
-    "zero_shot_macro_f1_learned_prompts": ("zero-shot-image-classification", "f1"),
-    "linear_probe_acc_1pct": ("image-classification", "accuracy"),
-    "linear_probe_acc_10pct": ("image-classification", "accuracy"),
-    "linear_probe_acc_100pct": ("image-classification", "accuracy"),  # linear_probe_acc is the same result
-    "retrieval_r_at_1": ("retrieval", "recall"),
-    "retrieval_r_at_5": ("retrieval", "recall"),
-    "retrieval_r_at_10": ("retrieval", "recall"),
-    "extra_calibration_ece": ("zero-shot-image-classification", "extra_calibration_ece"),
+    ("zero-shot-image-classification", "accuracy", "zero-shot accuracy, hand prompts", 0.4717),
+    ("zero-shot-image-classification", "roc_auc", "zero-shot AUROC, hand prompts", 0.6931),
+    ("zero-shot-image-classification", "f1", "zero-shot macro F1, hand prompts", 0.41),
+    ("zero-shot-image-classification", "accuracy", "zero-shot accuracy, learned prompts", 0.5383),
+    ("zero-shot-image-classification", "roc_auc", "zero-shot AUROC, learned prompts", 0.74),
+    ("image-classification", "accuracy", "linear probe accuracy, 1 % of training labels", 0.39),
+    ("image-classification", "accuracy", "linear probe accuracy, 100 % of training labels", 0.61),
+    ("retrieval", "recall", "retrieval R@5 (mean of both directions)", 0.0375),
 }
-_BLOCK_CLEFT_HF = textwrap.dedent(
-    """
-    import sys, importlib.abc
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "cleft_hf" or name.startswith("cleft_hf."):
-                raise ImportError("cleft_hf is blocked in this interpreter")
-    sys.meta_path.insert(0, Block())
-    """
-)
 _LOAD_REMOTE = textwrap.dedent(
     """
     import torch
@@ -138,15 +123,6 @@ def _fake_hub_cache(root: Path, llm_folder: Path) -> Path:
     return root
 
 
-def _run_without_cleft_hf(tmp_path: Path, code: str, *args: str, env: dict | None = None):
-    script = tmp_path / "isolated.py"
-    script.write_text(_BLOCK_CLEFT_HF + code)
-    return subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin", **(env or {})},
-    )
-
-
 def _files(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
 
@@ -183,7 +159,7 @@ def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, pro
 
     torch.save(_images(), tmp_path / "images.pt")
     cache = _fake_hub_cache(tmp_path / "hub_cache", saved_llm)
-    result = _run_without_cleft_hf(
+    result = run_isolated(
         tmp_path, _LOAD_REMOTE, str(tmp_path / "images.pt"), str(tmp_path / "scores.pt"), str(full), str(adapter),
         env={"HF_HUB_CACHE": str(cache)},
     )
@@ -198,12 +174,15 @@ def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, pro
 
 def test_card_metadata_and_table_match_results(model, processor, tmp_path):
     _with_prompts(model, processor)
+    model.config.text_model_name_or_path = str(tmp_path / "llm")  # a local LLM folder: not a base model
     results_path = tmp_path / "results.json"
     results_path.write_text(json.dumps(RESULTS, indent=2))
-    summary = {"dataset": "chexpert", "max_steps": 8000, "learning_rate": 1e-4, "per_device_batch_size": 72,
-               "num_context_tokens": 30, "data_root": str(tmp_path), "hub_token": FAKE_TOKEN, "auth_token": FAKE_TOKEN,
-               "push_to_hub": True, "loss_curve": [[1, 2.0]]}
-    card = render_model_card(model, results=results_path, repo_id="me/cleft-card", training_summary=summary,
+    stage1 = {"stage": "1 (contrastive pretraining)", "dataset": "chexpert", "max_steps": 40000,
+              "data_root": str(tmp_path), "text_model_name_or_path": str(tmp_path / "llm"), "hub_token": FAKE_TOKEN}
+    stage2 = {"stage": "2 (context prompt learning)", "max_steps": 8000, "learning_rate": 1e-4,
+              "per_device_batch_size": 72, "num_context_tokens": 30, "auth_token": FAKE_TOKEN, "push_to_hub": True,
+              "loss_curve": [[1, 2.0]], "model_name_or_path": "outputs/stage1/model"}
+    card = render_model_card(model, results=results_path, repo_id="me/cleft-card", training_summary=[stage1, stage2],
                              datasets=["me/chexpert-captions"], license="apache-2.0")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
@@ -212,30 +191,35 @@ def test_card_metadata_and_table_match_results(model, processor, tmp_path):
     tags = {"medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft", "lora", "chest-x-ray"}
     assert tags <= set(data.tags)
     assert "mammography" not in data.tags and data.license == "apache-2.0" and data.datasets == ["me/chexpert-captions"]
-    assert data.base_model is None  # tiny ViT (architecture changed by kwargs) and an LLM without a Hub id
+    assert data.base_model is None  # a ViT trained from scratch and an LLM without a Hub id
     assert set(data.metrics) == {"accuracy", "roc_auc", "f1", "recall"}
-    got = sorted((r.task_type, r.metric_type, r.metric_value) for r in data.eval_results)
-    want = sorted((task, metric, RESULTS[key]) for key, (task, metric) in EXPECTED_EVALS.items())
-    assert got == want
-    datasets = {(r.dataset_type, r.dataset_name, r.dataset_split) for r in data.eval_results}
-    assert datasets == {("chexpert", "CheXpert", "test")}
+    got = {(r.task_type, r.metric_type, r.metric_name, r.metric_value) for r in data.eval_results}
+    assert got == EXPECTED_EVALS and len(data.eval_results) == len(EXPECTED_EVALS)  # one row each
+    assert {(r.dataset_type, r.dataset_name, r.dataset_config, r.dataset_split) for r in data.eval_results} == {
+        ("chexpert", "CheXpert", "findings", "test")}
     by_name = {r.metric_name: r for r in data.eval_results}
-    assert by_name["zero-shot accuracy, learned prompts"].metric_value == RESULTS["zero_shot_acc_learned_prompts"]
-    assert by_name["linear probe accuracy, 10 % of training labels"].metric_args == {"label_fraction_pct": 10}
+    assert by_name["linear probe accuracy, 1 % of training labels"].metric_args == {"label_fraction": 0.01}
 
-    rows = dict(re.findall(r"^\| [^|]+ \| `(\w+)` \| (\S+) \|$", loaded.text, flags=re.MULTILINE))
-    metrics = {k: v for k, v in RESULTS.items() if isinstance(v, float)}
-    assert set(rows) == set(metrics)
-    for key, value in metrics.items():
-        shown = json.loads(rows[key])
-        assert (math.isnan(shown) and math.isnan(value)) or shown == value, key
+    rows = dict(re.findall(r"^\| [^|]+ \| ([^|]+) \| (\S+) \|$", loaded.text, flags=re.MULTILINE))
+    assert rows["zero-shot macro F1, learned prompts"] == "n/a" and rows["zero-shot accuracy, hand prompts"] == "0.4717"
+    assert rows["retrieval R@5 (mean of both directions)"] == "0.0375"
     assert "600 images" in loaded.text and "`Atelectasis`, `Cardiomegaly`, `Edema`" in loaded.text
-    for text in ("| max_steps | 8000 |", "| per_device_batch_size | 72 |", "| num_context_tokens | 30 |",
-                 "| data_root | local folder", "not for diagnosis", "du2024cleft",
+    for text in ("### Stage 1 (contrastive pretraining)", "| max_steps | 40000 |", "### Stage 2 (context prompt",
+                 "| per_device_batch_size | 72 |", "| num_context_tokens | 30 |", "not for diagnosis", "du2024cleft",
+                 "| modality | chest X-ray |", "no pretrained weights", "local folder (not on the Hub)",
                  'hypothesis_template=model.config.prompt_template', "use_learned_prompts=True",
                  'AutoModel.from_pretrained("me/cleft-card", trust_remote_code=True)', "`pleural effusion`"):
         assert text.lower() in loaded.text.lower(), text
-    assert FAKE_TOKEN not in loaded.content and str(tmp_path) not in loaded.text and "push_to_hub" not in loaded.text
+    for absent in (FAKE_TOKEN, str(tmp_path), "outputs/stage", "perplexity", "push_to_hub", "data_root"):
+        assert absent not in loaded.content, absent
+
+
+def test_card_names_pretrained_weights_only_when_used(model):
+    model.config.vision_pretrained_source = "timm/vit_base_patch14_reg4_dinov2.lvd142m"
+    model.config.text_model_name_or_path = "stanford-crfm/BioMedLM"
+    card = render_model_card(model)
+    assert card.data.base_model == ["timm/vit_base_patch14_reg4_dinov2.lvd142m", "stanford-crfm/BioMedLM"]
+    assert "started from the pretrained weights [`timm/vit_base_patch14_reg4_dinov2.lvd142m`]" in card.text
 
 
 def test_missing_or_bad_results(model, tmp_path, caplog):
@@ -249,7 +233,9 @@ def test_missing_or_bad_results(model, tmp_path, caplog):
     with pytest.raises(ValueError, match="bad.json must hold a JSON object"):
         render_model_card(model, results=bad)
     with pytest.raises(ValueError, match="'dataset'"):
-        render_model_card(model, results={"zero_shot_acc_hand_prompts": 0.5})
+        render_model_card(model, results={"metrics": RESULTS["metrics"]})
+    with pytest.raises(ValueError, match="bad metric record"):
+        render_model_card(model, results={"dataset": "rsna", "metrics": [{"task": "zero_shot"}]})
     assert "not evaluated" in render_model_card(model, results={"dataset": "rsna", "n_images": 10}).text
 
 
@@ -354,7 +340,7 @@ def test_maybe_push_to_hub_and_cli(model, processor, tmp_path, monkeypatch):
     (tmp_path / "results.json").write_text(json.dumps(RESULTS))
     built = Path(cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", "--results",
                            str(tmp_path / "results.json"), "--build_only", str(tmp_path / "cli_folder")]))
-    assert _files(built) == UPLOAD_FILES and "zero_shot_acc_learned_prompts" in (built / "README.md").read_text()
+    assert _files(built) == UPLOAD_FILES and "zero-shot accuracy, learned prompts" in (built / "README.md").read_text()
     with pytest.raises(ValueError, match="invalid Hub repo_id"):
         cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "bad id"])
     assert len(hub.calls) == 2

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cleft_hf import CLEFTModel
-
-
-def test_output_shapes(model, batch):
-    n = batch["pixel_values"].shape[0]
-    out = model(**batch, return_loss=True)
-    assert out.logits_per_image.shape == (n, n) and out.logits_per_text.shape == (n, n)
-    assert out.image_embeds.shape == (n, 32) and out.text_embeds.shape == (n, 32)
-    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
-    torch.testing.assert_close(out.image_embeds.norm(dim=-1), torch.ones(n))
-    torch.testing.assert_close(out.logits_per_text, out.logits_per_image.t())
-    assert model.get_image_features(batch["pixel_values"]).shape == (n, 32)
-    assert model.get_text_features(batch["input_ids"], batch["attention_mask"]).shape == (n, 32)
-    assert isinstance(model(**batch, return_dict=False), tuple)
 
 
 def _trainable_expected(name: str) -> bool:
@@ -160,10 +148,14 @@ def test_zero_shot_with_learned_prompts(model, batch, processor):
     model.eval()
     model.set_prompt_classes(["edema", "cardiomegaly"], processor)
     probs = model.zero_shot_classify(batch["pixel_values"], use_learned_prompts=True)
-    assert probs.shape == (3, 2)
+    with torch.no_grad():
+        images = F.normalize(model.get_image_features(batch["pixel_values"]), dim=-1)
+        prompts = F.normalize(model.get_prompt_features(), dim=-1)
+    torch.testing.assert_close(probs, (model.logit_scale.exp() * images @ prompts.t()).softmax(-1))
+    stored = model.zero_shot_classify(batch["pixel_values"], use_learned_prompts=True, return_logits=True)
     other = model.zero_shot_classify(batch["pixel_values"], ["edema", "atelectasis", "cardiomegaly"], processor,
-                                     use_learned_prompts=True)
-    assert other.shape == (3, 3)
+                                     use_learned_prompts=True, return_logits=True)  # names tokenised on the fly
+    torch.testing.assert_close(other[:, [0, 2]], stored, atol=1e-5, rtol=1e-5)
 
 
 def test_gradient_checkpointing_same_gradients(make_model, batch):

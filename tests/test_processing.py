@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +83,6 @@ def test_processor_save_load_round_trip(processor, tmp_path):
     a, b = processor(text=texts, images=images), loaded(text=texts, images=images)
     for key in ("input_ids", "attention_mask", "pixel_values"):
         assert torch.equal(a[key], b[key]), key
+    loaded.save_pretrained(tmp_path / "again")  # loaded offline: transformers records how, the saved folder must not
+    saved = json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())
+    assert "local_files_only" not in saved and "is_local" not in saved

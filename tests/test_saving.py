@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -12,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from cleft_hf import CLEFTModel
+from conftest import run_isolated
 from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
 
 
@@ -108,12 +107,6 @@ def test_save_mode_defaults_to_size_threshold(saved_llm):
 
 ISOLATED = textwrap.dedent(
     """
-    import sys, importlib.abc
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "cleft_hf" or name.startswith("cleft_hf."):
-                raise ImportError("cleft_hf is blocked in this interpreter")
-    sys.meta_path.insert(0, Block())
     import torch
     from transformers import AutoModel, AutoProcessor
     folder = sys.argv[1]
@@ -137,13 +130,7 @@ def test_trust_remote_code_without_cleft_hf(model, processor, tmp_path):
     assert config["auto_map"]["AutoModel"] == "modeling_cleft.CLEFTModel"
     for name in ("configuration_cleft.py", "modeling_cleft.py", "processing_cleft.py", "image_processing_cleft.py"):
         assert (tmp_path / "model" / name).exists(), name
-    script = tmp_path / "isolated.py"
-    script.write_text(ISOLATED)
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "out.pt")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"},
-    )
+    result = run_isolated(tmp_path, ISOLATED, tmp_path / "model", tmp_path / "out.pt")
     assert result.returncode == 0, result.stderr[-3000:]
     got = torch.load(tmp_path / "out.pt")
     model.eval()

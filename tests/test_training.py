@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from cleft_hf import CLEFTModel
@@ -17,7 +20,10 @@ from cleft_hf.training.checkpointing import NonFiniteLossError, list_checkpoints
 from cleft_hf.training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments, load_arguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
+from cleft_hf.data import load_mimic_cxr
+from cleft_hf.data.collator import ImageTextCollator
 from cleft_hf.evaluation.runner import run_evaluation
+from cleft_hf.hub import write_model_card
 from conftest import tiny_run_overrides
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +79,24 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_tr
     assert resumed.keys() == reference.keys()
     for key in reference:
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_siglip_stage1_with_accumulation_and_label_captions(tmp_path, demo_tree, demo_llm, monkeypatch):
+    calls, texts = [], []
+    original_loss, original_collate = contrastive_pretraining.contrastive_loss_fn, ImageTextCollator.__call__
+    monkeypatch.setattr(contrastive_pretraining, "contrastive_loss_fn",
+                        lambda *args: calls.append(1) or original_loss(*args))
+    monkeypatch.setattr(ImageTextCollator, "__call__",
+                        lambda self, rows: (batch := original_collate(self, rows), texts.extend(batch["text"]))[0])
+    summary = run_pretraining(_pretrain_args(demo_tree, demo_llm, tmp_path, loss="siglip", gradient_accumulation_steps=2,
+                                             label_caption_prob=1.0, dataloader_num_workers=0))
+    assert len(summary["loss_curve"]) == 4 and len(calls) == 8  # 4 optimiser steps of 2 micro-batches each
+    reports = set(load_mimic_cxr(demo_tree)["train"]["text"])
+    assert texts and not set(texts) & reports  # every report swapped for its label caption
+    assert all(text.startswith("this is a chest x ray of a patient with") for text in texts)
+    model = CLEFTModel.from_pretrained(tmp_path / "model")
+    assert model.logit_bias.item() != -10.0 and model.logit_bias.requires_grad is False  # trained, saved, frozen again
+    assert model.logit_scale.exp().item() != pytest.approx(10.0, abs=0)
 
 
 def test_non_finite_loss_stops_with_the_step_after_saving_state(tmp_path, demo_tree, demo_llm, monkeypatch):
@@ -135,14 +159,46 @@ def test_evaluation_writes_results_table_and_plots(tmp_path, demo_tree, stage2):
         "linear_probe_fractions": [0.5, 1.0]}, section="evaluate")
     results = run_evaluation(args)
     saved = json.loads((tmp_path / "results.json").read_text())
-    for key in ("zero_shot_acc_hand_prompts", "zero_shot_acc_learned_prompts", "linear_probe_acc", "retrieval_r_at_5"):
-        assert 0.0 <= saved[key] <= 1.0, key
+    records = {(r["task"], r["metric"], json.dumps(r["setting"], sort_keys=True)): r for r in saved["metrics"]}
+    assert len(records) == len(saved["metrics"]) == 2 * 3 + 2 * 2 + 3 * 3  # one record per result
+    for prompts in ("hand", "learned"):
+        record = records[("zero_shot", "accuracy", json.dumps({"prompts": prompts}))]
+        assert 0.0 <= record["value"] <= 1.0 and record["classes"] == saved["class_names"]
+    assert 0.0 <= records[("retrieval", "recall", '{"direction": "mean", "k": 5}')]["value"] <= 1.0
     assert saved == json.loads(json.dumps(results))
     assert saved["n_images"] == 20 and saved["class_names"][0] == "Atelectasis"
     for name in ("roc_zero_shot_hand_prompts", "roc_zero_shot_learned_prompts", "confusion_zero_shot_hand_prompts",
                  "confusion_linear_probe", "training_loss"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000, name
     assert "| zero-shot accuracy, hand prompts |" in (tmp_path / "results.md").read_text()
+
+
+def test_demo_model_card_states_what_is_true(tmp_path, demo_tree, stage1, stage2):
+    """The card the demo writes for its final model (two stages, from-scratch ViT, local LLM), parsed back."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(stage2[0] / "model", model_dir)
+    args = load_arguments(EvaluateArguments, DEMO_CONFIG, {
+        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(tmp_path / "eval"),
+        "model_name_or_path": str(model_dir), "per_device_batch_size": 16, "dataloader_num_workers": 0,
+        "tasks": ["zero_shot", "linear_probe"], "linear_probe_fractions": [1.0]}, section="evaluate")
+    results = {**run_evaluation(args), "demo_llm_eval_perplexity": 12.5}
+    summaries = [yaml.safe_load((folder / name).read_text())
+                 for folder, name in ((stage1[0], "pretrain_args.yaml"), (stage2[0], "prompt_tune_args.yaml"))]
+    stages = [{"stage": "1 (contrastive pretraining)", **summaries[0]}, {"stage": "2 (context prompt learning)",
+                                                                       **summaries[1]}]
+    card = ModelCard.load(write_model_card(model_dir, results=results, training_summary=stages))
+    assert card.data.base_model is None and "chest-x-ray" in card.data.tags
+    evals = card.data.eval_results  # huggingface_hub parsed the model-index back into EvalResults
+    assert len(evals) == len(results["metrics"]) == 2 * 3 + 2  # zero-shot (hand, learned) x 3, probe x 2
+    for result in evals:
+        assert result.task_type in ("zero-shot-image-classification", "image-classification"), result.metric_name
+        assert result.dataset_type == "synthetic" and result.dataset_split == "test"
+        assert result.metric_value == round(result.metric_value, 4)
+    assert len({(r.task_type, r.metric_name) for r in evals}) == len(evals)
+    assert "### Stage 1 (contrastive pretraining)" in card.text and "### Stage 2 (context prompt learning)" in card.text
+    for absent in (str(tmp_path), str(demo_tree), "perplexity", "local_files_only"):
+        assert absent not in card.content, absent
+    assert "local_files_only" not in (model_dir / "tokenizer_config.json").read_text()
 
 
 def test_example_script_rejects_unknown_keys_and_missing_data(tmp_path):

@@ -25,6 +25,7 @@ import torch
 
 from ..data import load_mimic_cxr
 from ..evaluation.report import markdown_table
+from ..hub import arguments_summary, write_model_card
 from ..evaluation.runner import run_evaluation
 from ..training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments, load_arguments
 from ..training.contrastive_pretraining import run_pretraining
@@ -89,6 +90,8 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
         **common, "output_dir": str(output_dir), "model_name_or_path": str(final_model)}, section="evaluate")
     results = run_evaluation(evaluation)
     timings["evaluation"] = time.perf_counter() - start - sum(timings.values())
+    write_model_card(final_model, results=results, training_summary=[arguments_summary(stage1),
+                                                                      arguments_summary(stage2)])
     results["demo_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     results["demo_llm_eval_perplexity"] = llm.eval_perplexity
     (output_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(results['class_names'])} classes):\n")
     print(markdown_table(results))
     print(f"\ntimings (s): {results['demo_seconds']}")
-    print(f"outputs: {Path(args.output_dir).resolve()} (model/, results.json, results.md, plots/)")
+    print(f"outputs: {Path(args.output_dir).resolve()} (model/ with its model card README.md, results.json, "
+          "results.md, plots/)")
 
 
 if __name__ == "__main__":

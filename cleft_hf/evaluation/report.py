@@ -1,50 +1,100 @@
-"""results.json (flat: names -> numbers, plus dataset info) and its markdown table."""
+"""Evaluation results as records -> `results.json` and `results.md` (the model card reads the same records).
+
+results.json: `{"model", "dataset", "task", "split", "class_names", "n_images", ["n_train_images"], "metrics": [...]}`
+where every metric is a record `{"task", "metric", "classes", "setting", "value"}`:
+
+- task: `zero_shot` (setting `{"prompts": "hand" | "learned"}`), `linear_probe` (`{"label_fraction": 0.1}`) or
+  `retrieval` (`{"k": 5, "direction": "image_to_text" | "text_to_image" | "mean"}`);
+- metric: `accuracy`, `auroc` (macro one-vs-rest), `macro_f1` or `recall` (retrieval);
+- classes: the class names scored (None for retrieval); value: a float in [0, 1] (NaN when undefined).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-METRIC_LABELS = {
-    "zero_shot_acc_hand_prompts": "zero-shot accuracy, hand prompts",
-    "zero_shot_auroc_hand_prompts": "zero-shot AUROC, hand prompts",
-    "zero_shot_macro_f1_hand_prompts": "zero-shot macro F1, hand prompts",
-    "zero_shot_acc_learned_prompts": "zero-shot accuracy, learned prompts",
-    "zero_shot_auroc_learned_prompts": "zero-shot AUROC, learned prompts",
-    "zero_shot_macro_f1_learned_prompts": "zero-shot macro F1, learned prompts",
-    "linear_probe_acc": "linear probe accuracy (100 % labels)",
-    "retrieval_r_at_1": "retrieval R@1 (mean of both directions)",
-    "retrieval_r_at_5": "retrieval R@5 (mean of both directions)",
-    "retrieval_r_at_10": "retrieval R@10 (mean of both directions)",
-}
+TASKS = ("zero_shot", "linear_probe", "retrieval")
+METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "auroc": "AUROC",
+                "macro_f1": "macro F1", "recall": "recall"}
+DIRECTIONS = {"image_to_text": "image to text", "text_to_image": "text to image", "mean": "mean of both directions"}
 
 
-def metric_items(results: dict[str, Any]) -> list[tuple[str, float]]:
-    """The numeric metrics of `results`, known names first (in table order), then any others."""
-    numeric = {k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-               and k not in ("n_images", "n_train_images")}
-    known = [(k, numeric.pop(k)) for k in METRIC_LABELS if k in numeric]
-    return known + sorted(numeric.items())
+@dataclass(frozen=True)
+class MetricRecord:
+    """One evaluation result: which task, which metric, over which classes, in which setting, its value."""
+
+    task: str
+    metric: str
+    value: float
+    classes: tuple[str, ...] | None = None
+    setting: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"metric record task must be one of {TASKS}, got {self.task!r}")
+        if self.metric not in METRIC_NAMES:
+            raise ValueError(f"metric record metric must be one of {tuple(METRIC_NAMES)}, got {self.metric!r}")
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "classes", tuple(self.classes) if self.classes is not None else None)
+        object.__setattr__(self, "setting", dict(self.setting))
+
+    @property
+    def label(self) -> str:
+        """Words for tables: "zero-shot accuracy, hand prompts", "linear probe AUROC, 10 % of training labels"..."""
+        name = METRIC_NAMES[self.metric]
+        if self.task == "zero_shot":
+            return f"zero-shot {name}, {self.setting['prompts']} prompts"
+        if self.task == "linear_probe":
+            return f"linear probe {name}, {self.setting['label_fraction'] * 100:g} % of training labels"
+        return f"retrieval R@{self.setting['k']} ({DIRECTIONS[self.setting['direction']]})"
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["classes"] = list(self.classes) if self.classes is not None else None
+        return {key: record[key] for key in ("task", "metric", "classes", "setting", "value")}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "MetricRecord":
+        try:
+            return cls(record["task"], record["metric"], record["value"], record.get("classes"),
+                       record.get("setting") or {})
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"bad metric record {dict(record)!r}: {error}") from error
 
 
-def markdown_table(results: dict[str, Any]) -> str:
-    """Two-column markdown table of every numeric metric in `results`."""
-    lines = ["| metric | value |", "|---|---:|"]
-    for key, value in metric_items(results):
-        shown = "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
-        lines.append(f"| {METRIC_LABELS.get(key, key)} | {shown} |")
+def metric_records(results: Mapping[str, Any] | None) -> list[MetricRecord]:
+    """The records of a results dict (results.json loaded), in file order."""
+    records = (results or {}).get("metrics") or []
+    if not isinstance(records, list):
+        raise ValueError(f"results 'metrics' must be a list of records, got {type(records).__name__}")
+    return [MetricRecord.from_dict(record) for record in records]
+
+
+def format_value(value: float, digits: int = 4) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(results: Mapping[str, Any]) -> str:
+    """Markdown table `| result | value |` of the records of `results` (values to 4 decimals)."""
+    lines = ["| result | value |", "|---|---:|"]
+    lines += [f"| {record.label} | {format_value(record.value)} |" for record in metric_records(results)]
     return "\n".join(lines)
 
 
-def write_results(results: dict[str, Any], output_dir: str | Path) -> tuple[Path, Path]:
+def write_results(results: Mapping[str, Any], output_dir: str | Path) -> tuple[Path, Path]:
     """Write `results.json` and `results.md`; returns both paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / "results.json", output_dir / "results.md"
-    json_path.write_text(json.dumps(results, indent=2, sort_keys=False), encoding="utf-8")
-    header = f"Evaluation of `{results.get('model', '?')}` on {results.get('dataset', '?')} ({results.get('split', '?')}, " \
-             f"{results.get('n_images', '?')} images)\n\n"
+    json_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    header = (f"Evaluation of `{results.get('model', '?')}` on {results.get('dataset', '?')} "
+              f"({results.get('split', '?')}, {results.get('n_images', '?')} images)\n\n")
     md_path.write_text(header + markdown_table(results) + "\n", encoding="utf-8")
     return json_path, md_path
+
+
+__all__ = ["MetricRecord", "format_value", "markdown_table", "metric_records", "write_results"]

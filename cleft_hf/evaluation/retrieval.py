@@ -22,11 +22,11 @@ def correct_candidates(texts: Sequence[str] | None, n: int) -> list[list[int]]:
 def retrieval_recall(
     image_embeds: torch.Tensor, text_embeds: torch.Tensor, texts: Sequence[str] | None = None,
     ks: Sequence[int] = (1, 5, 10),
-) -> dict[str, float]:
+) -> dict[str, dict[int, float]]:
     """R@K both ways for matching rows of `image_embeds` `(N, D)` and `text_embeds` `(N, D)`.
 
     Identical texts (several images sharing a caption) count as correct matches both ways.
-    Returns `{"i2t_r_at_K", "t2i_r_at_K", "r_at_K" (mean of both)}` in [0, 1].
+    Returns `{"image_to_text": {K: recall}, "text_to_image": {K: recall}, "mean": {K: mean of both}}`, in [0, 1].
     """
     n = image_embeds.shape[0]
     if text_embeds.shape[0] != n:
@@ -37,9 +37,9 @@ def retrieval_recall(
     metric = load_metric("recall_at_k", "multi")
     i2t = metric.compute(predictions=similarity, references=references, k=list(ks))
     t2i = metric.compute(predictions=transposed, references=references, k=list(ks))
-    results = {}
-    for k in ks:
-        results[f"i2t_r_at_{k}"] = float(i2t[f"recall_at_{k}"])
-        results[f"t2i_r_at_{k}"] = float(t2i[f"recall_at_{k}"])
-        results[f"r_at_{k}"] = (results[f"i2t_r_at_{k}"] + results[f"t2i_r_at_{k}"]) / 2
+    results = {
+        "image_to_text": {k: float(i2t[f"recall_at_{k}"]) for k in ks},
+        "text_to_image": {k: float(t2i[f"recall_at_{k}"]) for k in ks},
+    }
+    results["mean"] = {k: (results["image_to_text"][k] + results["text_to_image"][k]) / 2 for k in ks}
     return results

@@ -19,7 +19,7 @@ from ..training.loop import TRAINING_LOG
 from .embeddings import compute_image_embeddings, compute_text_embeddings
 from .linear_probe import linear_probe
 from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves
-from .report import markdown_table, write_results
+from .report import MetricRecord, markdown_table, write_results
 from .retrieval import retrieval_recall
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_
     """Accuracy, macro one-vs-rest AUROC and macro F1 through the local evaluate modules."""
     predictions = probabilities.argmax(1)
     return {
-        "acc": load_metric("accuracy").compute(predictions=predictions, references=labels)["accuracy"],
+        "accuracy": load_metric("accuracy").compute(predictions=predictions, references=labels)["accuracy"],
         "auroc": load_metric("auroc", "multiclass").compute(
             predictions=probabilities.tolist(), references=labels.tolist(), class_names=class_names)["auroc"],
         "macro_f1": load_metric("macro_f1").compute(
@@ -71,25 +71,27 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     loader = accelerator.prepare(make_loader(test, processor, shuffle=False, batch_size=args.per_device_batch_size,
                                              num_workers=args.dataloader_num_workers, seed=args.seed))
     image_embeds, labels, texts = compute_image_embeddings(model, loader, accelerator)
-    results: dict[str, Any] = {"model": str(args.model_name_or_path), "dataset": args.dataset,
+    results: dict[str, Any] = {"model": str(args.model_name_or_path), "dataset": args.dataset, "task": task,
                                "split": args.eval_split, "class_names": class_names, "n_images": int(len(labels))}
+    records: list[MetricRecord] = []
     plots = output_dir / "plots"
     if "zero_shot" in args.tasks:
-        modes = {"hand_prompts": False}
+        modes = {"hand": False}
         if model.config.prompt_class_token_ids:
-            modes["learned_prompts"] = True
-        for mode, learned in modes.items():
+            modes["learned"] = True
+        for prompts, learned in modes.items():
             probabilities = model.zero_shot_classify(
                 image_embeds=image_embeds.to(accelerator.device), class_names=prompt_names if learned else hand_texts,
                 processor=processor, prompt_template=None if learned else hand_template, use_learned_prompts=learned,
             ).float().cpu().numpy()
-            for key, value in classification_metrics(probabilities, labels, class_names).items():
-                results[f"zero_shot_{key}_{mode}"] = float(value)
+            records += [MetricRecord("zero_shot", metric, value, class_names, {"prompts": prompts})
+                        for metric, value in classification_metrics(probabilities, labels, class_names).items()]
             if accelerator.is_main_process:
-                plot_roc_curves(probabilities, labels, class_names, plots / f"roc_zero_shot_{mode}.png",
-                                title=f"zero-shot ROC, {mode.replace('_', ' ')}")
+                plot_roc_curves(probabilities, labels, class_names, plots / f"roc_zero_shot_{prompts}_prompts.png",
+                                title=f"zero-shot ROC, {prompts} prompts")
                 plot_confusion_matrix(probabilities.argmax(1), labels, class_names,
-                                      plots / f"confusion_zero_shot_{mode}.png", title=f"zero-shot, {mode.replace('_', ' ')}")
+                                      plots / f"confusion_zero_shot_{prompts}_prompts.png",
+                                      title=f"zero-shot, {prompts} prompts")
     if "linear_probe" in args.tasks:
         train, _ = single_label_split(get_split(datasets, args.train_split), spec, task, class_names)
         train_loader = accelerator.prepare(make_loader(train, processor, shuffle=False, batch_size=args.per_device_batch_size,
@@ -100,17 +102,18 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
                               fractions=args.linear_probe_fractions, seed=args.seed)
         for fraction, probe in probes.items():
             metrics = classification_metrics(probe["probabilities"], labels, class_names)
-            results[f"linear_probe_acc_{fraction * 100:g}pct"] = float(metrics["acc"])
-            results[f"linear_probe_auroc_{fraction * 100:g}pct"] = float(metrics["auroc"])
-        full = probes[max(probes)]
-        results["linear_probe_acc"] = results[f"linear_probe_acc_{max(probes) * 100:g}pct"]
+            records += [MetricRecord("linear_probe", metric, metrics[metric], class_names, {"label_fraction": fraction})
+                        for metric in ("accuracy", "auroc")]
         if accelerator.is_main_process:
-            plot_confusion_matrix(full["predictions"], labels, class_names, plots / "confusion_linear_probe.png",
+            plot_confusion_matrix(probes[max(probes)]["predictions"], labels, class_names,
+                                  plots / "confusion_linear_probe.png",
                                   title=f"linear probe ({max(probes) * 100:g} % labels)")
     if "retrieval" in args.tasks:
         text_embeds = compute_text_embeddings(model, processor, texts, batch_size=args.per_device_batch_size)
-        for key, value in retrieval_recall(image_embeds, text_embeds, texts, ks=args.retrieval_ks).items():
-            results[f"retrieval_{key}"] = value
+        recalls = retrieval_recall(image_embeds, text_embeds, texts, ks=args.retrieval_ks)
+        records += [MetricRecord("retrieval", "recall", value, None, {"k": k, "direction": direction})
+                    for direction, by_k in recalls.items() for k, value in by_k.items()]
+    results["metrics"] = [record.to_dict() for record in records]
     if accelerator.is_main_process:
         curves = training_curves(args.model_name_or_path)
         if curves:

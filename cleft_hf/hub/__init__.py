@@ -5,8 +5,8 @@ from .model_card import (
     build_eval_results,
     evaluation_table,
     load_results,
-    metric_entries,
     render_model_card,
+    write_model_card,
 )
 from .upload import (
     arguments_summary,
@@ -26,8 +26,8 @@ __all__ = [
     "evaluation_table",
     "load_results",
     "maybe_push_to_hub",
-    "metric_entries",
     "push_to_hub",
     "render_model_card",
+    "write_model_card",
     "resolve_token",
 ]

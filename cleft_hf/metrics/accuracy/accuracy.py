@@ -1,12 +1,12 @@
-"""Accuracy (multi-class, or exact match of multi-hot label sets) as a local `evaluate` module."""
+"""Accuracy (multi-class, or exact match of multi-hot label sets) as a local `evaluate` module over scikit-learn."""
 
 import datasets
 import evaluate
-import numpy as np
+from sklearn.metrics import accuracy_score
 
 _DESCRIPTION = """
-Fraction of examples whose prediction equals the reference. Config `default`: one class index per example.
-Config `multilabel`: multi-hot lists; an example counts only if every class matches (subset accuracy).
+scikit-learn's `accuracy_score`. Config `default`: one class index per example. Config `multilabel`: multi-hot
+lists; an example counts only if every class matches (subset accuracy).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -22,8 +22,6 @@ Examples:
     {'accuracy': 0.75}
 """
 
-_CITATION = ""
-
 
 class Accuracy(evaluate.Metric):
     def _info(self):
@@ -34,22 +32,10 @@ class Accuracy(evaluate.Metric):
             label = datasets.Sequence(label)
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation="",
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features({"predictions": label, "references": label}),
         )
 
     def _compute(self, predictions, references, sample_weight=None):
-        predicted = np.asarray(predictions, dtype=np.int64)
-        expected = np.asarray(references, dtype=np.int64)
-        if len(predicted) == 0:
-            raise ValueError("accuracy needs at least one example")
-        if predicted.shape != expected.shape:
-            raise ValueError(f"accuracy predictions {predicted.shape} and references {expected.shape} differ in shape")
-        correct = predicted == expected
-        if correct.ndim == 2:
-            correct = correct.all(axis=1)
-        weights = np.ones(len(correct)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if weights.shape != correct.shape:
-            raise ValueError(f"sample_weight has {weights.size} entries for {len(correct)} examples")
-        return {"accuracy": float((weights * correct).sum() / weights.sum())}
+        return {"accuracy": float(accuracy_score(references, predictions, sample_weight=sample_weight))}

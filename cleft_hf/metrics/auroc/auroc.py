@@ -1,16 +1,17 @@
-"""One-vs-rest area under the ROC curve (binary, multi-class, multi-label) as a local `evaluate` module."""
+"""One-vs-rest area under the ROC curve (binary, multi-class, multi-label) as a local `evaluate` module over
+scikit-learn."""
 
 import datasets
 import evaluate
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 _DESCRIPTION = """
-Area under the ROC curve computed from ranks (Mann-Whitney U, ties share the average rank), one class against
-the rest. Configs: `binary` (one score per example, references 0/1), `multiclass` (one score per class per
-example, references are class indices) and `multilabel` (scores and multi-hot references per class).
-Any monotone score works per class (probabilities, logits, cosine similarities); note that a softmax over
-classes changes the per-class ranking, so pass the scores you want ranked. A class whose references are all
-positive or all negative has no AUROC: its entry is NaN and the macro mean skips it.
+scikit-learn's `roc_auc_score`, one class against the rest. Configs: `binary` (one score per example,
+references 0/1), `multiclass` (one score per class per example, references are class indices) and `multilabel`
+(scores and multi-hot references per class). Any monotone score works per class (probabilities, logits, cosine
+similarities). A class whose references are all positive or all negative has no AUROC: its entry is NaN and the
+macro mean skips it (a scikit-learn error otherwise).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -27,35 +28,14 @@ Examples:
     1.0
 """
 
-_CITATION = """
-@article{hanley1982meaning, title={The meaning and use of the area under a receiver operating characteristic
-(ROC) curve}, author={Hanley, James A and McNeil, Barbara J}, journal={Radiology}, year={1982}}
-"""
-
 _CONFIGS = ("binary", "multiclass", "multilabel")
 
 
-def average_ranks(values):
-    """1-based ranks of `values` (N,), tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    starts = np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])
-    group = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    last = np.concatenate([first[1:], [len(values)]]) - 1
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = (first[group] + last[group]) / 2.0 + 1.0
-    return ranks
-
-
-def binary_auroc(scores, is_positive):
-    """AUROC of scores (N,) for boolean labels (N,); NaN when only one label value is present."""
-    positives = int(is_positive.sum())
-    negatives = len(is_positive) - positives
-    if positives == 0 or negatives == 0:
+def one_vs_rest_auroc(is_positive, scores):
+    """AUROC of `scores` (N,) for boolean `is_positive` (N,); NaN when only one outcome is present."""
+    if is_positive.all() or not is_positive.any():
         return float("nan")
-    rank_sum = average_ranks(scores)[is_positive].sum()
-    return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
+    return float(roc_auc_score(is_positive, scores))
 
 
 class Auroc(evaluate.Metric):
@@ -72,36 +52,26 @@ class Auroc(evaluate.Metric):
             labels = datasets.Sequence(labels)
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation="",
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features({"predictions": scores, "references": labels}),
-            reference_urls=["https://en.wikipedia.org/wiki/Receiver_operating_characteristic"],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_auc_score.html"],
         )
 
     def _compute(self, predictions, references, class_names=None):
         scores = np.asarray(predictions, dtype=np.float64)
         labels = np.asarray(references, dtype=np.int64)
-        if len(scores) == 0:
-            raise ValueError("auroc needs at least one example")
         if self.config_name == "binary":
-            if not np.isin(labels, (0, 1)).all():
-                raise ValueError("auroc (binary) references must be 0 or 1")
-            return {"auroc": binary_auroc(scores, labels == 1)}
-        if scores.ndim != 2:
-            raise ValueError("auroc predictions must hold the same number of class scores for every example")
+            return {"auroc": one_vs_rest_auroc(labels == 1, scores)}
         num_classes = scores.shape[1]
         if self.config_name == "multiclass":
             if labels.min() < 0 or labels.max() >= num_classes:
                 raise ValueError(f"auroc (multiclass) references must be class indices in [0, {num_classes})")
-            targets = labels[:, None] == np.arange(num_classes)[None, :]
-        else:
-            if labels.shape != scores.shape or not np.isin(labels, (0, 1)).all():
-                raise ValueError("auroc (multilabel) references must be multi-hot 0/1 lists shaped like predictions")
-            targets = labels == 1
-        names = [str(c) for c in range(num_classes)] if class_names is None else [str(n) for n in class_names]
+            labels = labels[:, None] == np.arange(num_classes)[None, :]
+        names = [str(n) for n in (range(num_classes) if class_names is None else class_names)]
         if len(names) != num_classes:
             raise ValueError(f"class_names has {len(names)} names for {num_classes} classes")
-        per_class = [binary_auroc(scores[:, c], targets[:, c]) for c in range(num_classes)]
+        per_class = [one_vs_rest_auroc(labels[:, c] == 1, scores[:, c]) for c in range(num_classes)]
         defined = [value for value in per_class if not np.isnan(value)]
         macro = float(np.mean(defined)) if defined else float("nan")
         return {"auroc": macro, "auroc_per_class": dict(zip(names, per_class))}
