@@ -1,9 +1,6 @@
-"""Evaluation of CLEFT models: zero-shot (hand and learned prompts), linear probe, retrieval, plots, reports."""
+"""Evaluation of CLEFT models: zero-shot (hand and learned prompts), linear probe, retrieval, plots, reports.
 
-from .embeddings import compute_image_embeddings, compute_text_embeddings
-from .linear_probe import linear_probe
-from .retrieval import retrieval_recall
-
-__all__ = [
-    "compute_image_embeddings", "compute_text_embeddings", "linear_probe", "retrieval_recall",
-]
+Import the submodules (`runner.run_evaluation`, `report.MetricRecord`, `embeddings`, `linear_probe`,
+`retrieval`, `plots`); nothing is imported here, so the Hub card can read `report` without scikit-learn,
+`evaluate` or matplotlib.
+"""
