@@ -43,6 +43,7 @@ HUB_METRICS = {
 _HIDDEN_SUMMARY_KEYS = {
     "push_to_hub", "hub_model_id", "loss_curve", "config", "output_dir", "logging_dir", "resume_from_checkpoint",
     "dataloader_num_workers", "save_every", "keep_last", "log_every", "report_to", "data_root", "model_name_or_path",
+    "stage",
 }
 _CREDENTIAL_KEY = re.compile(r"(?:^|_)(?:token|api_key|password|secret)$")
 
