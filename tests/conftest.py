@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cleft_hf import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
 from cleft_hf.demo.language_model.tokenizer_training import train_tokenizer
-from tiny_models import tiny_cleft_config, tiny_text_config
+from tiny_models import TINY_VISION_MODEL, tiny_cleft_config, tiny_text_config, tiny_vision_kwargs
 
 FAMILIES = ("gpt2", "llama")
 FINDINGS = ["atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion"]
@@ -116,8 +116,8 @@ def tiny_run_overrides(demo_tree, demo_llm, output_dir) -> dict:
     return {
         "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(output_dir), "report_to": "none",
         "text_model_name_or_path": str(demo_llm), "per_device_batch_size": 8, "dataloader_num_workers": 0,
-        "vision_model_name": "vit_small_patch16_224",  # the paper's tower family (ViT with registers), tiny
-        "vision_model_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "reg_tokens": 1},
+        "vision_model_name": TINY_VISION_MODEL,  # the paper's tower family (ViT with registers), tiny
+        "vision_model_kwargs": tiny_vision_kwargs(width=32, depth=1, reg_tokens=1),
         "image_size": 32, "projection_dim": 16, "max_text_length": 48, "warmup_steps": 1, "max_steps": 4,
         "save_every": 2, "keep_last": 2, "log_every": 1,
     }

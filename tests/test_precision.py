@@ -8,7 +8,7 @@ import torch
 
 from cleft_hf import CLEFTModel
 from cleft_hf.modeling.loading_cleft import resolve_llm_dtype
-from cleft_hf.tiny import TINY_VISION_MODEL, tiny_vision_kwargs
+from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
 
 DECODER_LAYER = {"gpt2": "GPT2Block", "llama": "LlamaDecoderLayer"}
 

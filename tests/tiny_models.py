@@ -11,12 +11,10 @@ from cleft_hf import CLEFTConfig
 TINY_VISION_MODEL = "vit_small_patch16_224"
 
 
-def tiny_vision_kwargs(image_size: int = 32, patch_size: int = 8, width: int = 64, depth: int = 2,
-                       heads: int = 2, reg_tokens: int = 2) -> dict[str, Any]:
+def tiny_vision_kwargs(patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2,
+                       reg_tokens: int = 2) -> dict[str, Any]:
     """timm kwargs shrinking a ViT (with register tokens, as DINOv2-reg) to a CPU-sized model."""
-    del image_size  # the image size is CLEFTConfig.image_size; kept for a uniform call signature
-    return {"patch_size": patch_size, "embed_dim": width, "depth": depth, "num_heads": heads,
-            "reg_tokens": reg_tokens}
+    return {"patch_size": patch_size, "embed_dim": width, "depth": depth, "num_heads": heads, "reg_tokens": reg_tokens}
 
 
 def tiny_text_config(family: str, tokenizer: Any, *, layers: int = 2, hidden: int = 64, heads: int = 4,
