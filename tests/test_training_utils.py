@@ -247,7 +247,7 @@ def test_rotation_latest_and_resume_equals_uninterrupted(tmp_path):
     assert not list((tmp_path / "run" / "checkpoints").glob(".*"))  # no staging or trash folder left
 
 
-def test_resolve_resume_checkpoint_cases(tmp_path):
+def test_resolve_resume_checkpoint_cases(tmp_path, caplog):
     assert resolve_resume_checkpoint(None, tmp_path) is None
     assert resolve_resume_checkpoint("latest", tmp_path) is None  # nothing saved yet: start fresh
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -259,6 +259,7 @@ def test_resolve_resume_checkpoint_cases(tmp_path):
         if step != 11:  # step_11: a folder whose deletion or save was cut short has no completeness marker
             (folder / "checkpoint_complete.json").write_text('{"files": {}}')
     assert resolve_resume_checkpoint("latest", tmp_path).name == "step_10"
+    assert "ignoring checkpoints without checkpoint_complete.json" in caplog.text and "step_11" in caplog.text
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="trainer_state.json is missing"):
         resolve_resume_checkpoint(tmp_path / "empty", tmp_path)

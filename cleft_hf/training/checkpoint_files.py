@@ -6,8 +6,9 @@ A checkpoint folder holds what `accelerator.save_state` writes (`model.safetenso
 and, written last, `checkpoint_complete.json` (the size of every other file). Nothing in it is unpickled with
 code: `.bin` / `.pkl` / `.pt` files are read with `torch.load(weights_only=True)` (tensors, numbers, strings,
 containers and numpy arrays only), weights are safetensors, our own state is JSON; the `.metadata` pickle of a
-sharded FSDP state (which torch unpickles without restriction) is checked first to name only its data classes. The learning-rate schedule is
-not stored at all: it is a function of the step and the run's arguments, rebuilt on resume.
+sharded FSDP state (which torch unpickles without restriction) is checked first to name only its data classes.
+The learning-rate schedule is not stored at all: it is a function of the step and the run's arguments, rebuilt
+on resume.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def _load_pickle(path: Path) -> Any:
         return accelerate_load(path, map_location="cpu", mmap=zipfile.is_zipfile(path))
     except Exception as error:  # UnpicklingError (code refused), RuntimeError (truncated zip), ...
         reason = str(error).strip().splitlines()[0][:200]
-        raise CheckpointError(f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {reason})") from None
+        raise CheckpointError(
+            f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {reason})") from None
 
 
 def _check_safetensors(path: Path) -> None:
@@ -98,7 +100,8 @@ def _check_dcp_metadata(path: Path) -> None:
         with open(path, "rb") as handle:
             _DataOnlyUnpickler(handle).load()
     except Exception as error:
-        raise CheckpointError(f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {error})") from None
+        raise CheckpointError(
+            f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {error})") from None
 
 
 def _check_shard_folder(folder: Path) -> None:
@@ -129,7 +132,8 @@ def verify_checkpoint(folder: Path, process_index: int, sharded: bool, allow_ine
     `sharded` (FSDP / DeepSpeed): weights and optimiser live in sub-folders their plugins load; not required here.
     """
     if not (folder / COMPLETE_MARKER).is_file():
-        raise CheckpointError(f"checkpoint {folder} is incomplete ({COMPLETE_MARKER} is missing): its save did not finish")
+        raise CheckpointError(
+            f"checkpoint {folder} is incomplete ({COMPLETE_MARKER} is missing): its save did not finish")
     expected = _read_json(folder / COMPLETE_MARKER).get("files", {})
     rng_file = f"random_states_{process_index}.pkl"
     required = {TRAINER_STATE_FILE} | (set() if sharded else {"model.safetensors", "optimizer.bin"})

@@ -29,7 +29,8 @@ from accelerate.utils import DistributedType, broadcast_object_list, gather_obje
 
 from ..atomic_folder import atomic_folder, discard_folder, publish_folder, remove_leftovers, staging_path, unique_tag
 from .checkpoint_files import (
-    TRAINER_STATE_FILE, CheckpointError, is_complete, rng_states_restored, verify_checkpoint, write_marker,
+    COMPLETE_MARKER, TRAINER_STATE_FILE, CheckpointError, is_complete, rng_states_restored, verify_checkpoint,
+    write_marker,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ def resolve_resume_checkpoint(
         return None
     if str(resume_from_checkpoint) == "latest":
         checkpoints = list_checkpoints(output_dir)
+        root = checkpoints_root(output_dir)
+        complete = {path for _, path in checkpoints}
+        unmarked = sorted(p.name for p in root.glob("step_*") if p.is_dir() and p not in complete)
+        if unmarked:
+            logger.warning("ignoring checkpoints without %s (unfinished, or written by an older version): %s",
+                           COMPLETE_MARKER, ", ".join(unmarked))
         if not checkpoints:
             root = checkpoints_root(output_dir)
             logger.info("resume_from_checkpoint=latest: no checkpoint in %s yet, starting from step 0", root)
@@ -287,7 +294,8 @@ class CheckpointManager:
         sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         warnings: list[str] = []
         try:
-            state, problem = verify_checkpoint(path, accelerator.process_index, sharded, allow_inexact, warnings.append), None
+            state = verify_checkpoint(path, accelerator.process_index, sharded, allow_inexact, warnings.append)
+            problem = None
         except CheckpointError as error:
             state, problem = None, str(error)
         problems = gather_object([problem]) if accelerator.num_processes > 1 else [problem]
