@@ -50,7 +50,7 @@ def main() -> None:
 
     def update(logits: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
-        multilabel_bce_prompt_loss(logits + model.logit_bias, labels).backward()
+        multilabel_bce_prompt_loss(logits, labels).backward()  # logits include the model's logit_bias
         optimizer.step()
 
     def recomputed() -> None:
@@ -62,12 +62,11 @@ def main() -> None:
     ids, mask = model.stored_class_inputs()
 
     def per_image_per_class() -> None:  # the reference code: one LLM pass per image per class
-        scale = model.logit_scale.exp()
         rows = []
         for image in cached:
             row = [F.normalize(model.get_prompt_features(ids[c : c + 1], mask[c : c + 1], torch.tensor([c])), dim=-1)[0]
                    for c in range(ids.shape[0])]
-            rows.append(scale * torch.stack(row) @ image)
+            rows.append(model.similarity_logits(image[None], torch.stack(row))[0])
         update(torch.stack(rows))
 
     times = {
