@@ -60,15 +60,18 @@ def main() -> None:
     pixel_values = torch.randn(args.batch_size, 3, config.image_size, config.image_size)
     input_ids = torch.randint(0, config.text_config.vocab_size, (args.batch_size, args.text_length))
     attention_mask = torch.ones_like(input_ids)
-    step_times, losses = [], []
+    step_times, phase_times, losses = [], [], []
     for _ in range(args.steps):
         start = time.perf_counter()
         loss = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                      return_loss=True).loss
+        forward_end = time.perf_counter()
         loss.backward()
+        backward_end = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step_times.append(time.perf_counter() - start)
+        phase_times.append((forward_end - start, backward_end - forward_end, step_times[-1] - backward_end + start))
         losses.append(loss.item())
 
     flops = training_step_flops(config, args.batch_size, args.text_length, gradient_checkpointing=True)
@@ -82,6 +85,7 @@ def main() -> None:
     print(f"trainable_params_m={trainable / 1e6:.2f}")
     print(f"total_params_m={sum(p.numel() for p in model.parameters()) / 1e6:.2f}")
     print(f"step_times_s={','.join(f'{t:.1f}' for t in step_times)}")
+    print(f"forward_backward_optimizer_s={';'.join(','.join(f'{t:.1f}' for t in phases) for phases in phase_times)}")
     print(f"step_s={step_s:.1f}")
     print(f"peak_rss_gb={peak_rss_gb():.2f}")
     print(f"model_tflop_per_step={flops.total / 1e12:.3f}")
