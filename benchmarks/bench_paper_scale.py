@@ -6,7 +6,8 @@ trainable parameters; `--steps` training steps on `--batch_size` image-report pa
 
     python benchmarks/bench_paper_scale.py    # ~12 GB of RAM and ~10 min on 2 cores
 
-Prints `name=value` lines: trainable_params_m, peak_rss_gb (whole process), step_s (the last step),
+Prints `name=value` lines: trainable_params_m, peak_rss_gb (whole process), step_s (the fastest step: on a
+shared machine the others are slowed by other processes; every step's time is printed too),
 model_tflop_per_step (analytic, `cleft_hf.flops`, recomputation included), cpu_matmul_gflops (float32 GEMM
 rate measured in this process, best of the square and the step's largest shape) and mfu_pct.
 """
@@ -14,6 +15,7 @@ rate measured in this process, best of the square and the step's largest shape) 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
@@ -78,8 +80,9 @@ def main() -> None:
     d, f = config.text_config.n_embd, 4 * config.text_config.n_embd
     tokens = args.batch_size * args.text_length
     rate = max(matmul_gflops(2048, 2048, 2048), matmul_gflops(tokens, d, f))
-    step_s = step_times[-1]
+    step_s = min(step_times)
     print(f"threads={torch.get_num_threads()}")
+    print(f"load_average_1min={os.getloadavg()[0]:.2f}")
     print(f"build_s={build_s:.1f}")
     print(f"loss={losses[-1]:.4f}")
     print(f"trainable_params_m={trainable / 1e6:.2f}")
