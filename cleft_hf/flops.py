@@ -99,7 +99,8 @@ def training_step_flops(config: CLEFTConfig, batch_size: int, text_length: int,
         # base input grads + attention 2x + LoRA 2x (weight grads; grads into A's output and into the input)
         text_backward=layers * (base + 2 * attention + 2 * lora) - layer0_skipped,
         text_recompute=text_recompute if gradient_checkpointing else 0,
-        head=2 * (vision_projection + text_projection) + 3 * logits,
+        # logits: forward's similarity matrix + clip_loss's two directions, backward through those two
+        head=2 * (vision_projection + text_projection) + 7 * logits,
     )
 
 

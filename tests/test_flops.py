@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cleft_hf import CLEFTModel
 from cleft_hf.flops import training_step_flops
-from cleft_hf.tiny import tiny_cleft_config
+from tiny_models import tiny_cleft_config
 
 
 @pytest.mark.parametrize("checkpointing", [True, False], ids=["checkpointing", "no_checkpointing"])
