@@ -102,3 +102,17 @@ def test_no_split_modules_name_llm_layer_and_vision_block(model, family, make_mo
     assert set(model._no_split_modules) == {DECODER_LAYER[family], "Block"}
     cnn = make_model(vision_model_name="resnet10t", vision_model_kwargs={})
     assert set(cnn._no_split_modules) == {DECODER_LAYER[family], "BasicBlock"}
+
+
+def test_training_arguments_choose_dtype_and_attention(tmp_path, demo_tree, demo_llm):
+    from cleft_hf.training.config import PretrainArguments
+    from cleft_hf.training.contrastive_pretraining import build_model
+    from conftest import tiny_run_overrides
+
+    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "dtype": "bfloat16",
+                 "attn_implementation": "eager", "gradient_checkpointing": False, "vision_pretrained": False}
+    model = build_model(PretrainArguments(**overrides))
+    _assert_bf16_frozen_fp32_trainable(model)
+    assert model.text_model.get_base_model().config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="config field 'dtype'"):
+        PretrainArguments(**{**overrides, "dtype": "int8"})

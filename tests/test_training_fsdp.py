@@ -72,3 +72,24 @@ def test_fsdp2_equals_ddp_saves_resumes_and_loads(tmp_path, demo_tree, demo_llm)
     batch = processor(text=["no acute findings", "small left pleural effusion"], images=[torch.rand(40, 40)] * 2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits_per_image, reference(**batch).logits_per_image)
+
+
+def test_shipped_fsdp_wrap_policy_resolves_for_each_llm_and_tower(make_model, family):
+    """The shipped config's wrap units come from the model: every LLM decoder layer and every timm block."""
+    import yaml
+    from accelerate import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+
+    fsdp_config = yaml.safe_load(FSDP_CONFIG.read_text())["fsdp_config"]
+    assert "fsdp_transformer_layer_cls_to_wrap" not in fsdp_config  # taken from model._no_split_modules
+    for tower in ({}, {"vision_model_name": "resnet10t", "vision_model_kwargs": {}}):
+        model = make_model(**tower)
+        plugin = FullyShardedDataParallelPlugin(fsdp_version=fsdp_config["fsdp_version"],
+                                                auto_wrap_policy=fsdp_config["fsdp_auto_wrap_policy"].lower())
+        plugin.set_auto_wrap_policy(model)
+        policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
+        wrapped = [module for module in model.modules() if policy(module)]
+        layers = model.text_model.get_base_model().config.num_hidden_layers
+        blocks = (len(model.vision_model.blocks) if tower == {} else
+                  sum(len(getattr(model.vision_model, f"layer{i}")) for i in range(1, 5)))
+        assert len(wrapped) == layers + blocks

@@ -59,7 +59,8 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     """Evaluate `args.model_name_or_path`; writes results.json, results.md and PNG plots to `output_dir`."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     output_dir = Path(args.output_dir)
-    model = CLEFTModel.from_pretrained(args.model_name_or_path).to(accelerator.device).eval()
+    model = CLEFTModel.from_pretrained(args.model_name_or_path, dtype=args.dtype,
+                                       attn_implementation=args.attn_implementation).to(accelerator.device).eval()
     processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
     spec = get_dataset_spec(args.dataset)
     task = spec.task_name(args.dataset_kwargs)

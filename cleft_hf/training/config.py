@@ -299,6 +299,13 @@ class _CommonArguments:
     seed: int = arg(42, "Seed of python, numpy and torch RNGs (accelerate.utils.set_seed).")
     per_device_batch_size: int = arg(72, "Examples per process per forward pass.")
     dataloader_num_workers: int = arg(2, "DataLoader worker processes per training process.")
+    dtype: Optional[str] = arg(
+        None, "dtype of the frozen base LLM: bfloat16, float16, float32 or auto (None: bfloat16 on a GPU, float32 on "
+        "CPU); trained parameters (vision tower, adapters, projections, prompts) stay float32."
+    )
+    attn_implementation: Optional[str] = arg(
+        None, "Attention of the LLM: sdpa (None: the default), eager, flash_attention_2 (needs flash-attn)."
+    )
 
     def __post_init__(self) -> None:
         for name, annotation in _field_types(type(self)).items():
@@ -309,6 +316,8 @@ class _CommonArguments:
         if self.data_root is not None and not Path(self.data_root).exists():
             raise FileNotFoundError(f"config field 'data_root': folder {self.data_root} does not exist")
         _positive(self, "per_device_batch_size")
+        if self.dtype not in (None, "bfloat16", "float16", "float32", "auto"):
+            raise ValueError(f"config field 'dtype' must be bfloat16, float16, float32 or auto, got {self.dtype!r}")
         doubled = sorted({"verify", "skip_bad"} & set(self.dataset_kwargs or {}))
         if doubled:
             raise ValueError(f"config field 'dataset_kwargs' holds {', '.join(doubled)}: use --verify / --skip_bad")

@@ -43,6 +43,7 @@ def build_model(args: PretrainArguments) -> CLEFTModel:
         image_size=args.image_size, image_pooling=args.image_pooling, projection_dim=args.projection_dim,
         peft_config=peft_config, vision_model_kwargs=dict(args.vision_model_kwargs or {}),
         prompt_template=modality.prompt_template, prompt_init_text=modality.prompt_init_text,
+        dtype=args.dtype, attn_implementation=args.attn_implementation,
     )
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -81,7 +81,8 @@ class PromptTuning(Stage):
 
     def build(self):
         args = self.args
-        model = CLEFTModel.from_pretrained(args.model_name_or_path)
+        model = CLEFTModel.from_pretrained(args.model_name_or_path, dtype=args.dtype,
+                                           attn_implementation=args.attn_implementation)
         self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
         spec = get_dataset_spec(args.dataset)
         task = spec.task_name(args.dataset_kwargs)
