@@ -20,9 +20,10 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ._tables import (
-    LoadReport, assign_splits, check_values, find_table, read_table, require_root, split_dataset_dict,
-    verify_images,
+    LoadReport, assign_splits, check_choice, check_split_fractions, check_values, find_table, finish_load, read_table,
+    require_root, split_dataset_dict,
 )
+from .image_checks import VERIFY_MODES, verify_images
 from .dicom import read_dicom, read_dicom_header
 from .splits import build_balanced_split
 
@@ -173,8 +174,9 @@ def load_embed(
     ``density`` (1-4, -1 unknown), ``patient_id``, ``acc_anon``, ``laterality``, ``view``, ``image_type``,
     ``source_path``.
     """
-    if task not in ("birads", "density"):
-        raise ValueError(f"task must be 'birads' or 'density', got {task!r}")
+    check_choice("task", task, ("birads", "density"))
+    check_choice("verify", verify, VERIFY_MODES)
+    check_split_fractions(split_fractions)
     root = require_root(root, "EMBED")
     folders = [root, root / "tables"]
     report = LoadReport(f"EMBED ({task})")
@@ -250,11 +252,7 @@ def load_embed(
             "source_path": part["anon_dicom_path"].astype(str).tolist(),
         }
 
-    result = split_dataset_dict(split_of, columns_of, features, report)
-    if not result:
-        raise ValueError(f"no EMBED images left for task {task!r} after filtering; see the load report")
-    report.log()
-    return (result, report) if return_report else result
+    return finish_load(split_dataset_dict(split_of, columns_of, features, report), report, return_report)
 
 
 def build_embed_birads_7x200(dataset: Dataset, n_per_class: int = 200, seed: int = 0) -> Dataset:
