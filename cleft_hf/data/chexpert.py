@@ -154,7 +154,7 @@ def load_chexpert(
     splits: Sequence[str] = ("train", "validation", "test"),
     frontal_only: bool = True,
     caption_negatives: bool = True,
-    split_5x200: bool = False,
+    split_5x200: int = 0,
     seed: int = 0,
     verify: str = "exists",
     skip_bad: bool = False,
@@ -167,9 +167,10 @@ def load_chexpert(
     ``uncertain``: "zeros" | "ones" | "ignore" with ``label_mask`` 0), ``positive_classes`` / ``uncertain_classes``
     (class names in their features), ``path``, ``patient_id``, ``study``, ``sex``, ``age``, ``view``, ``ap_pa``.
     Blank labels are 0. Splits whose CSV is absent are left out (an error if none is present).
-    ``split_5x200``: also draw the CheXpert 5x200 zero-shot test set from the training split (GLoRIA/MedCLIP
-    convention; :func:`build_chexpert_5x200` with ``seed``) as split ``test_5x200`` and remove its images from
-    ``train``, so that a model trained on CheXpert is not tested on its training images.
+    ``split_5x200``: images per class (200 = the GLoRIA/MedCLIP convention; 0 = off) of a CheXpert 5x200
+    zero-shot test set drawn from the training split (:func:`build_chexpert_5x200` with ``seed``), returned as
+    split ``test_5x200`` with its images removed from ``train``, so that a model trained on CheXpert is not
+    tested on its training images.
     ``verify``: "none" | "exists" | "header" | "decode" check of the image files (in parallel); a bad file raises
     naming it, or is skipped and counted with ``skip_bad=True``. ``cache``: reuse the table built by an earlier
     load of the same tree (see :mod:`cleft_hf.data.load_cache`).
@@ -183,8 +184,9 @@ def load_chexpert(
     tables = [folder / _CSV_SPLITS[split] for split in splits if (folder / _CSV_SPLITS[split]).is_file()]
     if not tables:
         raise FileNotFoundError(f"none of the CheXpert tables {[_CSV_SPLITS[s] for s in splits]} found in {folder}")
-    if split_5x200 and "train" not in splits:
-        raise ValueError("split_5x200=True draws the 5x200 test set from the training split: include 'train' in splits")
+    if split_5x200 < 0 or (split_5x200 and "train" not in splits):
+        raise ValueError(f"split_5x200={split_5x200}: give images per class (>= 0) and include 'train' in splits "
+                         "(the 5x200 test set is drawn from the training split)")
 
     def build() -> tuple[DatasetDict, LoadReport, list]:
         report = LoadReport("CheXpert")
@@ -197,7 +199,7 @@ def load_chexpert(
                 if len(dataset):
                     result[split], report.rows[split] = dataset, len(dataset)
         if split_5x200 and "train" in result:
-            result["test_5x200"] = build_chexpert_5x200(result["train"], seed=seed)
+            result["test_5x200"] = build_chexpert_5x200(result["train"], seed=seed, n_per_class=split_5x200)
             result["train"] = exclude_images(result["train"], result["test_5x200"])
             report.drop("train: images of the 5x200 test set", len(result["test_5x200"]))
             report.rows.update(train=len(result["train"]), test_5x200=len(result["test_5x200"]))

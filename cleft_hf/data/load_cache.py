@@ -1,5 +1,6 @@
-"""Cache of the Arrow tables a loader builds (``save_to_disk`` / memory-mapped ``load_from_disk``), so that the
-second load of the same dataset tree skips reading the CSVs and reports and building the table.
+"""Cache of the Arrow tables a loader builds (one Arrow IPC file per split, memory-mapped back), so that the second
+load of the same dataset tree skips reading the CSVs and reports and building the table. (``save_to_disk`` is not
+used: it would copy every image file into the cache, as it embeds the files of ``Image`` columns.)
 
 Key: loader name, resolved root, the loader's arguments, size + mtime of its table files and a hash of the data
 loaders' source code. A hit is used only when the files it was built from are unchanged: every report file it
@@ -24,10 +25,12 @@ from typing import Any, Callable, Sequence
 import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, DatasetInfo, Features
+from datasets.table import MemoryMappedTable
 
-from ._tables import LoadReport, quiet_progress
+from ._tables import LoadReport
 from .image_checks import map_parallel, files_exist
 
 logger = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "CLEFT_HF_LOAD_CACHE"
 _WATCHED = "watched_files.parquet"
 _REPORT = "load_report.json"
+_FEATURES = "features.json"
 
 
 def cache_root() -> Path:
@@ -88,12 +92,31 @@ def _unchanged(folder: Path, result: DatasetDict, verify: str) -> bool:
     return verify == "none" or bool(files_exist(image_paths(result)).all())
 
 
+def _write_tables(folder: Path, result: DatasetDict) -> None:
+    folder.mkdir(parents=True)
+    features = {}
+    for name, split in result.items():
+        table = split.with_format("arrow")[:]  # the rows as selected (indices mapping applied)
+        with pa.OSFile(str(folder / f"{name}.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        features[name] = split.features.to_dict()
+    (folder / _FEATURES).write_text(json.dumps(features), encoding="utf-8")
+
+
+def _read_tables(folder: Path) -> DatasetDict:
+    features = json.loads((folder / _FEATURES).read_text(encoding="utf-8"))
+    return DatasetDict({
+        name: Dataset(MemoryMappedTable.from_file(str(folder / f"{name}.arrow")),
+                      info=DatasetInfo(features=Features.from_dict(split_features)))
+        for name, split_features in features.items()
+    })
+
+
 def _save(folder: Path, result: DatasetDict, report: LoadReport, watched: Sequence[str]) -> None:
     temporary = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     try:
         shutil.rmtree(temporary, ignore_errors=True)
-        with quiet_progress():
-            result.save_to_disk(str(temporary))
+        _write_tables(temporary, result)
         stamps = np.array(map_parallel(_stamp, list(watched), 32), dtype=np.int64).reshape(-1, 2)
         pd.DataFrame({"path": list(watched), "size": stamps[:, 0], "mtime_ns": stamps[:, 1]}).to_parquet(temporary / _WATCHED)
         (temporary / _REPORT).write_text(json.dumps(dataclasses.asdict(report)), encoding="utf-8")
@@ -116,7 +139,7 @@ def cached_load(
     folder = cache_root() / f"{name}-{cache_key(name, root, arguments, tables)}"
     if (folder / _REPORT).is_file():
         try:
-            result = load_from_disk(str(folder))
+            result = _read_tables(folder)
             report = LoadReport(**json.loads((folder / _REPORT).read_text(encoding="utf-8")))
             if _unchanged(folder, result, verify):
                 logger.info("%s: table loaded from the cache %s", report.dataset, folder)
