@@ -16,7 +16,7 @@ from cleft_hf.data import (
 from cleft_hf.data._tables import column_values, dataset_from_columns, multilabel_columns, multilabel_features
 from cleft_hf.data.load_cache import image_paths
 from cleft_hf.data.splits import exclude_images, select_with_labels
-from cleft_hf.data.synthetic import write_demo_embed, write_demo_mimic_cxr, write_demo_rsna
+from cleft_hf.demo.synthetic import write_demo_embed, write_demo_mimic_cxr, write_demo_rsna
 
 LOADERS = {"chexpert": load_chexpert, "mimic_cxr": load_mimic_cxr, "rsna": load_rsna_pneumonia, "embed": load_embed}
 

@@ -75,7 +75,7 @@ def test_administrative_headings_in_text():
 
 @pytest.fixture
 def mimic_tree(tmp_path):
-    from cleft_hf.data.synthetic import write_demo_mimic_cxr
+    from cleft_hf.demo.synthetic import write_demo_mimic_cxr
 
     write_demo_mimic_cxr(tmp_path, 40, image_size=32, seed=4, n_test_per_class=2, empty_report_rate=0.0)
     return tmp_path

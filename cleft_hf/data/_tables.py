@@ -241,13 +241,18 @@ def _arrow_column(dataset: Dataset, column: str):
 
 
 def column_values(dataset: Dataset, column: str) -> np.ndarray:
-    """A scalar column (N,) or fixed-size list column (N, K) as numpy, read in one go through Arrow.
+    """A scalar column (N,) or a list column of one width (N, K) as numpy, read in one go through Arrow.
 
     ``dataset[column]`` is lazy in recent ``datasets`` and decodes row by row, far too slow for whole columns.
     """
     values = _arrow_column(dataset, column)
     if pa.types.is_fixed_size_list(values.type):
         return values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), values.type.list_size)
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):  # lists of one common length
+        lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+        if len(values) and (lengths == lengths[0]).all():
+            return pc.list_flatten(values).to_numpy(zero_copy_only=False).reshape(len(values), int(lengths[0]))
+        raise ValueError(f"column '{column}' holds lists of different lengths; expected one value or one width per row")
     return values.to_numpy(zero_copy_only=False)
 
 
