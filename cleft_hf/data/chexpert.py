@@ -24,6 +24,7 @@ from ._tables import (
 )
 from .image_checks import VERIFY_MODES, pil_decode, pil_header, verify_images
 from .load_cache import cached_load
+from .resized_cache import find_resized, manifest_file, use_resized
 from .splits import balanced_indices, exclude_images, select_with_labels
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def _features() -> Features:
 
 
 def _load_split(root: Path, csv_path: Path, split: str, uncertain: str, frontal_only: bool, caption_negatives: bool,
-                verify: str, skip_bad: bool, report: LoadReport) -> Dataset:
+                verify: str, skip_bad: bool, resized_dir: Path | None, report: LoadReport) -> Dataset:
     frame = read_table(csv_path, _META_COLUMNS + CHEXPERT_CLASSES)
     for column in CHEXPERT_CLASSES:
         check_values(frame[column], (1, 0, -1), column, csv_path)
@@ -124,7 +125,7 @@ def _load_split(root: Path, csv_path: Path, split: str, uncertain: str, frontal_
         frontal = frame["Frontal/Lateral"].astype(str).str.lower() == "frontal"
         report.drop(f"{split}: lateral views", int((~frontal).sum()))
         frame = frame[frontal].reset_index(drop=True)
-    paths = resolve_prefixed_paths(root, frame["Path"])
+    paths = use_resized(root, resized_dir, resolve_prefixed_paths(root, frame["Path"]))
     keep = verify_images(paths, verify, skip_bad, report, pil_header, pil_decode)
     frame, paths = frame[keep].reset_index(drop=True), paths[keep]
     raw = frame[list(CHEXPERT_CLASSES)].to_numpy(dtype=np.float32)
@@ -158,6 +159,7 @@ def load_chexpert(
     seed: int = 0,
     verify: str = "exists",
     skip_bad: bool = False,
+    resized: str | int | os.PathLike | None = "auto",
     cache: bool = True,
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, LoadReport]:
@@ -173,7 +175,8 @@ def load_chexpert(
     tested on its training images.
     ``verify``: "none" | "exists" | "header" | "decode" check of the image files (in parallel); a bad file raises
     naming it, or is skipped and counted with ``skip_bad=True``. ``cache``: reuse the table built by an earlier
-    load of the same tree (see :mod:`cleft_hf.data.load_cache`).
+    load of the same tree (see :mod:`cleft_hf.data.load_cache`). ``resized``: read the resized copy written by ``python -m cleft_hf.data.preprocess`` ("auto": the one in the
+    dataset folder if present; a size; a folder; None: the originals; see :mod:`cleft_hf.data.resized_cache`).
     """
     check_choice("uncertain", uncertain, UNCERTAIN_POLICIES)
     check_choice("verify", verify, VERIFY_MODES)
@@ -184,6 +187,7 @@ def load_chexpert(
     tables = [folder / _CSV_SPLITS[split] for split in splits if (folder / _CSV_SPLITS[split]).is_file()]
     if not tables:
         raise FileNotFoundError(f"none of the CheXpert tables {[_CSV_SPLITS[s] for s in splits]} found in {folder}")
+    resized_dir = find_resized(root, resized)
     if split_5x200 < 0 or (split_5x200 and "train" not in splits):
         raise ValueError(f"split_5x200={split_5x200}: give images per class (>= 0) and include 'train' in splits "
                          "(the 5x200 test set is drawn from the training split)")
@@ -195,7 +199,7 @@ def load_chexpert(
             csv_path = folder / _CSV_SPLITS[split]
             if csv_path.is_file():
                 dataset = _load_split(root, csv_path, split, uncertain, frontal_only, caption_negatives, verify,
-                                      skip_bad, report)
+                                      skip_bad, resized_dir, report)
                 if len(dataset):
                     result[split], report.rows[split] = dataset, len(dataset)
         if split_5x200 and "train" in result:
@@ -207,8 +211,8 @@ def load_chexpert(
 
     arguments = dict(uncertain=uncertain, splits=tuple(splits), frontal_only=frontal_only,
                      caption_negatives=caption_negatives, split_5x200=split_5x200, seed=seed, verify=verify,
-                     skip_bad=skip_bad)
-    result, report = cached_load("chexpert", root, arguments, tables, build, verify, cache)
+                     skip_bad=skip_bad, resized=str(resized_dir))
+    result, report = cached_load("chexpert", root, arguments, tables + manifest_file(resized_dir), build, verify, cache)
     return finish_load(result, report, return_report)
 
 

@@ -86,3 +86,17 @@ def pil_decode(path: str) -> None:
 
     with Image.open(path) as image:
         image.load()
+
+
+def image_header(path: str) -> None:
+    """Header check of a DICOM (pydicom) or any other image file (PIL)."""
+    from .dicom import is_dicom, read_dicom_header
+
+    read_dicom_header(path) if is_dicom(path) else pil_header(path)
+
+
+def image_decode(path: str) -> None:
+    """Full decode of a DICOM (:func:`~cleft_hf.data.read_dicom`) or any other image file (PIL)."""
+    from .dicom import is_dicom, read_dicom
+
+    read_dicom(path) if is_dicom(path) else pil_decode(path)

@@ -20,6 +20,7 @@ from ._tables import (
 from .chexpert import CHEXPERT_CLASSES
 from .image_checks import VERIFY_MODES, map_parallel, pil_decode, pil_header, verify_images
 from .load_cache import cached_load
+from .resized_cache import find_resized, manifest_file, use_resized
 from .reports import FALLBACK, FALLBACKS, administrative_headings, report_text
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def load_mimic_cxr(
     custom_rules: bool = True,
     verify: str = "exists",
     skip_bad: bool = False,
+    resized: str | int | os.PathLike | None = "auto",
     cache: bool = True,
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, LoadReport]:
@@ -123,6 +125,8 @@ def load_mimic_cxr(
         empty_reports: "drop" (drop, count and log studies without usable text) or "error" (raise naming one).
         custom_rules: apply the official parser's per-study special cases of real MIMIC-CXR reports.
         verify / skip_bad: image file checks; a bad image raises naming the file, or is skipped and counted.
+        resized: read the resized copy written by ``python -m cleft_hf.data.preprocess`` ("auto": the one in
+            ``root`` if present; a size; a folder; None: the originals; :mod:`cleft_hf.data.resized_cache`).
         cache: reuse the table of an earlier load of the same tree (:mod:`cleft_hf.data.load_cache`).
         return_report: also return the :class:`LoadReport` (dropped rows, bad images, reports without text, and
             the number of studies per text source: "findings+impression", "impression", "fallback", "none" ...).
@@ -143,6 +147,7 @@ def load_mimic_cxr(
     metadata_path = find_table(tables, f"{MIMIC_TABLE_PREFIX}-metadata.csv")
     split_path = find_table(tables, f"{MIMIC_TABLE_PREFIX}-split.csv")
     labels_path = find_table(tables, f"{MIMIC_TABLE_PREFIX}-{labeler}.csv")
+    resized_dir = find_resized(root, resized)
 
     def build() -> tuple[DatasetDict, LoadReport, list[str]]:
         report = LoadReport("MIMIC-CXR")
@@ -173,7 +178,7 @@ def load_mimic_cxr(
         report.drop("study without usable report text", int((~has_text).sum()))
         frame = frame[has_text].reset_index(drop=True)
 
-        paths = _image_paths(root, frame)
+        paths = use_resized(root, resized_dir, _image_paths(root, frame))
         keep = verify_images(paths, verify, skip_bad, report, pil_header, pil_decode)
         frame, paths = frame[keep].reset_index(drop=True), paths[keep]
         raw = frame[list(CHEXPERT_CLASSES)].to_numpy(dtype=np.float32)
@@ -191,9 +196,9 @@ def load_mimic_cxr(
 
     arguments = dict(sections=tuple(sections), reports_root=reports_base, views=None if views is None else tuple(views),
                      uncertain=uncertain, fallback=fallback, empty_reports=empty_reports, custom_rules=custom_rules,
-                     verify=verify, skip_bad=skip_bad)
-    result, report = cached_load("mimic_cxr", root, arguments, [metadata_path, split_path, labels_path], build,
-                                 verify, cache)
+                     verify=verify, skip_bad=skip_bad, resized=str(resized_dir))
+    tables = [metadata_path, split_path, labels_path] + manifest_file(resized_dir)
+    result, report = cached_load("mimic_cxr", root, arguments, tables, build, verify, cache)
     return finish_load(result, report, return_report)
 
 

@@ -17,10 +17,10 @@ from ._tables import (
     LoadReport, assign_splits, check_choice, check_split_fractions, check_values, column_values, find_table,
     finish_load, read_table, require_root, split_dataset_dict,
 )
-from .image_checks import VERIFY_MODES, verify_images
+from .image_checks import VERIFY_MODES, image_decode, image_header, verify_images
 from .load_cache import cached_load
+from .resized_cache import find_resized, manifest_file, use_resized
 from .chexpert import chexpert_caption
-from .dicom import read_dicom, read_dicom_header
 from .splits import build_balanced_split
 
 RSNA_CLASSES = ("No Pneumonia", "Pneumonia")
@@ -36,6 +36,7 @@ def load_rsna_pneumonia(
     seed: int = 0,
     verify: str = "exists",
     skip_bad: bool = False,
+    resized: str | int | os.PathLike | None = "auto",
     cache: bool = True,
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, LoadReport]:
@@ -44,7 +45,7 @@ def load_rsna_pneumonia(
     Rows: ``image`` (DICOM path, decoded by the transforms with :func:`~cleft_hf.data.dicom.read_dicom`), ``text``
     (label caption), ``labels`` (ClassLabel: No Pneumonia / Pneumonia), ``patient_id``, ``boxes`` (list of
     [x, y, width, height] of the opacities), ``class_info`` (from the detailed class table when present).
-    ``verify`` / ``skip_bad`` / ``cache`` as for :func:`~cleft_hf.data.load_chexpert`.
+    ``verify`` / ``skip_bad`` / ``resized`` / ``cache`` as for :func:`~cleft_hf.data.load_chexpert`.
     """
     check_choice("verify", verify, VERIFY_MODES)
     check_split_fractions(split_fractions)
@@ -54,17 +55,20 @@ def load_rsna_pneumonia(
     image_folder = root / RSNA_IMAGE_FOLDER
     if not image_folder.is_dir():
         raise FileNotFoundError(f"RSNA image folder not found: {image_folder}")
+    resized_dir = find_resized(root, resized)
 
     def build() -> tuple[DatasetDict, LoadReport, list]:
-        return (*_build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad), [])
+        return (*_build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad, resized_dir), [])
 
-    arguments = dict(split_fractions=tuple(split_fractions), seed=seed, verify=verify, skip_bad=skip_bad)
-    tables = [labels_path] + ([info_path] if info_path is not None else [])
+    arguments = dict(split_fractions=tuple(split_fractions), seed=seed, verify=verify, skip_bad=skip_bad,
+                     resized=str(resized_dir))
+    tables = [labels_path] + ([info_path] if info_path is not None else []) + manifest_file(resized_dir)
     result, report = cached_load("rsna", root, arguments, tables, build, verify, cache)
     return finish_load(result, report, return_report)
 
 
-def _build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad) -> tuple[DatasetDict, LoadReport]:
+def _build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad,
+           resized_dir) -> tuple[DatasetDict, LoadReport]:
     report = LoadReport("RSNA Pneumonia")
     frame = read_table(labels_path, ("patientId", "x", "y", "width", "height", "Target"), {"patientId": str})
     check_values(frame["Target"], (0, 1), "Target", labels_path, allow_blank=False)
@@ -82,8 +86,8 @@ def _build(labels_path, info_path, image_folder, split_fractions, seed, verify, 
         class_info = dict(zip(info["patientId"], info["class"].astype(str)))
 
     patients = targets.index.to_numpy()
-    paths = [str(image_folder / f"{p}.dcm") for p in patients]
-    keep = verify_images(paths, verify, skip_bad, report, read_dicom_header, read_dicom)
+    paths = use_resized(image_folder.parent, resized_dir, [str(image_folder / f"{p}.dcm") for p in patients])
+    keep = verify_images(paths, verify, skip_bad, report, image_header, image_decode)
     patients, paths = patients[keep], np.asarray(paths, dtype=object)[keep]
     target = targets["max"].to_numpy()[keep].astype(int)
     split_of = assign_splits(patients, split_fractions, seed)
