@@ -175,8 +175,9 @@ def load_chexpert(
     tested on its training images.
     ``verify``: "none" | "exists" | "header" | "decode" check of the image files (in parallel); a bad file raises
     naming it, or is skipped and counted with ``skip_bad=True``. ``cache``: reuse the table built by an earlier
-    load of the same tree (see :mod:`cleft_hf.data.load_cache`). ``resized``: read the resized copy written by ``python -m cleft_hf.data.preprocess`` ("auto": the one in the
-    dataset folder if present; a size; a folder; None: the originals; see :mod:`cleft_hf.data.resized_cache`).
+    load of the same tree (see :mod:`cleft_hf.data.load_cache`). ``resized``: read the resized copy written by
+    ``python -m cleft_hf.data.preprocess`` ("auto": the one in the dataset folder if present; a size; a folder;
+    None: the originals; see :mod:`cleft_hf.data.resized_cache`).
     """
     check_choice("uncertain", uncertain, UNCERTAIN_POLICIES)
     check_choice("verify", verify, VERIFY_MODES)

@@ -20,6 +20,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 _JPEG2000_SYNTAXES = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")  # JPEG 2000 lossless / lossy
+_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -131,6 +132,25 @@ def _jpeg2000_reduced(ds: pydicom.Dataset, factor: int) -> tuple[np.ndarray, int
     return stored, factor // 2 ** min(level, 5)
 
 
+def _native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
+    """Stored values of a single-frame grey unsigned uncompressed little-endian file as a read-only view of the
+    pixel bytes (no copy, unlike ``pixel_array``); None where that does not apply."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    bits, stored_bits = int(ds.get("BitsAllocated", 0)), int(ds.get("BitsStored", 0) or 0)
+    if (syntax not in _NATIVE_LITTLE_ENDIAN or bits not in (8, 16) or int(ds.get("PixelRepresentation", 0)) != 0
+            or int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1
+            or "PixelData" not in ds):
+        return None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    data = ds.PixelData
+    if len(data) < rows * columns * bits // 8:
+        return None
+    pixels = np.frombuffer(data, dtype=np.uint8 if bits == 8 else "<u2", count=rows * columns).reshape(rows, columns)
+    if 0 < stored_bits < bits and int(pixels.max()) >> stored_bits:  # garbage in the unused high bits
+        pixels = pixels & ((1 << stored_bits) - 1)
+    return pixels
+
+
 def read_dicom(
     path: str | os.PathLike, *, window: tuple[float, float] | None = None, voi: str = "auto",
     min_size: int | None = None,
@@ -157,8 +177,11 @@ def read_dicom(
     _check_decodable(ds, path)
     factor = reduction_factor(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), min_size)
     reduced = _jpeg2000_reduced(ds, factor)
+    native = _native_pixels(ds) if factor > 1 and reduced is None else None
     if reduced is not None:
         stored, factor = reduced
+    elif native is not None:
+        stored = native
     else:
         try:
             stored = ds.pixel_array
