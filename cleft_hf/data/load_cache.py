@@ -6,7 +6,8 @@ Key: loader name, resolved root, the loader's arguments, size + mtime of its tab
 loaders' source code. A hit is used only when the files it was built from are unchanged: every report file it
 read has the same size + mtime, and (for ``verify`` other than "none") every image file still exists -- both
 checked in parallel threads; otherwise the table is rebuilt. Images are not re-decoded on a hit ("header" /
-"decode" results are those of the build). Location: ``$CLEFT_HF_LOAD_CACHE``, else
+"decode" results are those of the build), and images skipped as bad (``skip_bad``) stay skipped until the tables
+change or ``cache=False``. Location: ``$CLEFT_HF_LOAD_CACHE``, else
 ``<datasets cache>/cleft_hf_loads``; delete it to drop all cached tables.
 """
 
