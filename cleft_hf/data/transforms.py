@@ -276,7 +276,9 @@ class ImageTextTransform:
         try:
             tensor = self._grey(value)
         except Exception as error:  # PIL, pydicom and conversion errors alike: say which file
-            raise ImageDecodeError(f"cannot decode image {image_source(value)}: {error}") from error
+            source = image_source(value)
+            message = str(error) if source in str(error) else f"cannot decode image {source}: {error}"
+            raise ImageDecodeError(message) from error
         tensor = self._augment(tensor) if self.train else self.image_processor.resize_and_crop(tensor)
         return self.image_processor.normalize_tensor(tensor)
 
