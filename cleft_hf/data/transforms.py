@@ -49,11 +49,11 @@ def open_image(source, target: int | None = None) -> PILImage.Image:
     except FileNotFoundError:
         raise
     except Exception as err:  # PIL raises many types for unreadable files; name the file
-        raise ValueError(f"cannot decode image {getattr(source, 'name', source)}: {type(err).__name__}: {err}") from err
+        raise ValueError(f"cannot decode image {getattr(source, 'name', source)}: {err}") from err
     try:
         return _load(image, target)
     except Exception as err:
-        raise ValueError(f"cannot decode image {getattr(source, 'name', source)}: {type(err).__name__}: {err}") from err
+        raise ValueError(f"cannot decode image {getattr(source, 'name', source)}: {err}") from err
 
 
 def _load(image: PILImage.Image, target: int | None) -> PILImage.Image:
