@@ -1,8 +1,15 @@
-"""Data pipeline throughput: decode + preprocess (img/s per core) for 512-px PNG / JPEG / DICOM files through a
-torch DataLoader with 0 and 2 workers, and the synthetic demo generator's speed.
+"""Training data path throughput: the DataLoader the training scripts build (`cleft_hf.data.make_loader` with the
+train transform and the image-text collator, 224-px crops) over datasets loaded by the real loaders from
+realistic full-size files this script writes first:
 
-Goals: >= 300 img/s/core for 512-px PNG, >= 100 img/s/core for DICOM, >= 200 img/s for demo generation (1 core).
-Files are generated in a temporary folder first. Usage: ``python benchmarks/bench_data.py [--images 96]``.
+- a MIMIC-CXR-JPG tree whose images are 2500 x 3000 grey JPEGs (quality 90, ~1-2 MB, noise texture);
+- an EMBED tree whose images are 3328 x 2560 16-bit DICOMs (12 bits stored), uncompressed and JPEG 2000 lossless;
+- the resized copy of the uncompressed EMBED tree written by `python -m cleft_hf.data.preprocess` (16-bit PNGs).
+
+Per core = images/s with `num_workers=0` and one torch thread (everything on one core); the full-decode line is
+the previous path (`datasets` decoding every JPEG at full size before the transform), measured side by side.
+Files repeat across passes (page cache warm). Usage: `python benchmarks/bench_data.py [--images 24]`.
+Goals: JPEG >= 80, cached >= 150 img/s/core at 224 px.
 """
 
 from __future__ import annotations
@@ -15,90 +22,111 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
+import pydicom
 import torch
-from datasets import Dataset, Features, Image as ImageFeature, Value
+from datasets import concatenate_datasets
 from PIL import Image
 
-from cleft_hf.data import make_eval_transform, make_train_transform
+from cleft_hf.data import load_embed, load_mimic_cxr, make_loader, make_train_transform
+from cleft_hf.data.preprocess import preprocess
 from cleft_hf.demo.dicom_writer import write_dicom
-from cleft_hf.data.transforms import with_image_transform
-from cleft_hf.demo.synthetic import write_demo_mimic_cxr
-from cleft_hf.demo.synthetic_cxr import CXR_FINDINGS, ChestXRayRenderer, sample_case
-from cleft_hf.modeling.image_processing_cleft import CLEFTImageProcessor
+from cleft_hf.demo.language_model.tokenizer_training import train_tokenizer
+from cleft_hf.demo.synthetic import write_demo_embed, write_demo_mimic_cxr
+from cleft_hf.modeling import CLEFTImageProcessor, CLEFTProcessor
 
-GOALS = {"png": 300.0, "jpeg": 300.0, "dicom": 100.0}
-
-
-def make_files(folder: Path, count: int, size: int) -> dict[str, list[str]]:
-    """``count`` distinct synthetic radiographs of ``size`` px, saved as 8-bit PNG, JPEG (q 90) and 12-bit DICOM."""
-    renderer = ChestXRayRenderer(size)
-    paths: dict[str, list[str]] = {"png": [], "jpeg": [], "dicom": []}
-    for index in range(count):
-        rng = np.random.default_rng([0, index])
-        pixels = renderer.render(sample_case(rng, CXR_FINDINGS[index % 5]), rng)
-        png, jpeg, dicom = folder / f"{index}.png", folder / f"{index}.jpg", folder / f"{index}.dcm"
-        Image.fromarray(pixels).save(png)
-        Image.fromarray(pixels).save(jpeg, quality=90)
-        write_dicom(dicom, pixels.astype(np.uint16) * 16, bits_stored=12, window=(2047.5, 4096))
-        paths["png"].append(str(png))
-        paths["jpeg"].append(str(jpeg))
-        paths["dicom"].append(str(dicom))
-    return paths
+JPEG_SIZE, DICOM_SIZE = (2500, 3000), (2560, 3328)  # (width, height)
 
 
-def _collate(rows: list[dict]) -> torch.Tensor:
-    return torch.stack([row["pixel_values"] for row in rows])
+def _texture(size: tuple[int, int], sigma: float, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, sigma, (size[1], size[0])).astype(np.float32)
 
 
-def throughput(paths: list[str], kind: str, transform, workers: int, repeats: int) -> float:
-    """Images per second through ``Dataset.set_transform`` + DataLoader (first batch of each worker excluded)."""
-    feature = Value("string") if kind == "dicom" else ImageFeature()
-    dataset = Dataset.from_dict({"image": paths * repeats}, features=Features({"image": feature}))
-    dataset = with_image_transform(dataset, transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=workers, collate_fn=_collate)
+def make_jpeg_tree(root: Path, images: int) -> None:
+    """A demo MIMIC-CXR tree whose JPEGs are replaced by 2500 x 3000 versions (upscaled render + noise)."""
+    write_demo_mimic_cxr(root, max(8, images // 2), image_size=64, seed=0, n_test_per_class=1, empty_report_rate=0.0)
+    noise = _texture(JPEG_SIZE, 4.0, 0)
+    for index, path in enumerate(sorted((root / "files").glob("p*/p*/s*/*.jpg"))):
+        big = np.asarray(Image.open(path).convert("L").resize(JPEG_SIZE, Image.Resampling.BICUBIC), np.float32)
+        pixels = np.clip(big + np.roll(noise, index * 97, axis=1), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path, quality=90)
+
+
+def make_dicom_tree(root: Path, images: int, jpeg2000: bool) -> None:
+    """A demo EMBED tree whose DICOMs are replaced by 3328 x 2560 16-bit versions (same photometric / VOI)."""
+    write_demo_embed(root, images, image_size=64, seed=0, cview_fraction=0.0)
+    noise = _texture(DICOM_SIZE, 40.0, 1)
+    for index, path in enumerate(sorted((root / "images").rglob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        stored = ds.pixel_array.astype(np.float32)
+        top = float(2 ** int(ds.BitsStored) - 1)
+        big = np.asarray(Image.fromarray(stored, mode="F").resize(DICOM_SIZE, Image.Resampling.BILINEAR))
+        pixels = np.clip(big + np.roll(noise, index * 97, axis=1), 0, top).astype(np.uint16)
+        window = (float(ds.WindowCenter), float(ds.WindowWidth)) if "WindowCenter" in ds else None
+        write_dicom(path, pixels, photometric=str(ds.PhotometricInterpretation), bits_stored=int(ds.BitsStored),
+                    window=window, modality="MG", jpeg2000=jpeg2000, SOPInstanceUID=str(ds.SOPInstanceUID))
+
+
+def throughput(dataset, processor, passes: int, full_decode: bool = False, batch_size: int = 8) -> float:
+    """Images/s through make_loader (num_workers=0, one thread); the first batch (start-up) is not counted."""
+    from datasets import concatenate_datasets as concat
+
+    data = concat([dataset] * passes)
+    loader = make_loader(data, processor, shuffle=True, batch_size=batch_size, num_workers=0, seed=0, augment={})
+    if full_decode:  # the previous path: datasets decodes the Image column at full size before the transform
+        transform = make_train_transform(processor.image_processor, seed=0)
+        loader = torch.utils.data.DataLoader(data.with_transform(transform), batch_size=batch_size, shuffle=True,
+                                             collate_fn=loader.collate_fn)
     iterator = iter(loader)
-    for _ in range(max(1, workers)):  # start-up (worker launch, first decode) is not throughput
-        next(iterator)
+    next(iterator)
     start, seen = time.perf_counter(), 0
     for batch in iterator:
-        seen += len(batch)
+        seen += batch["pixel_values"].shape[0]
     return seen / (time.perf_counter() - start)
-
-
-def generation_speed(folder: Path, studies: int, size: int) -> float:
-    start = time.perf_counter()
-    summary = write_demo_mimic_cxr(folder, studies, image_size=size, seed=0)
-    return summary["images"] / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=96, help="distinct files per format")
-    parser.add_argument("--repeats", type=int, default=4, help="passes over the files per measurement")
-    parser.add_argument("--size", type=int, default=512, help="stored image size in pixels")
-    parser.add_argument("--demo-studies", type=int, default=400, help="studies for the generator speed")
+    parser.add_argument("--images", type=int, default=24, help="distinct full-size files per format")
+    parser.add_argument("--passes", type=int, default=3, help="passes over the files per measurement")
+    parser.add_argument("--cache_sizes", type=int, nargs="+", default=[256, 518], help="preprocessed sizes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    processor = CLEFTImageProcessor(size=224, crop_size=224)
-    rows = []
+    tokenizer = train_tokenizer(["no acute cardiopulmonary process", "small left pleural effusion"] * 50,
+                                family="gpt2", vocab_size=300)
+    processor = CLEFTProcessor(CLEFTImageProcessor(size=224, crop_size=224), tokenizer, max_length=64)
+    lines: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_files(Path(tmp), args.images, args.size)
-        for name, transform in (("eval", make_eval_transform(processor)), ("train", make_train_transform(processor, seed=0))):
-            for kind in ("png", "jpeg", "dicom"):
-                for workers in (0, 2):
-                    rate = throughput(paths[kind], kind, transform, workers, args.repeats)
-                    per_core = rate / max(1, workers)
-                    rows.append((kind, name, workers, rate, per_core, per_core / GOALS[kind]))
-        demo_size = 128
-        generated = generation_speed(Path(tmp) / "demo", args.demo_studies, demo_size)
-    print(f"decode + preprocess, {args.size}-px files -> 224-px tensors, batch 32 (per core = rate / max(1, workers))")
-    print(f"{'format':<7}{'transform':<10}{'workers':>8}{'img/s':>10}{'img/s/core':>12}{'x goal':>8}")
-    for kind, name, workers, rate, per_core, ratio in rows:
-        print(f"{kind:<7}{name:<10}{workers:>8}{rate:>10.0f}{per_core:>12.0f}{ratio:>8.2f}")
-    print(f"demo generator (MIMIC-CXR-like tree, {demo_size} px, 1 core): {generated:.0f} img/s, x goal {generated / 200:.2f}")
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        make_jpeg_tree(tmp / "mimic", args.images)
+        jpeg = concatenate_datasets(list(load_mimic_cxr(tmp / "mimic", views=None, cache=False).values()))
+        counts = {"jpeg": len(jpeg)}
+        lines.append(("train_loader_jpeg_fullres_img_s_per_core", throughput(jpeg, processor, args.passes)))
+        lines.append(("train_loader_jpeg_fullres_full_decode_img_s_per_core",
+                      throughput(jpeg, processor, 1, full_decode=True)))
+        for name, jpeg2000 in (("dicom16", False), ("dicom16_jpeg2000", True)):
+            make_dicom_tree(tmp / name, max(16, args.images // (2 if jpeg2000 else 1)), jpeg2000)
+            dicom = concatenate_datasets(list(load_embed(tmp / name).values()))
+            counts[name] = len(dicom)
+            lines.append((f"train_loader_{name}_img_s_per_core", throughput(dicom, processor, args.passes)))
+        for size in args.cache_sizes:
+            began = time.perf_counter()
+            summary = preprocess("embed", tmp / "dicom16", size, num_workers=1, progress=False)
+            lines.append((f"preprocess_dicom16_to_{size}px_img_s_per_core", summary["written"] / (time.perf_counter() - began)))
+            cached = concatenate_datasets(list(load_embed(tmp / "dicom16", resized=size).values()))
+            assert all(p.endswith(".png") for p in cached["image"])
+            lines.append((f"train_loader_cached_{size}px_img_s_per_core", throughput(cached, processor, args.passes * 2)))
+        generation = time.perf_counter() - start
+    print(f"# make_loader(train transform + collator), 224-px crops, batch 8, num_workers=0, torch threads 1; "
+          f"distinct files {counts}, {args.passes} passes (cache: {2 * args.passes}); files written in {generation:.0f} s")
+    for name, value in lines:
+        print(f"{name}={value:.1f}")
+    cached = [value for name, value in lines if name.startswith("train_loader_cached_")]
+    print(f"train_loader_cached_img_s_per_core={cached[0]:.1f}  # the {args.cache_sizes[0]}-px cache")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ CORPUS = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def loader_table_cache(tmp_path_factory):
+    """Loader tables cached by the tests go to a temporary folder, not the user's datasets cache."""
+    os.environ["CLEFT_HF_LOAD_CACHE"] = str(tmp_path_factory.mktemp("loader_table_cache"))
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dirs(tmp_path_factory):
     """Tokenizers trained with `tokenizers`, saved, to be loaded back through `AutoTokenizer`."""

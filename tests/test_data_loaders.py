@@ -28,7 +28,7 @@ from cleft_hf.data import (
     read_dicom,
     report_text,
 )
-from cleft_hf.data._tables import multilabel_columns, multilabel_features
+from cleft_hf.data._tables import dataset_from_columns, multilabel_columns, multilabel_features
 from cleft_hf.demo.synthetic import write_demo_embed, write_demo_mimic_cxr, write_demo_rsna
 
 TABLES = ("metadata", "split", "chexpert")
@@ -131,20 +131,6 @@ def test_mimic_unreadable_and_missing_images(mimic_copy):
         load_mimic_cxr(mimic_copy)
 
 
-# ------------------------------------------------------------------------------------------------ report sections
-def test_report_sections_and_fallbacks():
-    standard = " FINDINGS:\n Heart is enlarged.\n\n IMPRESSION:\n Cardiomegaly.\n"
-    assert report_text(standard) == ("Heart is enlarged. Cardiomegaly.", "sections")
-    assert report_text(standard, sections=("impression",)) == ("Cardiomegaly.", "sections")
-    assert report_text(" INDICATION: cough\n IMPRESSIONS: No acute process.") == ("No acute process.", "sections")
-    assert report_text(" FINDINGS AND IMPRESSION:\n Small effusion.") == ("Small effusion.", "sections")
-    odd = " HISTORY: fever\n PA AND LATERAL VIEWS OF THE CHEST:\n Lungs are clear."
-    assert report_text(odd) == ("Lungs are clear.", "fallback")
-    assert report_text(odd, fallback="none") == ("", "none")
-    assert report_text(" EXAMINATION: CHEST\n COMPARISON: None.") == ("", "none")
-    assert report_text("Lungs are clear, no effusion.") == ("Lungs are clear, no effusion.", "fallback")
-
-
 # ------------------------------------------------------------------------------------------------ CheXpert
 def _chexpert_tree(root: Path) -> Path:
     folder = root / "CheXpert-v1.0-small"
@@ -209,7 +195,7 @@ def test_chexpert_bad_values_and_missing_tables(tmp_path):
 # ------------------------------------------------------------------------------------------------ 5x200 builder
 def _multilabel_dataset(raw: np.ndarray) -> Dataset:
     features = Features({"image": Value("string"), **multilabel_features(CHEXPERT_CLASSES)})
-    return Dataset.from_dict({"image": [f"{i}.jpg" for i in range(len(raw))], **multilabel_columns(raw, "zeros")}, features=features)
+    return dataset_from_columns({"image": [f"{i}.jpg" for i in range(len(raw))], **multilabel_columns(raw, "zeros")}, features)
 
 
 def test_chexpert_5x200_balance_determinism_and_candidates():

@@ -7,6 +7,7 @@ image) -> MONOCHROME1 inversion (so that dense tissue is always bright).
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from typing import Sequence
@@ -18,6 +19,8 @@ from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+_JPEG2000_SYNTAXES = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")  # JPEG 2000 lossless / lossy
+_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -88,8 +91,69 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
+def reduction_factor(height: int, width: int, min_size: int | None) -> int:
+    """Largest integer factor that keeps the shorter side >= ``min_size`` (1 when ``min_size`` is None)."""
+    return max(1, min(height, width) // min_size) if min_size else 1
+
+
+def _box_reduce(stored: np.ndarray, factor: int) -> np.ndarray:
+    """Integer-factor box-filter downscale of a (H, W) integer image (PIL's C ``reduce`` on 32-bit integers)."""
+    if factor < 2:
+        return stored
+    from PIL import Image
+
+    if stored.dtype in (np.uint8, np.uint16):  # I;16 / L -> 32-bit "I" is PIL's fast path (Image.new is slow)
+        image = Image.fromarray(stored).convert("I")
+    else:
+        image = Image.fromarray(stored.astype(np.int32))
+    return np.asarray(image.reduce(factor))
+
+
+def _jpeg2000_reduced(ds: pydicom.Dataset, factor: int) -> tuple[np.ndarray, int] | None:
+    """(stored values decoded at 1/2**k size, remaining factor) for a single-frame grey unsigned JPEG 2000 file:
+    the codestream's wavelet levels give the reduced resolutions directly (Pillow's openjpeg ``reduce``); None
+    where that does not apply or fails (the caller decodes at full size)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    level = int(np.log2(factor)) if factor > 1 else 0
+    if (syntax not in _JPEG2000_SYNTAXES or level == 0 or int(ds.get("SamplesPerPixel", 1)) != 1
+            or int(ds.get("PixelRepresentation", 0)) != 0 or int(ds.get("NumberOfFrames", 1) or 1) != 1):
+        return None
+    from PIL import Image
+    from pydicom.encaps import generate_frames
+
+    try:
+        codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+        with Image.open(io.BytesIO(codestream)) as image:
+            image.reduce = min(level, 5)  # 5: openjpeg's default number of decomposition levels
+            image.load()
+            stored = np.asarray(image)
+    except Exception:  # e.g. fewer resolution levels in the codestream: decode at full size instead
+        return None
+    return stored, factor // 2 ** min(level, 5)
+
+
+def _native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
+    """Stored values of a single-frame grey unsigned uncompressed little-endian file as a read-only view of the
+    pixel bytes (no copy, unlike ``pixel_array``); None where that does not apply."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    bits, stored_bits = int(ds.get("BitsAllocated", 0)), int(ds.get("BitsStored", 0) or 0)
+    if (syntax not in _NATIVE_LITTLE_ENDIAN or bits not in (8, 16) or int(ds.get("PixelRepresentation", 0)) != 0
+            or int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1
+            or "PixelData" not in ds):
+        return None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    data = ds.PixelData
+    if len(data) < rows * columns * bits // 8:
+        return None
+    pixels = np.frombuffer(data, dtype=np.uint8 if bits == 8 else "<u2", count=rows * columns).reshape(rows, columns)
+    if 0 < stored_bits < bits and int(pixels.max()) >> stored_bits:  # garbage in the unused high bits
+        pixels = pixels & ((1 << stored_bits) - 1)
+    return pixels
+
+
 def read_dicom(
-    path: str | os.PathLike, *, window: tuple[float, float] | None = None, voi: str = "auto"
+    path: str | os.PathLike, *, window: tuple[float, float] | None = None, voi: str = "auto",
+    min_size: int | None = None,
 ) -> np.ndarray:
     """Read a DICOM image as float32 (H, W) in [0, 1], dense = bright.
 
@@ -97,6 +161,9 @@ def read_dicom(
         path: the ``.dcm`` file.
         window: (center, width) in modality units overriding the file's VOI.
         voi: "auto" (file VOI LUT, else its window, else min-max) or "none" (min-max only).
+        min_size: read at reduced size: the stored values are downscaled by the largest integer factor that keeps
+            the shorter side >= ``min_size`` (box filter, before the modality LUT and VOI). JPEG 2000 files are
+            decoded directly at 1/2, 1/4, 1/8 ... size, which saves most of the decoding time.
     Raises:
         FileNotFoundError: missing file. ValueError: not DICOM / corrupt / no pixel data.
         RuntimeError: compressed transfer syntax without an installed decoder (names the syntax).
@@ -108,14 +175,23 @@ def read_dicom(
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise ValueError(f"DICOM file has no pixel data: {path}")
     _check_decodable(ds, path)
-    try:
-        stored = ds.pixel_array
-    except Exception as err:  # decoder errors come in many types; name the file
-        raise ValueError(f"cannot decode pixel data of {path}: {type(err).__name__}: {err}") from err
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        stored = stored[0]
-    if stored.ndim == 3:  # colour (H, W, 3): radiographs are grey
-        stored = stored.mean(axis=-1)
+    factor = reduction_factor(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), min_size)
+    reduced = _jpeg2000_reduced(ds, factor)
+    native = _native_pixels(ds) if factor > 1 and reduced is None else None
+    if reduced is not None:
+        stored, factor = reduced
+    elif native is not None:
+        stored = native
+    else:
+        try:
+            stored = ds.pixel_array
+        except Exception as err:  # decoder errors come in many types; name the file
+            raise ValueError(f"cannot decode pixel data of {path}: {type(err).__name__}: {err}") from err
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            stored = stored[0]
+        if stored.ndim == 3:  # colour (H, W, 3): radiographs are grey
+            stored = stored.mean(axis=-1)
+    stored = _box_reduce(stored, factor) if np.issubdtype(stored.dtype, np.integer) else stored
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
 
     if window is not None:

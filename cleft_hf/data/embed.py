@@ -20,10 +20,11 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ._tables import (
-    LoadReport, assign_splits, check_values, find_table, read_table, require_root, split_dataset_dict,
-    verify_images,
+    LoadReport, assign_splits, check_choice, check_split_fractions, check_values, find_table, finish_load, read_table,
+    require_root, split_dataset_dict,
 )
-from .dicom import read_dicom, read_dicom_header
+from .image_checks import VERIFY_MODES, image_decode, image_header, verify_images
+from .resized_cache import find_resized, use_resized
 from .splits import build_balanced_split
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def load_embed(
     seed: int = 0,
     verify: str = "exists",
     skip_bad: bool = False,
+    resized: str | int | os.PathLike | None = "auto",
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, LoadReport]:
     """Load EMBED for ``task`` "birads" (7 classes, BI-RADS 0-6) or "density" (4 classes, tissue density 1-4).
@@ -171,10 +173,12 @@ def load_embed(
     counted (density 5, the male category, too); values outside the allowed codes raise.
     Rows: ``image`` (DICOM path), ``text`` (caption), ``labels`` (ClassLabel), ``birads`` (0-6, -1 unknown),
     ``density`` (1-4, -1 unknown), ``patient_id``, ``acc_anon``, ``laterality``, ``view``, ``image_type``,
-    ``source_path``.
+    ``source_path``. ``resized``: read the 16-bit PNGs written by ``python -m cleft_hf.data.preprocess`` ("auto":
+    the copy in ``root`` if present; a size; a folder; None: the DICOMs; :mod:`cleft_hf.data.resized_cache`).
     """
-    if task not in ("birads", "density"):
-        raise ValueError(f"task must be 'birads' or 'density', got {task!r}")
+    check_choice("task", task, ("birads", "density"))
+    check_choice("verify", verify, VERIFY_MODES)
+    check_split_fractions(split_fractions)
     root = require_root(root, "EMBED")
     folders = [root, root / "tables"]
     report = LoadReport(f"EMBED ({task})")
@@ -205,7 +209,8 @@ def load_embed(
     else:
         image_folder = root / "images" if (root / "images").is_dir() else root
     paths = map_source_paths(frame["anon_dicom_path"].tolist(), image_folder, path_prefix)
-    keep = verify_images(paths, verify, skip_bad, report, read_dicom_header, read_dicom)
+    paths = use_resized(root, find_resized(root, resized), paths)  # the 16-bit PNGs of cleft_hf.data.preprocess
+    keep = verify_images(paths, verify, skip_bad, report, image_header, image_decode)
     frame = frame[keep].reset_index(drop=True)
     paths = np.asarray(paths, dtype=object)[keep]
 
@@ -250,11 +255,7 @@ def load_embed(
             "source_path": part["anon_dicom_path"].astype(str).tolist(),
         }
 
-    result = split_dataset_dict(split_of, columns_of, features, report)
-    if not result:
-        raise ValueError(f"no EMBED images left for task {task!r} after filtering; see the load report")
-    report.log()
-    return (result, report) if return_report else result
+    return finish_load(split_dataset_dict(split_of, columns_of, features, report), report, return_report)
 
 
 def build_embed_birads_7x200(dataset: Dataset, n_per_class: int = 200, seed: int = 0) -> Dataset:

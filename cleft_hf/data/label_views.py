@@ -9,10 +9,10 @@ from typing import Sequence
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, List, Value
 
-from ._tables import label_names, quiet_progress
+from ._tables import column_values, index_lists_to_mask, label_names
 from .chexpert import build_chexpert_5x200
 from .registry import DatasetSpec
-from .splits import build_balanced_split
+from .splits import build_balanced_split, select_with_columns, select_with_labels
 
 SPLIT_ALIASES = {"validation": ("validation", "validate", "valid"), "test": ("test",), "train": ("train",)}
 
@@ -41,42 +41,31 @@ def restrict_labels(dataset: Dataset, class_names: Sequence[str]) -> Dataset:
     """
     columns = _columns_of(dataset, class_names)
     if isinstance(dataset.features["labels"], ClassLabel):
-        position = {column: index for index, column in enumerate(columns)}
-        labels = np.asarray(dataset["labels"])
-        kept = dataset.select(np.flatnonzero(np.isin(labels, columns)))
+        labels = column_values(dataset, "labels")
+        kept = np.flatnonzero(np.isin(labels, columns))
         if len(kept) == 0:
             raise ValueError(f"no image of the classes {list(class_names)} in this split")
-
-        def one_hot(batch: dict[str, list]) -> dict[str, list]:
-            rows = np.zeros((len(batch["labels"]), len(columns)), dtype=np.float32)
-            rows[np.arange(len(rows)), [position[label] for label in batch["labels"]]] = 1.0
-            return {"labels": rows.tolist()}
-
-        features = kept.features.copy()
-        features["labels"] = List(Value("float32"))
-        with quiet_progress():
-            return kept.map(one_hot, batched=True, features=features)
-
-    def select(batch: dict[str, list]) -> dict[str, list]:
-        out = {"labels": [np.asarray(row, dtype=np.float32)[columns].tolist() for row in batch["labels"]]}
-        if "label_mask" in batch:
-            out["label_mask"] = [np.asarray(row, dtype=np.float32)[columns].tolist() for row in batch["label_mask"]]
-        return out
-
-    with quiet_progress():
-        return dataset.map(select, batched=True)
+        one_hot = (labels[kept, None] == np.asarray(columns)[None, :]).astype(np.float32)
+        return select_with_columns(dataset, kept, {"labels": (one_hot, List(Value("float32")))})
+    width = len(label_names(dataset))
+    new = {"labels": (column_values(dataset, "labels").reshape(len(dataset), width)[:, columns].astype(np.float32),
+                      List(Value("float32"), length=len(columns)))}
+    if "label_mask" in dataset.column_names:
+        mask = column_values(dataset, "label_mask").reshape(len(dataset), width)[:, columns].astype(np.float32)
+        new["label_mask"] = (mask, List(Value("float32"), length=len(columns)))
+    return select_with_columns(dataset, None, new)
 
 
 def single_finding_set(dataset: Dataset, class_names: Sequence[str]) -> Dataset:
     """Images positive for exactly one of `class_names` (any number per class; for the balanced CheXpert
     5x200 protocol use `build_chexpert_5x200`); labels become a ClassLabel over them."""
     columns = _columns_of(dataset, class_names)
-    table = np.asarray(dataset.with_format("numpy")["labels"])[:, columns] == 1
+    width = len(label_names(dataset))
+    table = column_values(dataset, "labels").reshape(len(dataset), width)[:, columns] == 1
     keep = np.flatnonzero(table.sum(axis=1) == 1)
     if len(keep) == 0:
         raise ValueError(f"no image is positive for exactly one of {list(class_names)}")
-    subset = dataset.select(keep).remove_columns([c for c in ("labels", "label_mask") if c in dataset.column_names])
-    return subset.add_column("labels", table[keep].argmax(axis=1).tolist(), feature=ClassLabel(names=list(class_names)))
+    return select_with_labels(dataset, keep, table[keep].argmax(axis=1), class_names)
 
 
 def single_label_split(dataset: Dataset, spec: DatasetSpec, task: str | None = None,
@@ -89,11 +78,11 @@ def single_label_split(dataset: Dataset, spec: DatasetSpec, task: str | None = N
     if isinstance(dataset.features["labels"], ClassLabel):
         if list(dataset.features["labels"].names) != names:
             columns = _columns_of(dataset, names)
-            labels = np.asarray(dataset["labels"])
+            labels = column_values(dataset, "labels")
             keep = np.flatnonzero(np.isin(labels, columns))
-            with quiet_progress():
-                dataset = dataset.select(keep).remove_columns("labels").add_column(
-                    "labels", [columns.index(label) for label in labels[keep]], feature=ClassLabel(names=names))
+            position = np.full(max(labels.max(initial=0), max(columns)) + 1, -1)
+            position[columns] = np.arange(len(columns))
+            dataset = select_with_labels(dataset, keep, position[labels[keep]], names, drop=("labels",))
         if balanced_per_class:
             dataset = build_balanced_split(dataset, balanced_per_class, seed=seed)
         return dataset, names
@@ -110,16 +99,14 @@ def add_label_captions(dataset: Dataset, spec: DatasetSpec, task: str | None = N
     with cardiomegaly, edema"; "... with no finding" when none; single-label datasets: the class's hand prompt)."""
     feature = dataset.features["labels"]
     if isinstance(feature, ClassLabel):
-        prompts = spec.hand_prompts(task, feature.names)
-
-        def caption(batch: dict[str, list]) -> dict[str, list]:
-            return {"label_caption": [prompts[label] for label in batch["labels"]]}
+        prompts = np.asarray(spec.hand_prompts(task, feature.names), dtype=object)
+        captions = prompts[column_values(dataset, "labels")]
     elif "positive_classes" in dataset.column_names:
         names = dataset.features["positive_classes"].feature.names
-
-        def caption(batch: dict[str, list]) -> dict[str, list]:
-            return {"label_caption": [spec.label_caption([names[i] for i in row]) for row in batch["positive_classes"]]}
+        positives = index_lists_to_mask(dataset, "positive_classes", len(names))
+        patterns, inverse = np.unique(positives, axis=0, return_inverse=True)  # one caption per label pattern
+        texts = [spec.label_caption([names[i] for i in np.flatnonzero(row)]) for row in patterns]
+        captions = np.asarray(texts, dtype=object)[inverse.reshape(-1)]
     else:
         raise ValueError("label captions need class labels: a ClassLabel or a positive_classes column")
-    with quiet_progress():
-        return dataset.map(caption, batched=True)
+    return select_with_columns(dataset, None, {"label_caption": (captions, Value("string"))})

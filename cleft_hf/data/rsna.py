@@ -14,11 +14,13 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
 from ._tables import (
-    LoadReport, assign_splits, check_values, column_values, find_table, read_table, require_root,
-    split_dataset_dict, verify_images,
+    LoadReport, assign_splits, check_choice, check_split_fractions, check_values, column_values, find_table,
+    finish_load, read_table, require_root, split_dataset_dict,
 )
+from .image_checks import VERIFY_MODES, image_decode, image_header, verify_images
+from .load_cache import cached_load
+from .resized_cache import find_resized, manifest_file, use_resized
 from .chexpert import chexpert_caption
-from .dicom import read_dicom, read_dicom_header
 from .splits import build_balanced_split
 
 RSNA_CLASSES = ("No Pneumonia", "Pneumonia")
@@ -34,6 +36,8 @@ def load_rsna_pneumonia(
     seed: int = 0,
     verify: str = "exists",
     skip_bad: bool = False,
+    resized: str | int | os.PathLike | None = "auto",
+    cache: bool = True,
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, LoadReport]:
     """Load RSNA Pneumonia as a DatasetDict (train/validation/test patient-level splits).
@@ -41,10 +45,31 @@ def load_rsna_pneumonia(
     Rows: ``image`` (DICOM path, decoded by the transforms with :func:`~cleft_hf.data.dicom.read_dicom`), ``text``
     (label caption), ``labels`` (ClassLabel: No Pneumonia / Pneumonia), ``patient_id``, ``boxes`` (list of
     [x, y, width, height] of the opacities), ``class_info`` (from the detailed class table when present).
+    ``verify`` / ``skip_bad`` / ``resized`` / ``cache`` as for :func:`~cleft_hf.data.load_chexpert`.
     """
+    check_choice("verify", verify, VERIFY_MODES)
+    check_split_fractions(split_fractions)
     root = require_root(root, "RSNA Pneumonia")
-    report = LoadReport("RSNA Pneumonia")
     labels_path = find_table([root], RSNA_LABELS_TABLE)
+    info_path = find_table([root], RSNA_CLASS_INFO_TABLE, required=False)
+    image_folder = root / RSNA_IMAGE_FOLDER
+    if not image_folder.is_dir():
+        raise FileNotFoundError(f"RSNA image folder not found: {image_folder}")
+    resized_dir = find_resized(root, resized)
+
+    def build() -> tuple[DatasetDict, LoadReport, list]:
+        return (*_build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad, resized_dir), [])
+
+    arguments = dict(split_fractions=tuple(split_fractions), seed=seed, verify=verify, skip_bad=skip_bad,
+                     resized=str(resized_dir))
+    tables = [labels_path] + ([info_path] if info_path is not None else []) + manifest_file(resized_dir)
+    result, report = cached_load("rsna", root, arguments, tables, build, verify, cache)
+    return finish_load(result, report, return_report)
+
+
+def _build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad,
+           resized_dir) -> tuple[DatasetDict, LoadReport]:
+    report = LoadReport("RSNA Pneumonia")
     frame = read_table(labels_path, ("patientId", "x", "y", "width", "height", "Target"), {"patientId": str})
     check_values(frame["Target"], (0, 1), "Target", labels_path, allow_blank=False)
     targets = frame.groupby("patientId", sort=True)["Target"].agg(["min", "max"])
@@ -56,17 +81,13 @@ def load_rsna_pneumonia(
         boxes_by_patient[patient].append([float(v) for v in box])
 
     class_info: dict[str, str] = {}
-    info_path = find_table([root], RSNA_CLASS_INFO_TABLE, required=False)
     if info_path is not None:
         info = read_table(info_path, ("patientId", "class"), {"patientId": str})
         class_info = dict(zip(info["patientId"], info["class"].astype(str)))
 
-    image_folder = root / RSNA_IMAGE_FOLDER
-    if not image_folder.is_dir():
-        raise FileNotFoundError(f"RSNA image folder not found: {image_folder}")
     patients = targets.index.to_numpy()
-    paths = [str(image_folder / f"{p}.dcm") for p in patients]
-    keep = verify_images(paths, verify, skip_bad, report, read_dicom_header, read_dicom)
+    paths = use_resized(image_folder.parent, resized_dir, [str(image_folder / f"{p}.dcm") for p in patients])
+    keep = verify_images(paths, verify, skip_bad, report, image_header, image_decode)
     patients, paths = patients[keep], np.asarray(paths, dtype=object)[keep]
     target = targets["max"].to_numpy()[keep].astype(int)
     split_of = assign_splits(patients, split_fractions, seed)
@@ -92,9 +113,7 @@ def load_rsna_pneumonia(
             "class_info": [class_info.get(patients[i], "") for i in rows],
         }
 
-    result = split_dataset_dict(split_of, columns_of, features, report)
-    report.log()
-    return (result, report) if return_report else result
+    return split_dataset_dict(split_of, columns_of, features, report), report
 
 
 def build_rsna_balanced_test(dataset: Dataset, n_per_class: int | None = None, seed: int = 0) -> Dataset:

@@ -22,6 +22,7 @@ from PIL import Image as PILImage
 from torchvision.transforms.v2 import functional as TF
 
 from .dicom import is_dicom, read_dicom
+from .resized_cache import SCALE_KEY
 
 TEXT_AUGMENTS = (None, "shuffle", "sample")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -40,13 +41,36 @@ def _reduce(image: PILImage.Image, target: int | None) -> PILImage.Image:
         return image
 
 
-def _open(source, target: int | None) -> PILImage.Image:
-    image = PILImage.open(source)
+def open_image(source, target: int | None = None) -> PILImage.Image:
+    """A decoded PIL image; with ``target``, JPEGs are decoded at reduced size (DCT scaling by 1/2, 1/4 or 1/8 in
+    draft mode) while the shorter side stays >= ``target``. Errors name the file."""
+    try:
+        image = PILImage.open(source)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # PIL raises many types for unreadable files; name the file
+        raise ValueError(f"cannot decode image {getattr(source, 'name', source)}: {err}") from err
+    try:
+        return _load(image, target)
+    except Exception as err:
+        raise ValueError(f"cannot decode image {getattr(source, 'name', source)}: {err}") from err
+
+
+def _load(image: PILImage.Image, target: int | None) -> PILImage.Image:
     if target and image.format == "JPEG" and min(image.size) >= 2 * target:
         scale = min(image.size) // target  # JPEG DCT scaling decodes directly at 1/2, 1/4 or 1/8 size
         image.draft(image.mode, (image.size[0] // scale, image.size[1] // scale))
     image.load()
     return image
+
+
+def _scaled(image: PILImage.Image, target: int | None) -> Any:
+    """A resized-cache PNG (16-bit values = round(x * 65535), see :mod:`cleft_hf.data.resized_cache`) as float32
+    (H, W) in [0, 1]; other images unchanged (apart from the cheap integer reduction)."""
+    if image.info.get(SCALE_KEY) is None:
+        return _reduce(image, target)
+    scale = float(image.info[SCALE_KEY])
+    return np.asarray(_reduce(image, target), dtype=np.float32) / scale
 
 
 def load_image(value: Any, target: int | None = None) -> Any:
@@ -57,12 +81,12 @@ def load_image(value: Any, target: int | None = None) -> Any:
     >= ``target`` and saves most of the work on large files."""
     if isinstance(value, dict):
         if value.get("bytes"):
-            return _reduce(_open(io.BytesIO(value["bytes"]), target), target)
+            return _scaled(open_image(io.BytesIO(value["bytes"]), target), target)
         value = value.get("path")
     if isinstance(value, (str, os.PathLike)):
         if is_dicom(value):
-            return read_dicom(value)
-        return _reduce(_open(value, target), target)
+            return read_dicom(value, min_size=target)
+        return _scaled(open_image(value, target), target)
     if value is None:
         raise ValueError("image cell is empty (None)")
     if isinstance(value, PILImage.Image):
@@ -252,7 +276,9 @@ class ImageTextTransform:
         try:
             tensor = self._grey(value)
         except Exception as error:  # PIL, pydicom and conversion errors alike: say which file
-            raise ImageDecodeError(f"cannot decode image {image_source(value)}: {error}") from error
+            source = image_source(value)
+            message = str(error) if source in str(error) else f"cannot decode image {source}: {error}"
+            raise ImageDecodeError(message) from error
         tensor = self._augment(tensor) if self.train else self.image_processor.resize_and_crop(tensor)
         return self.image_processor.normalize_tensor(tensor)
 

@@ -7,6 +7,18 @@ import os
 import numpy as np
 
 
+def _jpeg2000_codestream(pixels: np.ndarray, bits_stored: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    if pixels.dtype == np.int16:
+        raise ValueError("jpeg2000=True writes unsigned pixels (uint8 / uint16)")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG2000", irreversible=False, no_jp2=True)
+    return buffer.getvalue()
+
+
 def write_dicom(
     path: str | os.PathLike,
     pixels: np.ndarray,
@@ -17,16 +29,19 @@ def write_dicom(
     rescale: tuple[float, float] | None = None,
     voi_lut: np.ndarray | None = None,
     modality: str = "DX",
+    jpeg2000: bool = False,
     **tags,
 ) -> None:
-    """Write a single-frame grey image as an uncompressed (Explicit VR Little Endian) DICOM file.
+    """Write a single-frame grey image as an uncompressed (Explicit VR Little Endian) DICOM file, or with
+    ``jpeg2000`` as JPEG 2000 lossless (unsigned pixels; encoded by Pillow's openjpeg, encapsulated by pydicom).
 
     Used for fixtures and the built-in demo data. ``pixels``: (H, W) uint8 / uint16 / int16 stored values;
     ``rescale``: (slope, intercept); ``window``: (center, width); ``voi_lut``: uint16 table over the modality
     values 0..len-1 (16 bits per entry); extra keyword ``tags`` are set as DICOM attributes (e.g. ``PatientID``).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, ExplicitVRLittleEndian, generate_uid
 
     pixels = np.ascontiguousarray(pixels)
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16, np.int16):
@@ -57,5 +72,10 @@ def write_dicom(
         ds.VOILUTSequence = [item]
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
-    ds.PixelData = pixels.tobytes()
+    if jpeg2000:
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+        ds.PixelData = encapsulate([_jpeg2000_codestream(pixels, int(ds.BitsStored))])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = pixels.tobytes()
     ds.save_as(os.fspath(path), enforce_file_format=True)
