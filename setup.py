@@ -1,6 +1,6 @@
 """cleft-hf: Hugging Face-native CLEFT (contrastive language-image pretraining with a PEFT-adapted causal LLM)."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="cleft-hf",
@@ -9,9 +9,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["cleft_hf", "cleft_hf.*"]) + ["cleft_hf.modeling"],
+    # Namespace packages too: the metric folders (cleft_hf/metrics/<name>/<name>.py, loaded by `evaluate` from
+    # their folder) are modules of their own, not data.
+    packages=find_namespace_packages(include=["cleft_hf", "cleft_hf.*"], exclude=["*.__pycache__"]) + ["cleft_hf.modeling"],
     package_dir={"cleft_hf.modeling": "modeling"},
-    package_data={"cleft_hf": ["metrics/*/*.py", "../model_card.md", "demo/*.yaml"]},
+    package_data={"cleft_hf": ["../model_card.md", "demo/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.2,<2.15",

@@ -8,15 +8,14 @@ Bio_ClinicalBERT with the same ViT, then the two headline figures of the paper a
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from transformers import BertConfig, BertModel
+from .cli import run_cli
+from .arguments import ConfigError, arg
 
-from .modeling import CLEFTConfig, CLEFTModel
-from .modeling.modeling_cleft import build_vision_tower
+if TYPE_CHECKING:
+    from .modeling import CLEFTConfig
 
 # emilyalsentzer/Bio_ClinicalBERT: BERT-base geometry with a 28 996-token vocabulary.
 BIO_CLINICAL_BERT = {"vocab_size": 28996, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072,
@@ -35,6 +34,10 @@ class ParameterCount:
 
 def count_cleft(config: CLEFTConfig | None = None) -> ParameterCount:
     """CLEFT in stage 1: vision tower, LoRA, projections and logit scale trainable; base LLM frozen."""
+    import torch
+
+    from .modeling import CLEFTConfig, CLEFTModel
+
     config = config or CLEFTConfig()
     with torch.device("meta"):
         model = CLEFTModel(config)
@@ -45,22 +48,24 @@ def count_cleft(config: CLEFTConfig | None = None) -> ParameterCount:
     return ParameterCount(name, total, trainable, trainable_lm)
 
 
-class _BertCLIP(nn.Module):
-    """The BERT-encoder CLIP baseline: same vision tower, fully trained BERT, linear projections."""
-
-    def __init__(self, vision_config: CLEFTConfig, bert_layers: int):
-        super().__init__()
-        self.vision_model = build_vision_tower(vision_config)
-        self.text_model = BertModel(BertConfig(num_hidden_layers=bert_layers, **BIO_CLINICAL_BERT))
-        self.visual_projection = nn.Linear(self.vision_model.num_features, vision_config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(BIO_CLINICAL_BERT["hidden_size"], vision_config.projection_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.zeros(()))
-
-
 def count_bert_clip(bert_layers: int, vision_config: CLEFTConfig | None = None) -> ParameterCount:
-    """A CLIP with the same ViT and a fully trained Bio_ClinicalBERT of `bert_layers` layers."""
+    """A CLIP with the same ViT and a fully trained Bio_ClinicalBERT of `bert_layers` layers (+ linear
+    projections and a logit scale)."""
+    import torch
+    from torch import nn
+    from transformers import BertConfig, BertModel
+
+    from .modeling import CLEFTConfig
+    from .modeling.modeling_cleft import build_vision_tower
+
+    config = vision_config or CLEFTConfig()
     with torch.device("meta"):
-        model = _BertCLIP(vision_config or CLEFTConfig(), bert_layers)
+        model = nn.Module()
+        model.vision_model = build_vision_tower(config)
+        model.text_model = BertModel(BertConfig(num_hidden_layers=bert_layers, **BIO_CLINICAL_BERT))
+        model.visual_projection = nn.Linear(model.vision_model.num_features, config.projection_dim, bias=False)
+        model.text_projection = nn.Linear(BIO_CLINICAL_BERT["hidden_size"], config.projection_dim, bias=False)
+        model.logit_scale = nn.Parameter(torch.zeros(()))
     total = sum(p.numel() for p in model.parameters())
     bert = sum(p.numel() for p in model.text_model.parameters())
     return ParameterCount(f"CLIP (same ViT + Bio_ClinicalBERT, {bert_layers} layers, fully trained)", total, total, bert)
@@ -78,11 +83,19 @@ def markdown_table(rows: list[ParameterCount]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline_bert_layers", type=int, default=6,
-                        help="layers of the BERT baseline behind the two headline lines (reference code: 6)")
-    args = parser.parse_args(argv)
+@dataclass
+class AccountingArguments:
+    """Parameter accounting of the paper's configurations (meta device, no download)."""
+
+    baseline_bert_layers: int = arg(6, "Layers of the BERT baseline behind the two headline lines (reference code: 6).")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.baseline_bert_layers <= 12:
+            raise ConfigError(f"--baseline_bert_layers must be in [1, 12] (Bio_ClinicalBERT), got {self.baseline_bert_layers}")
+
+
+def report(args: AccountingArguments) -> None:
+    """Print the table, one line per baseline, then the two headline `name=value` lines."""
     cleft = count_cleft()
     baselines = {layers: count_bert_clip(layers) for layers in sorted({6, 12, args.baseline_bert_layers})}
     print(markdown_table([cleft, *baselines.values()]))
@@ -93,6 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     reduction, lm_pct = headline(cleft, baselines[args.baseline_bert_layers])
     print(f"\ntotal_trainable_reduction_pct={reduction:.2f}")
     print(f"lm_trainable_pct_of_bert={lm_pct:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cleft_hf.accounting [--baseline_bert_layers N]` (also the `cleft-accounting` command)."""
+    run_cli(report, AccountingArguments, argv=argv, config_file=False)
 
 
 if __name__ == "__main__":

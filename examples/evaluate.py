@@ -1,4 +1,9 @@
-"""Evaluation (zero-shot, linear probe, retrieval): `accelerate launch examples/evaluate.py --config ... --model_name_or_path DIR`."""
+"""Evaluation (zero-shot, linear probe, retrieval):
+
+    accelerate launch --quiet examples/evaluate.py --config ... --model_name_or_path <model folder>
+
+`-h` lists every field. User errors end in one line (exit code 2); `--debug` shows the traceback.
+"""
 
 import os
 import sys
@@ -7,10 +12,18 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
-from cleft_hf.evaluation.report import markdown_table  # noqa: E402
-from cleft_hf.evaluation.runner import run_evaluation  # noqa: E402
-from cleft_hf.training.config import EvaluateArguments, parse_arguments  # noqa: E402
+from cleft_hf.cli import run_cli  # noqa: E402
+from cleft_hf.training.config import EvaluateArguments  # noqa: E402
+
+
+def main(args: EvaluateArguments) -> dict:
+    from cleft_hf.evaluation.report import markdown_table
+    from cleft_hf.evaluation.runner import run_evaluation
+
+    results = run_evaluation(args)
+    print(markdown_table(results))
+    return results
+
 
 if __name__ == "__main__":
-    results = run_evaluation(parse_arguments(EvaluateArguments, section="evaluate"))
-    print(markdown_table(results))
+    run_cli(main, EvaluateArguments, section="evaluate")

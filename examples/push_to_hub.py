@@ -3,38 +3,49 @@
     python examples/push_to_hub.py --model_dir outputs/prompt_tune/model --hub_model_id user/cleft-chexpert
         [--results outputs/eval/results.json] [--private] [--full_weights] [--build_only DIR]
 
-The token comes from `hf auth login` or HF_TOKEN. `--build_only DIR` writes the exact upload folder and stops.
+The token comes from `hf auth login` or HF_TOKEN and is checked before the model loads. `--build_only DIR` writes
+the exact upload folder and stops. User errors end in one line (exit code 2); `--debug` shows the traceback.
 """
 
-from __future__ import annotations
-
-import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
-from cleft_hf import CLEFTModel, CLEFTProcessor
-from cleft_hf.hub import build_upload_folder, check_repo_id, push_to_hub, resolve_token
+from cleft_hf.cli import run_cli
+from cleft_hf.arguments import ConfigError, arg, parse_arguments
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, help="Saved CLEFT model folder (model + processor).")
-    parser.add_argument("--hub_model_id", required=True, help="Hub repository 'user/name'.")
-    parser.add_argument("--results", help="results.json of the evaluation (missing: the card says not evaluated).")
-    parser.add_argument("--training_summary", help="Run arguments or summary (.yaml or .json) for the card's recipe.")
-    parser.add_argument("--private", action="store_true", help="Create the repository private.")
-    parser.add_argument("--full_weights", action="store_true", help="Include the base LLM weights (default: the "
-                        "model's rule, adapter-only for a large LLM).")
-    parser.add_argument("--text_model_name_or_path", help="Local base LLM for an adapter-only --model_dir.")
-    parser.add_argument("--license", help="Licence id for the card metadata (e.g. apache-2.0).")
-    parser.add_argument("--datasets", nargs="*", help="Hub dataset ids for the card metadata.")
-    parser.add_argument("--revision", help="Branch to commit to (created if missing).")
-    parser.add_argument("--commit_message", help="Commit message.")
-    parser.add_argument("--build_only", metavar="DIR", help="Only write the upload folder to DIR; no upload.")
-    return parser.parse_args(argv)
+@dataclass
+class PushArguments:
+    """Share a trained CLEFT model on the Hub (weights, learned prompts, processor, model card) in one commit."""
+
+    model_dir: Optional[str] = arg(None, "Saved CLEFT model folder (model + processor; required).")
+    hub_model_id: Optional[str] = arg(None, "Hub repository 'user/name' (required).")
+    results: Optional[str] = arg(None, "results.json of the evaluation (missing: the card says not evaluated).")
+    training_summary: Optional[str] = arg(None, "Run arguments or summary (.yaml or .json) for the card's recipe.")
+    private: bool = arg(False, "Create the repository private.")
+    full_weights: bool = arg(False, "Include the base LLM weights (default: the model's rule, adapter-only for a "
+                             "large LLM).")
+    text_model_name_or_path: Optional[str] = arg(None, "Local base LLM for an adapter-only --model_dir.")
+    license: Optional[str] = arg(None, "Licence id for the card metadata (e.g. apache-2.0).")
+    datasets: Optional[list[str]] = arg(None, "Hub dataset ids for the card metadata.")
+    revision: Optional[str] = arg(None, "Branch to commit to (created if missing).")
+    commit_message: Optional[str] = arg(None, "Commit message.")
+    build_only: Optional[str] = arg(None, "Only write the upload folder to this folder; no upload, no token.")
+
+    def __post_init__(self) -> None:
+        for name in ("model_dir", "hub_model_id"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required")
+        if not (Path(self.model_dir) / "config.json").is_file():
+            raise ConfigError(f"--model_dir {self.model_dir} is not a saved model folder (no config.json)")
+        for name in ("results", "training_summary"):
+            if getattr(self, name) and not Path(getattr(self, name)).is_file():
+                raise ConfigError(f"--{name}: file {getattr(self, name)} does not exist")
 
 
 def load_summary(path: str | None) -> dict | None:
@@ -43,17 +54,19 @@ def load_summary(path: str | None) -> dict | None:
     text = Path(path).read_text(encoding="utf-8")
     summary = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     if not isinstance(summary, dict):
-        raise ValueError(f"--training_summary {path} must hold a mapping, got {type(summary).__name__}")
+        raise ConfigError(f"--training_summary {path} must hold a mapping, got {type(summary).__name__}")
     return summary
 
 
-def main(argv: list[str] | None = None) -> str:
-    args = parse_args(argv)
+def push(args: PushArguments) -> str:
+    """Build the upload folder (`--build_only`) or push; returns its path or the commit URL."""
+    from cleft_hf import CLEFTModel, CLEFTProcessor
+    from cleft_hf.cli import check_hub_token
+    from cleft_hf.hub import build_upload_folder, check_repo_id, push_to_hub
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_repo_id(args.hub_model_id)
-    if not (Path(args.model_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"--model_dir {args.model_dir} is not a saved model folder (no config.json)")
-    token = None if args.build_only else resolve_token()  # fail before loading a large model
+    token = None if args.build_only else check_hub_token(args.hub_model_id)  # fail before loading a large model
     model = CLEFTModel.from_pretrained(args.model_dir, text_model_name_or_path=args.text_model_name_or_path)
     processor = CLEFTProcessor.from_pretrained(args.model_dir)
     options = dict(
@@ -70,8 +83,10 @@ def main(argv: list[str] | None = None) -> str:
     return url
 
 
+def main(argv: list[str] | None = None) -> str:
+    """Parse `argv` and push (errors raised, for callers; the script prints them as one line)."""
+    return push(parse_arguments(PushArguments, argv, config_file=False))
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
-        raise SystemExit(f"error: {error}") from None
+    run_cli(push, PushArguments, config_file=False)

@@ -121,11 +121,14 @@ def tiny_run_overrides(demo_tree, demo_llm, output_dir) -> dict:
     """Overrides making cleft_hf/demo/demo.yaml a seconds-long CPU run on the tiny demo tree."""
     return {
         "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(output_dir), "report_to": "none",
-        "text_model_name_or_path": str(demo_llm), "per_device_batch_size": 8, "dataloader_num_workers": 0,
-        "vision_model_name": TINY_VISION_MODEL,  # the paper's tower family (ViT with registers), tiny
-        "vision_model_kwargs": tiny_vision_kwargs(width=32, depth=1, reg_tokens=1),
-        "image_size": 32, "projection_dim": 16, "max_text_length": 48, "warmup_steps": 1, "max_steps": 4,
-        "save_every": 2, "keep_last": 2, "log_every": 1,
+        "per_device_batch_size": 8, "dataloader_num_workers": 0, "max_text_length": 48,
+        "model_config": {
+            "text_model_name_or_path": str(demo_llm), "image_size": 32, "projection_dim": 16,
+            "vision_model_name": TINY_VISION_MODEL,  # the paper's tower family (ViT with registers), tiny
+            "vision_model_kwargs": tiny_vision_kwargs(width=32, depth=1, reg_tokens=1),
+        },
+        "warmup_steps": 1, "max_steps": 4,
+        "save_every": 2, "keep_last": 2, "log_every": 1, "eval_every": 0,
     }
 
 

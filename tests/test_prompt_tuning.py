@@ -44,7 +44,7 @@ def _stage2(model_dir, output, dataset, data_root, **extra):
     args = load_arguments(PromptTuneArguments, DEMO_CONFIG, {
         "dataset": dataset, "data_root": str(data_root), "output_dir": str(output), "report_to": "none",
         "model_name_or_path": str(model_dir), "per_device_batch_size": 8, "max_steps": 3, "warmup_steps": 1,
-        "num_context_tokens": 3, "log_every": 1, **extra}, section="prompt_tune")
+        "num_context_tokens": 3, "log_every": 1, "eval_every": 0, **extra}, section="prompt_tune")
     return run_prompt_tuning(args)
 
 

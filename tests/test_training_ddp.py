@@ -23,8 +23,9 @@ DEMO_CONFIG = HERE.parent / "cleft_hf" / "demo" / "demo.yaml"
 
 
 def test_two_process_training_step_equals_single_process(tmp_path, demo_tree, demo_llm):
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "peft_dropout": 0.0, "augment": False,
-                 "per_device_batch_size": 4, "gradient_checkpointing": False}
+    overrides = tiny_run_overrides(demo_tree, demo_llm, tmp_path)
+    overrides.update(augment=False, per_device_batch_size=4, gradient_checkpointing=False)
+    overrides["model_config"]["peft_config"] = {"peft_type": "LORA", "lora_dropout": 0.0}
     per_rank = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
     (tmp_path / "args.json").write_text(json.dumps(dataclasses.asdict(per_rank)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",

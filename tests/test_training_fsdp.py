@@ -43,8 +43,9 @@ def _losses(run_dir: Path) -> list[float]:
 
 
 def test_fsdp2_equals_ddp_saves_resumes_and_loads(tmp_path, demo_tree, demo_llm):
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "peft_dropout": 0.0, "augment": False,
+    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "augment": False,
                  "per_device_batch_size": 4, "max_steps": 4, "save_every": 2, "keep_last": 0}
+    overrides["model_config"]["peft_config"] = {"peft_type": "LORA", "lora_dropout": 0.0}
     args = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
     ddp = _launch("ddp", dataclasses.replace(args, output_dir=str(tmp_path / "ddp")), tmp_path / "ddp")
     fsdp = _launch("fsdp", dataclasses.replace(args, output_dir=str(tmp_path / "fsdp")), tmp_path / "fsdp")

@@ -1,4 +1,4 @@
-"""Tests of cleft_hf.training: optimiser groups, LR schedule, run configuration, checkpointing."""
+"""Tests of cleft_hf.training: optimiser groups, LR schedule, checkpointing (run arguments: test_cli.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import pytest
 import torch
 from torch import nn
-import yaml
 
 from cleft_hf.training.checkpointing import (
     CheckpointManager,
@@ -16,15 +15,6 @@ from cleft_hf.training.checkpointing import (
     list_checkpoints,
     resolve_resume_checkpoint,
     save_pretrained_atomic,
-)
-from cleft_hf.training.config import (
-    ConfigFieldError,
-    EvaluateArguments,
-    PretrainArguments,
-    PromptTuneArguments,
-    load_arguments,
-    parse_arguments,
-    save_arguments,
 )
 from cleft_hf.training.optim import build_optimizer, build_scheduler, parameter_groups, position_schedule
 
@@ -131,76 +121,6 @@ def test_scheduler_rejects_bad_lengths():
     with pytest.raises(ValueError, match="schedule must be one of"):
         build_scheduler(optimizer, 1, 10, kind="step")
     assert _learning_rates(0.0, kind="linear")[30] == pytest.approx(1.0)
-
-
-# ------------------------------------------------------------------------------------------------ config
-def test_yaml_plus_overrides_round_trip(tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text(
-        yaml.safe_dump({"max_steps": 200, "warmup_steps": 20, "learning_rate": "4e-5", "betas": [0.9, 0.98],
-                        "peft_target_modules": ["c_attn"], "output_dir": str(tmp_path / "run")})
-    )  # fmt: skip
-    argv = ["--config", str(config), "--max_steps=300", "--per_device_batch_size", "8",
-            "--gradient_checkpointing", "false", "--betas", "0.8,0.9", "--push_to_hub",
-            "--hub_model_id", "me/cleft", "--min_lr_ratio", "0.1",
-            "--augmentation", "{hflip: true, scale: [0.8, 1.0]}"]  # fmt: skip
-    arguments = parse_arguments(PretrainArguments, argv)
-    assert arguments.max_steps == 300 and arguments.warmup_steps == 20 and arguments.learning_rate == 4e-5
-    assert arguments.per_device_batch_size == 8 and arguments.gradient_checkpointing is False
-    assert arguments.betas == (0.8, 0.9) and arguments.push_to_hub is True
-    assert arguments.peft_target_modules == ["c_attn"]
-    assert arguments.augmentation == {"hflip": True, "scale": [0.8, 1.0]}
-    saved = save_arguments(arguments, tmp_path / "resolved.yaml")
-    assert load_arguments(PretrainArguments, saved) == arguments
-
-
-def test_stage_defaults_follow_the_recipes():
-    stage1 = PretrainArguments()
-    assert (stage1.optimizer, stage1.learning_rate, stage1.weight_decay, stage1.warmup_steps, stage1.max_steps) == (
-        "adamw", 4e-5, 0.1, 4000, 40000,
-    )  # fmt: skip
-    stage2 = PromptTuneArguments(model_name_or_path="outputs/stage1")
-    recipe = (stage2.optimizer, stage2.learning_rate, stage2.min_lr_ratio, stage2.weight_decay)
-    assert recipe == ("sgd", 1e-4, 0.1, 1e-3)
-    assert (stage2.warmup_steps, stage2.max_steps, stage2.num_context_tokens) == (100, 8000, 30)
-    assert EvaluateArguments(model_name_or_path="m").retrieval_ks == [1, 5, 10]
-
-
-def test_unknown_key_names_it_and_suggests(tmp_path):
-    expected = r"unknown config key 'learning_rat' \(from --learning_rat\); did you mean learning_rate"
-    with pytest.raises(ValueError, match=expected):
-        parse_arguments(PretrainArguments, ["--learning_rat", "1e-4"])
-    config = tmp_path / "bad.yaml"
-    config.write_text("max_step: 10\n")
-    with pytest.raises(ValueError, match=r"unknown config key 'max_step' \(in .*bad.yaml\); did you mean max_steps"):
-        load_arguments(PretrainArguments, config)
-
-
-def test_bad_values_name_the_field(tmp_path):
-    with pytest.raises(ConfigFieldError, match="config field 'max_steps' .* expects int, got 'ten'"):
-        parse_arguments(PretrainArguments, ["--max_steps", "ten"])
-    with pytest.raises(ConfigFieldError, match="config field 'loss' .* expects one of 'clip', 'bce'"):
-        parse_arguments(PromptTuneArguments, ["--model_name_or_path", "m", "--loss", "siglip"])
-    with pytest.raises(ConfigFieldError, match="'vision_model_kwargs' .* expects a mapping"):
-        parse_arguments(PretrainArguments, ["--vision_model_kwargs", "[1, 2]"])
-    with pytest.raises(ConfigFieldError, match="'betas'"):
-        parse_arguments(PretrainArguments, ["--betas", "0.9"])
-    with pytest.raises(ValueError, match="'warmup_steps' must be in"):
-        parse_arguments(PretrainArguments, ["--max_steps", "10"])
-    with pytest.raises(FileNotFoundError, match="data_root"):
-        parse_arguments(PretrainArguments, ["--dataset", "chexpert", "--data_root", str(tmp_path / "missing")])
-    with pytest.raises(ValueError, match="'model_name_or_path'"):
-        parse_arguments(EvaluateArguments, [])
-    with pytest.raises(FileNotFoundError, match="config file"):
-        parse_arguments(PretrainArguments, ["--config", str(tmp_path / "none.yaml")])
-
-
-def test_help_lists_fields(capsys):
-    with pytest.raises(SystemExit) as stopped:
-        parse_arguments(PromptTuneArguments, ["--help"])
-    assert stopped.value.code == 0
-    shown = capsys.readouterr().out
-    assert "--num_context_tokens int (default: 30)" in shown and "--resume_from_checkpoint" in shown
 
 
 # ------------------------------------------------------------------------------------------------ checkpointing

@@ -6,7 +6,7 @@
    a real LLM id;
 3. stage 1 (contrastive pretraining, LoRA on the LLM), stage 2 (learned context prompts) and the evaluation,
    through the same library functions as `examples/pretrain.py`, `prompt_tune.py` and `evaluate.py`, with
-   `examples/configs/demo.yaml`.
+   `cleft_hf/demo/demo.yaml`.
 
 Everything goes to `--output_dir` (default `outputs/demo`): `results.json`, `results.md`, `plots/`, and
 `model/` (the final model, loadable with `CLEFTModel.from_pretrained`).
@@ -14,24 +14,16 @@ Everything goes to `--output_dir` (default `outputs/demo`): `results.json`, `res
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from ..data import load_mimic_cxr
-from ..evaluation.report import markdown_table
-from ..hub import arguments_summary, write_model_card
-from ..evaluation.runner import run_evaluation
-from ..training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments, load_arguments
-from ..training.contrastive_pretraining import run_pretraining
-from ..training.prompt_tuning import run_prompt_tuning
-from .language_model import pretrain_causal_lm
-from .synthetic import write_demo_mimic_cxr
+from ..arguments import arg, load_arguments
+from ..cli import run_cli
+from ..training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments
 
 logger = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo.yaml"  # package data
@@ -39,6 +31,8 @@ DEMO_CONFIG = Path(__file__).resolve().parent / "demo.yaml"  # package data
 
 def demo_data(output_dir: Path, settings: dict, seed: int) -> Path:
     """Write the demo's MIMIC-CXR-like tree once (reused when its settings and seed are unchanged)."""
+    from .synthetic import write_demo_mimic_cxr
+
     root = output_dir / "data" / "mimic-cxr-demo"
     stamp = root / "demo_settings.json"
     wanted = {**settings, "seed": seed}
@@ -55,6 +49,13 @@ def demo_data(output_dir: Path, settings: dict, seed: int) -> Path:
 def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = DEMO_CONFIG, seed: int = 0) -> dict:
     """Run the demo end to end; returns the results dict (also in `output_dir/results.json`)."""
     import yaml
+
+    from ..data import load_mimic_cxr
+    from ..evaluation.runner import run_evaluation
+    from ..hub import arguments_summary, write_model_card
+    from ..training.contrastive_pretraining import run_pretraining
+    from ..training.prompt_tuning import run_prompt_tuning
+    from .language_model import pretrain_causal_lm
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
 
     common = {"dataset": "synthetic", "data_root": str(data_root), "seed": seed}
     stage1 = load_arguments(PretrainArguments, config_path, {
-        **common, "output_dir": str(output_dir / "stage1"), "text_model_name_or_path": str(llm.path)}, section="pretrain")
+        **common, "output_dir": str(output_dir / "stage1"), "model_config": {"text_model_name_or_path": str(llm.path)}}, section="pretrain")
     run_pretraining(stage1)
     timings["stage1"] = time.perf_counter() - start - sum(timings.values())
 
@@ -98,12 +99,21 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="CLEFT demo on the built-in synthetic data (CPU, a few minutes).")
-    parser.add_argument("--output_dir", default="outputs/demo")
-    parser.add_argument("--config", default=str(DEMO_CONFIG))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+@dataclass
+class DemoArguments:
+    """CLEFT demo on the built-in synthetic data (CPU, a few minutes)."""
+
+    output_dir: str = arg("outputs/demo", "Folder of everything the demo writes (data, LLM, stages, results).")
+    config: str = arg(str(DEMO_CONFIG), "Demo configuration (data, language_model and the script sections).")
+    seed: int = arg(0, "Seed of the demo data, the LLM and the training runs.")
+
+
+def demo(args: DemoArguments) -> dict:
+    """Run the demo and print its results table, timings and output folder."""
+    import torch
+
+    from ..evaluation.report import markdown_table
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = run_demo(args.output_dir, args.config, args.seed)
@@ -113,6 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ntimings (s): {results['demo_seconds']}")
     print(f"outputs: {Path(args.output_dir).resolve()} (model/ with its model card README.md, results.json, "
           "results.md, plots/)")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_cli(demo, DemoArguments, argv=argv, config_file=False)
 
 
 if __name__ == "__main__":

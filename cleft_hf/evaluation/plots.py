@@ -57,6 +57,23 @@ def plot_loss_curve(curves: dict[str, Sequence[tuple[int, float]]], path: Path) 
     return _save(figure, path)
 
 
+def plot_validation_curves(validation: dict[str, dict[str, Sequence[tuple[int, float]]]], path: Path) -> Path:
+    """Validation metrics during training: `{stage: {metric: [(step, value), ...], "best": {...}}}`, one panel
+    per stage, one line per metric, the best step marked."""
+    figure, axes = plt.subplots(1, max(1, len(validation)), figsize=(5 * max(1, len(validation)), 4), squeeze=False)
+    for axis, (stage, curves) in zip(axes[0], validation.items()):
+        for metric, points in curves.items():
+            if metric != "best" and points:
+                steps, values = zip(*points)
+                axis.plot(steps, values, marker="o", markersize=3, linewidth=1, label=metric)
+        best = curves.get("best") or {}
+        if "step" in best:
+            axis.axvline(best["step"], color="grey", linestyle=":", label=f"best {best['metric']}")
+        axis.set(xlabel="step", ylabel="validation", ylim=(0, 1.02), title=stage)
+        axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
 def _save(figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from ..training.config import EvaluateArguments
 from ..training.loop import TRAINING_LOG
 from .embeddings import compute_image_embeddings, compute_text_embeddings
 from .linear_probe import linear_probe
-from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves
+from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves, plot_validation_curves
 from .report import MetricRecord, markdown_table, write_results
 from .retrieval import retrieval_recall
 
@@ -48,8 +48,9 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_
     }
 
 
-def training_curves(model_dir: str) -> dict[str, list]:
-    """Loss curves of the stages that produced the model (`training_log.json` in a local model folder)."""
+def training_curves(model_dir: str) -> dict[str, Any]:
+    """Loss curves of the stages that produced the model, and under `validation` their validation curves
+    (`training_log.json` in a local model folder)."""
     path = Path(model_dir) / TRAINING_LOG
     logged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     return {name: points for name, points in logged.items() if isinstance(points, list)}  # not "skipped_images"
@@ -117,8 +118,11 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     results["metrics"] = [record.to_dict() for record in records]
     if accelerator.is_main_process:
         curves = training_curves(args.model_name_or_path)
+        validation = curves.pop("validation", None)  # periodic validation during training (eval_every)
         if curves:
             plot_loss_curve(curves, plots / "training_loss.png")
+        if validation:
+            plot_validation_curves(validation, plots / "validation.png")
         write_results(results, output_dir)
         logger.info("results:\n%s", markdown_table(results))
     return results

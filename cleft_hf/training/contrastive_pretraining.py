@@ -18,33 +18,23 @@ logger = logging.getLogger(__name__)
 
 
 def build_processor(args: PretrainArguments) -> CLEFTProcessor:
-    """Tokenizer of the LLM + an image processor at the run's resolution."""
-    tokenizer = AutoTokenizer.from_pretrained(args.text_model_name_or_path)
-    image_processor = CLEFTImageProcessor(size=args.image_size, crop_size=args.image_size)
-    return CLEFTProcessor(image_processor, tokenizer, max_length=args.max_text_length)
+    """Tokenizer of the LLM + an image processor at the model's resolution."""
+    tokenizer = AutoTokenizer.from_pretrained(args.model_field("text_model_name_or_path"))
+    size = args.model_field("image_size")
+    return CLEFTProcessor(CLEFTImageProcessor(size=size, crop_size=size), tokenizer, max_length=args.max_text_length)
 
 
 def build_model(args: PretrainArguments) -> CLEFTModel:
-    """A new CLEFT model from the timm vision model and the causal LLM named in `args`; its hand-prompt template
-    (and the text that initialises learned prompts) is the dataset's modality's."""
+    """A new CLEFT model: `args.model_config` (CLEFTConfig fields; the rest keep its defaults, except the
+    hand-prompt template and the learned prompts' initial text, which are the dataset's modality's), the timm
+    vision tower (pretrained weights if `vision_pretrained`) and the causal LLM's pretrained weights."""
     modality = get_dataset_spec(args.dataset).modality
-    peft_config: dict[str, Any] = {"peft_type": args.peft_type.upper()}
-    if args.peft_type in ("lora", "adalora"):
-        key = "r" if args.peft_type == "lora" else "init_r"
-        peft_config.update({key: args.peft_r, "lora_alpha": args.peft_alpha, "lora_dropout": args.peft_dropout})
-        if args.peft_type == "adalora":
-            peft_config.update({"target_r": max(1, args.peft_r // 2), "total_step": args.max_steps})
-    elif args.peft_type == "prefix_tuning":
-        peft_config["num_virtual_tokens"] = args.peft_r
-    if args.peft_target_modules:
-        peft_config["target_modules"] = list(args.peft_target_modules)
-    model = CLEFTModel.from_vision_text_pretrained(
-        args.vision_model_name, args.text_model_name_or_path, vision_pretrained=args.vision_pretrained,
-        image_size=args.image_size, image_pooling=args.image_pooling, projection_dim=args.projection_dim,
-        peft_config=peft_config, vision_model_kwargs=dict(args.vision_model_kwargs or {}),
-        prompt_template=modality.prompt_template, prompt_init_text=modality.prompt_init_text,
-        dtype=args.dtype, attn_implementation=args.attn_implementation,
-    )
+    config = {"prompt_template": modality.prompt_template, "prompt_init_text": modality.prompt_init_text,
+              **args.model_config}
+    vision = config.pop("vision_model_name", args.model_field("vision_model_name"))
+    text = config.pop("text_model_name_or_path", args.model_field("text_model_name_or_path"))
+    model = CLEFTModel.from_vision_text_pretrained(vision, text, vision_pretrained=args.vision_pretrained,
+                                                   dtype=args.dtype, attn_implementation=args.attn_implementation, **config)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model

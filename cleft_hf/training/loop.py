@@ -140,9 +140,9 @@ def learning_rate(optimizer: torch.optim.Optimizer) -> float:
 def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoints, log: LossLog,
                 batches: Iterator[dict[str, Any]], loss_of: Callable[[dict[str, Any]], torch.Tensor], *,
                 start: int, args: Any, desc: str, extra_state: Callable[[], dict[str, Any]],
-                skipped: SkippedImages | None = None) -> None:
+                skipped: SkippedImages | None = None, after_step: Callable[[int], None] | None = None) -> None:
     """Optimiser steps `start + 1 .. args.max_steps`: accumulate micro-batches, clip, step, schedule, log,
-    checkpoint (`extra_state()` goes into `trainer_state.json`). A NaN/inf loss or gradient norm stops the run
+    `after_step(step)` (periodic validation), checkpoint (`extra_state()` goes into `trainer_state.json`). A NaN/inf loss or gradient norm stops the run
     after saving the state from before that step; SIGTERM/SIGINT stop it after saving the state of the step."""
     unwrapped = accelerator.unwrap_model(model)
     max_norm = args.max_grad_norm or float("inf")  # inf: the norm is still computed (and checked), not clipped
@@ -168,6 +168,8 @@ def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoin
                 log.add(loss)
             scheduler.step()
             log.end_step(step, learning_rate(optimizer), progress)
+            if after_step is not None:  # periodic validation (cleft_hf.training.validation)
+                after_step(step)
             saved = checkpoints.save(step, extra_state()) if checkpoints.should_save(step) else None
             signum = stop.requested(accelerator)
             if signum:

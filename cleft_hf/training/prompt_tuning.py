@@ -72,6 +72,7 @@ class PromptTuning(Stage):
     """Stage 2: learn the context prompts of the class names on a frozen stage-1 text side."""
 
     name, project, arguments_file = "stage 2 (prompts)", "cleft_prompt_tune", "prompt_tune_args.yaml"
+    learned_prompts = True
 
     def __init__(self, args: PromptTuneArguments):
         super().__init__(args)

@@ -5,7 +5,7 @@ runner does everything else in one order for both:
 
     accelerator -> output-folder lock -> arguments file -> stage.build -> optimiser/schedule + accelerator.prepare
     -> resume (verified files; changed arguments applied or refused) -> train_steps (accumulate, NaN stop, clip,
-    step, schedule, log, checkpoint, stop on SIGTERM/SIGINT) -> final model folder -> lock released
+    step, schedule, log, validate, checkpoint, stop on SIGTERM/SIGINT) -> final model folder -> lock released
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .config import save_arguments
 from .loop import LossLog, SkippedImages, batch_stream, make_accelerator, train_steps
 from .optim import build_optimizer, build_scheduler, position_schedule
 from .run_lock import OutputDirInUseError, RunLock
+from .validation import PeriodicValidation
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Stage(abc.ABC):
     arguments_file: str = "args.yaml"  # the run's arguments, written into output_dir
     previous_model: str | None = None  # model folder whose training_log.json this stage extends
     skipped_images: SkippedImages | None = None  # set by the runner: undecodable images dropped (skip_bad)
+    learned_prompts: bool = False  # periodic validation scores zero-shot with the learned (else hand) prompts
 
     def __init__(self, args: Any):
         self.args = args
@@ -78,22 +80,35 @@ def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str
     return model, optimizer, scheduler, loader
 
 
-def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: Any, stage: Stage) -> Path:
-    """Write `output_dir/model` atomically (model, processor, training_log.json) and close the trackers."""
+def save_model_folder(accelerator: Accelerator, model, processor, folder: Path, write_log) -> None:
+    """Write `folder` atomically (model, processor, `write_log(folder)`); the state dict is gathered on every
+    rank (FSDP / ZeRO-3 shards), rank 0 writes."""
     from .checkpointing import save_pretrained_atomic
 
-    final_dir = Path(args.output_dir) / "model"
-    skipped = stage.skipped_images.state() if stage.skipped_images is not None else None  # collective
     state_dict = accelerator.get_state_dict(model)  # on every rank: gathers FSDP / ZeRO-3 shards (rank 0 gets them)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
 
-        def save_model(folder: Path) -> None:
-            unwrapped.save_pretrained(folder, state_dict=state_dict)
+        def save_model(target: Path) -> None:
+            unwrapped.save_pretrained(target, state_dict=state_dict)
 
-        save_pretrained_atomic(final_dir, save_model, processor,
-                               log.writer(stage.name, stage.previous_model, skipped))
+        save_pretrained_atomic(folder, save_model, processor, write_log)
     accelerator.wait_for_everyone()
+
+
+def training_log_writer(log: LossLog, stage: Stage, validation: PeriodicValidation | None = None):
+    """The writer of a model folder's training_log.json (loss curves, skipped images, validation curves);
+    call it on every process (the skipped-image count is collective)."""
+    skipped = stage.skipped_images.state() if stage.skipped_images is not None else None  # collective
+    writer = log.writer(stage.name, stage.previous_model, skipped)
+    return validation.extend_log_writer(writer) if validation is not None else writer
+
+
+def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: Any, stage: Stage,
+               validation: PeriodicValidation | None = None) -> Path:
+    """Write `output_dir/model` atomically (model, processor, training_log.json) and close the trackers."""
+    final_dir = Path(args.output_dir) / "model"
+    save_model_folder(accelerator, model, processor, final_dir, training_log_writer(log, stage, validation))
     accelerator.end_training()
     return final_dir
 
@@ -162,19 +177,32 @@ def run_stage(stage: Stage) -> dict[str, Any]:
         stage.skipped_images.restore(state.get("skipped_images"))
         start = int(state["step"])
         arguments = run_arguments(args)
+        validation = None
+        if args.eval_every:  # periodic validation: a hook the step loop calls after every optimiser step
+            validation = PeriodicValidation(
+                args, accelerator, model, processor, class_names=getattr(stage, "class_names", None) or None,
+                learned_prompts=stage.learned_prompts, stage_name=stage.name, set_train_mode=stage.set_train_mode,
+                save_model=lambda folder: save_model_folder(accelerator, model, processor, folder,
+                                                            training_log_writer(log, stage, validation)))
+            validation.restore(state)
 
         batches = stage.batches(model, loader, start * args.gradient_accumulation_steps)
         stage.set_train_mode(model)
         train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches,
                     lambda batch: stage.loss(model, batch), start=start, args=args, desc=stage.name,
                     extra_state=lambda: {**log.state(), "arguments": arguments,
-                                         "skipped_images": stage.skipped_images.state()},
-                    skipped=stage.skipped_images)
-        final_dir = finish_run(accelerator, model, processor, log, args, stage)
+                                         "skipped_images": stage.skipped_images.state(),
+                                         **(validation.state() if validation is not None else {})},
+                    skipped=stage.skipped_images, after_step=validation.after_step if validation is not None else None)
+        final_dir = finish_run(accelerator, model, processor, log, args, stage, validation)
     finally:
         if lock is not None:
             lock.release()
-    return {"model_dir": str(final_dir), "steps": args.max_steps, "loss_curve": log.points, **stage.summary()}
+    summary = {"model_dir": str(final_dir), "steps": args.max_steps, "loss_curve": log.points, **stage.summary()}
+    if validation is not None:
+        summary["validation"] = validation.log_entry()[stage.name]
+    return summary
 
 
-__all__ = ["Stage", "finish_run", "hold_output_dir", "prepare_run", "resume_training", "run_arguments", "run_stage"]
+__all__ = ["Stage", "finish_run", "hold_output_dir", "prepare_run", "resume_training", "run_arguments", "run_stage",
+           "save_model_folder", "training_log_writer"]
