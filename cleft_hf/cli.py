@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 USAGE_EXIT_CODE = 2
 _HUB_CLIENT_MODULES = ("httpx", "httpx2", "requests", "urllib3")
+# RuntimeErrors of the trainer that report a state of the run, not a bug (their messages say what to do).
+_USER_RUNTIME_ERRORS = ("NonFiniteLossError", "CheckpointError", "OutputDirInUseError")
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:
@@ -43,7 +45,7 @@ def user_error_message(error: BaseException) -> str | None:
     if type(error).__module__.split(".")[0] in _HUB_CLIENT_MODULES:
         return f"cannot reach the Hugging Face Hub at {hub_endpoint()} ({type(error).__name__}: {error}); check the " \
                "network and HF_ENDPOINT, or run offline with local folders"
-    if isinstance(error, (ValueError, OSError, ImportError)) or type(error).__name__ == "NonFiniteLossError":
+    if isinstance(error, (ValueError, OSError, ImportError)) or type(error).__name__ in _USER_RUNTIME_ERRORS:
         text = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the library wrote
         if type(error).__module__.startswith("huggingface_hub"):
             text += f" (Hub endpoint {hub_endpoint()})"
