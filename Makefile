@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo docs-check bench clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m cleft_hf.demo --output_dir $(DEMO_DIR)
+
+# Every command of README.md and docs/ on a small demo tree (real-data commands through their demo twins).
+docs-check: $(STAMP)
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) tests/docs_commands.py
 
 bench: $(STAMP)
 	$(PIP) install -q -c constraints.txt -e ".[bench]"
