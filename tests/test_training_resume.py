@@ -110,7 +110,9 @@ def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(tmp_path, demo_tre
 
 def test_nan_saves_the_last_finite_state_and_resume_applies_a_new_learning_rate(tmp_path, demo_tree, demo_llm,
                                                                                  monkeypatch, caplog):
-    tower = {"vision_model_name": "resnet10t", "vision_model_kwargs": None, "save_every": 1, "keep_last": 0}
+    model_config = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path)["model_config"],
+                    "vision_model_name": "resnet10t", "vision_model_kwargs": {}}
+    tower = {"model_config": model_config, "save_every": 1, "keep_last": 0}
     original_loss = ContrastivePretraining.loss
     calls = []
 

@@ -59,19 +59,17 @@ class PeriodicValidation:
         """The validation metrics of the current model (every process computes the same values)."""
         from ..evaluation.embeddings import compute_image_embeddings, compute_text_embeddings
         from ..evaluation.retrieval import retrieval_recall
-        from ..evaluation.zero_shot import evaluate_zero_shot
 
         unwrapped = self.accelerator.unwrap_model(self.model)
         image_embeds, labels, texts = compute_image_embeddings(self.model, self.loader, self.accelerator)
-        if self.learned_prompts:
-            names = [name.lower() for name in self.class_names]
-            probabilities = evaluate_zero_shot(unwrapped, image_embeds, names, self.processor, use_learned_prompts=True)
-        else:
-            probabilities = evaluate_zero_shot(unwrapped, image_embeds, self.hand_prompts, self.processor,
-                                               prompt_template="{}")
+        names = [name.lower() for name in self.class_names] if self.learned_prompts else self.hand_prompts
+        probabilities = unwrapped.zero_shot_classify(
+            image_embeds=image_embeds.to(self.accelerator.device), class_names=names, processor=self.processor,
+            prompt_template=None if self.learned_prompts else "{}", use_learned_prompts=self.learned_prompts,
+        ).float().cpu()
         accuracy = float((probabilities.argmax(1).numpy() == labels).mean())
         text_embeds = compute_text_embeddings(unwrapped, self.processor, texts, batch_size=self.args.per_device_batch_size)
-        recall = retrieval_recall(image_embeds, text_embeds, texts, ks=(5,))["r_at_5"]
+        recall = retrieval_recall(image_embeds, text_embeds, texts, ks=(5,))["mean"][5]
         return {"zero_shot_acc": accuracy, "retrieval_r_at_5": float(recall)}
 
     def after_step(self, step: int) -> None:
