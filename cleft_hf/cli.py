@@ -59,6 +59,7 @@ def run_cli(main: Callable[..., Any], arguments_class: type | None = None, secti
     line), check the inputs, run `main(args)`; user errors end in one line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
+    _unshadow_libraries()
     try:
         if arguments_class is None:
             return main(argv)
@@ -76,6 +77,14 @@ def run_cli(main: Callable[..., Any], arguments_class: type | None = None, secti
         if is_main_process():
             print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(USAGE_EXIT_CODE) from None
+
+
+def _unshadow_libraries() -> None:
+    """A script's folder comes first on sys.path; examples/evaluate.py would then shadow the `evaluate` library
+    (used by the metrics, e.g. in periodic validation) for every script of examples/. Drop that folder."""
+    folder = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
+    if folder and os.path.isfile(os.path.join(folder, "evaluate.py")):
+        sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != folder]
 
 
 # --------------------------------------------------------------------------------------------- input checks

@@ -151,6 +151,15 @@ def test_help_answers_without_importing_torch(name, tmp_path):
     assert "--debug" in done.stdout and done.stdout.strip().endswith("torch imported: False exit 0")
 
 
+def test_scripts_of_examples_import_the_evaluate_library(tmp_path):
+    # Run as a script, examples/ is sys.path[0]: examples/evaluate.py must not shadow `evaluate` (the metrics).
+    probe = ("import runpy, sys; sys.argv = [sys.argv[1]]; sys.path.insert(0, sys.argv[0].rsplit('/', 1)[0])\n"
+             "from cleft_hf.cli import run_cli\n"
+             "print(run_cli(lambda argv: __import__('evaluate').load.__module__))")
+    done = _run(["-c", probe, ENTRY_POINTS["pretrain"][0]], tmp_path)
+    assert done.returncode == 0 and done.stdout.strip().startswith("evaluate."), done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("name, argv, message", [
     ("pretrain", ["--config", str(DEMO_CONFIG), "--learning_rat", "0.1"],
      "unknown config key 'learning_rat' (from --learning_rat); did you mean learning_rate?"),
