@@ -85,6 +85,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
             probabilities = model.zero_shot_classify(
                 image_embeds=image_embeds.to(accelerator.device), class_names=prompt_names if learned else hand_texts,
                 processor=processor, prompt_template=None if learned else hand_template, use_learned_prompts=learned,
+                task=task if learned and task in model.prompt_set_names() else None,
             ).float().cpu().numpy()
             records += [MetricRecord("zero_shot", metric, value, class_names, {"prompts": prompts})
                         for metric, value in classification_metrics(probabilities, labels, class_names).items()]
