@@ -107,6 +107,8 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
             metrics = classification_metrics(probe["probabilities"], labels, class_names)
             records += [MetricRecord("linear_probe", metric, metrics[metric], class_names, {"label_fraction": fraction})
                         for metric in ("accuracy", "auroc")]
+            records.append(MetricRecord("linear_probe", "balanced_accuracy", probe["balanced_accuracy"], class_names,
+                                        {"label_fraction": fraction}))  # class-weighted probe: per-class recall mean
         if accelerator.is_main_process:
             plot_confusion_matrix(probes[max(probes)]["predictions"], labels, class_names,
                                   plots / "confusion_linear_probe.png",
