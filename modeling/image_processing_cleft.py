@@ -20,7 +20,8 @@ HIGH_BIT_DEPTH_SCALINGS = ("min_max", "max_value")
 
 def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
     """Otsu's threshold of values in [0, 1] (maximises the between-class variance of the histogram)."""
-    histogram = torch.histc(values.float().flatten(), bins=bins, min=0.0, max=1.0).double()
+    index = (values.float().flatten().clamp(0.0, 1.0) * bins).long().clamp_(max=bins - 1)
+    histogram = torch.bincount(index, minlength=bins).double()  # torch.histc is ~20x slower on CPU
     weights = histogram / histogram.sum().clamp_min(1)
     edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64)
     centres = (edges[:-1] + edges[1:]) / 2
