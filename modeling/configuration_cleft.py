@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import copy
 import math
 from typing import Any
 
@@ -19,6 +20,10 @@ BIOMEDLM_CONFIG = {
     "n_layer": 32, "n_embd": 2560, "n_head": 20, "n_positions": 1024,
     "vocab_size": 28896, "bos_token_id": 28895, "eos_token_id": 28895,
 }
+# config.json entry that makes transformers' `pipeline()` load CLEFT's zero-shot pipeline from the model's files.
+CUSTOM_PIPELINES = {"zero-shot-image-classification": {
+    "impl": "pipeline_cleft.CLEFTZeroShotImageClassificationPipeline", "pt": ["AutoModel"], "tf": [], "default": {},
+    "type": "multimodal"}}
 SUPPORTED_PEFT_TYPES = ("LORA", "IA3", "PREFIX_TUNING", "ADALORA")
 DEFAULT_LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
 
@@ -61,7 +66,14 @@ class CLEFTConfig(PretrainedConfig):
         prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
         prompt_init_text (`str`): text whose token embeddings initialise the context (repeated to fill it).
         prompt_class_specific (`bool`): one context per class instead of one shared context.
-        prompt_template (`str`): hand-written zero-shot prompt with `{}` for the class name.
+        prompt_template (`str`): hand-written zero-shot prompt with `{}` for the class name (the training data's).
+        modality (`str`): imaging modality of the training data as a Hub tag (`"chest-x-ray"`, `"mammography"`).
+        hand_prompts (`dict`): the dataset's paper prompts, `{task: {class name: prompt}}` (e.g. EMBED density).
+        prompt_task (`str`): name of the learned prompt set in `prompt_learner` (`class_names` and the other
+            `prompt_*` fields describe it).
+        prompt_sets (`dict`): further learned prompt sets, `{task: {"class_names", "prompt_class_token_ids",
+            "prompt_num_context_tokens", "prompt_class_specific"}}`, chosen with `task=` at inference.
+        custom_pipelines (`dict`): transformers' custom pipeline entry of CLEFT's zero-shot pipeline.
         class_names (`list[str]`): classes of the learned prompts.
         prompt_class_token_ids (`list[list[int]]`): tokenised class names (set by `set_prompt_classes`).
         save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
@@ -91,6 +103,11 @@ class CLEFTConfig(PretrainedConfig):
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     class_names: list | None = None
     prompt_class_token_ids: list | None = None
+    modality: str | None = None
+    hand_prompts: dict | None = None
+    prompt_task: str | None = None
+    prompt_sets: dict | None = None
+    custom_pipelines: dict | None = None
     save_base_model: bool | None = None
     adapter_only_threshold: int = 500_000_000
     checkpoint_has_base_model: bool = True
@@ -105,6 +122,7 @@ class CLEFTConfig(PretrainedConfig):
             raise ValueError("text_config needs a 'model_type' (e.g. 'gpt2', 'llama')")
         super().__post_init__(**kwargs)
         self.vision_model_kwargs = dict(self.vision_model_kwargs or {})
+        self.custom_pipelines = self.custom_pipelines or copy.deepcopy(CUSTOM_PIPELINES)
         self._validate()
         self.peft_config = self._resolve_peft_config(self.peft_config)
 
@@ -120,6 +138,12 @@ class CLEFTConfig(PretrainedConfig):
             raise ValueError(f"prompt_num_context_tokens must be >= 1, got {self.prompt_num_context_tokens!r}")
         if "{}" not in self.prompt_template:
             raise ValueError(f"prompt_template must contain '{{}}' for the class name, got {self.prompt_template!r}")
+        for task, entry in (self.prompt_sets or {}).items():
+            if not {"class_names", "prompt_class_token_ids"} <= set(entry) or len(entry["class_names"]) != len(
+                    entry["prompt_class_token_ids"]):
+                raise ValueError(f"prompt_sets[{task!r}] needs class_names and as many prompt_class_token_ids")
+            if task == self.prompt_task:
+                raise ValueError(f"prompt set {task!r} is both prompt_task and in prompt_sets")
         if self.text_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
             raise ValueError(f"text_config model_type {self.text_config.model_type!r} is not a causal LM family")
         if self.class_names is not None:

@@ -74,13 +74,14 @@ class CLEFTFeaturesMixin:
         class_input_ids: torch.LongTensor | None = None,
         class_attention_mask: torch.Tensor | None = None,
         class_indices: torch.LongTensor | None = None,
+        task: str | None = None,
     ) -> torch.FloatTensor:
         r"""Features of "[learned context] [class text]" prompts -> `(n_classes, projection_dim)`.
 
         Without arguments, uses the class names stored by `set_prompt_classes`. `class_indices` picks the
-        class-specific context of each row (default: row i is class i).
+        class-specific context of each row (default: row i is class i); `task` a named prompt set.
         """
-        pooled = self.prompt_forward(class_input_ids, class_attention_mask, class_indices).pooler_output
+        pooled = self.prompt_forward(class_input_ids, class_attention_mask, class_indices, task=task).pooler_output
         return self.text_projection(pooled.to(self.text_projection.weight.dtype))
 
     def prompt_forward(
@@ -88,22 +89,25 @@ class CLEFTFeaturesMixin:
         class_input_ids: torch.LongTensor | None = None,
         class_attention_mask: torch.Tensor | None = None,
         class_indices: torch.LongTensor | None = None,
+        task: str | None = None,
         **text_kwargs: Any,
     ) -> BaseModelOutputWithPooling:
-        """`text_forward` of "[learned context] [class text]" (stored class names when no ids are given)."""
+        """`text_forward` of "[learned context] [class text]" (stored class names when no ids are given) with the
+        context of prompt set `task` (None: `prompt_learner`)."""
+        learner = self.prompt_set(task)[0]
         if class_input_ids is None:
-            class_input_ids, class_attention_mask = self.stored_class_inputs()
+            class_input_ids, class_attention_mask = self.stored_class_inputs(task)
         if class_attention_mask is None:
             class_attention_mask = torch.ones_like(class_input_ids)
         bos = self.config.text_config.bos_token_id
         insert_at = int(bos is not None and bool((class_input_ids[:, 0] == bos).all()))
         embeddings = self.text_model.get_input_embeddings()(class_input_ids)
-        embeds, mask = self.prompt_learner.insert_context(embeddings, class_attention_mask, insert_at, class_indices)
+        embeds, mask = learner.insert_context(embeddings, class_attention_mask, insert_at, class_indices)
         return self.text_forward(mask, inputs_embeds=embeds, **text_kwargs)
 
-    def stored_class_inputs(self) -> tuple[torch.LongTensor, torch.Tensor]:
-        """Right-padded `(n_classes, length)` ids and mask of the stored class names."""
-        token_ids = self.config.prompt_class_token_ids
+    def stored_class_inputs(self, task: str | None = None) -> tuple[torch.LongTensor, torch.Tensor]:
+        """Right-padded `(n_classes, length)` ids and mask of the stored class names (of prompt set `task`)."""
+        token_ids = self.prompt_set(task)[2]
         if not token_ids:
             raise ValueError("no prompt classes stored: call set_prompt_classes(class_names, processor) first")
         device = self.logit_scale.device

@@ -128,6 +128,12 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         self.prompt_learner = CLEFTPromptLearner(
             config.prompt_num_context_tokens, self.text_embed_dim, num_classes, config.prompt_class_specific
         )
+        self.prompt_sets = nn.ModuleDict({  # further named learned prompt sets (e.g. EMBED density and birads)
+            task: CLEFTPromptLearner(entry.get("prompt_num_context_tokens", config.prompt_num_context_tokens),
+                                     self.text_embed_dim, len(entry["class_names"]),
+                                     entry.get("prompt_class_specific", config.prompt_class_specific))
+            for task, entry in (config.prompt_sets or {}).items()
+        })
         # Units FSDP wraps / device maps keep whole: the LLM's decoder layer (reached through PEFT) + timm blocks.
         self._no_split_modules = sorted(vision_block_classes(self.vision_model))
         self._ignore_missing_base_weights(not config.checkpoint_has_base_model)

@@ -11,7 +11,7 @@ from PIL import Image
 from cleft_hf import CLEFTImageProcessor
 from cleft_hf.data import make_eval_transform, make_train_transform
 from cleft_hf.demo.dicom_writer import write_dicom
-from cleft_hf.data.transforms import augment_text, otsu_crop, otsu_threshold
+from cleft_hf.data.transforms import augment_text
 
 REPORT = "The heart is enlarged. There is a small left effusion. No pneumothorax. Lungs are otherwise clear."
 
@@ -85,23 +85,6 @@ def test_dataloader_workers_draw_different_augmentations(files, image_processor)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=lambda rows: torch.stack([r["pixel_values"] for r in rows]))
     batches = list(loader)
     assert len(batches) == 2 and not torch.equal(batches[0][0], batches[1][0])
-
-
-def test_otsu_crop_finds_the_bright_region():
-    image = torch.full((1, 300, 400), 0.05)
-    image[:, 40:160, 100:240] = 0.7
-    image[:, 0, 0] = 1.0  # a speck does not widen the box
-    assert 0.05 < otsu_threshold(image.numpy()) < 0.7
-    cropped = otsu_crop(image)
-    assert cropped.shape == (1, 120, 140) and float(cropped.min()) == pytest.approx(0.7)
-    assert otsu_crop(torch.zeros(1, 10, 10)).shape == (1, 10, 10)
-
-
-def test_otsu_crop_in_transform(image_processor):
-    image = np.zeros((64, 64), np.uint8)
-    image[8:40, 0:32] = 200
-    out = make_eval_transform(image_processor, otsu_crop=True)({"image": [image]})["pixel_values"][0]
-    assert float(out.min()) > 0.0  # background cut away: every pixel is breast
 
 
 def test_text_augmentation():

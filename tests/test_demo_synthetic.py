@@ -118,3 +118,25 @@ def test_chexpert_demo_loads_with_uncertain_labels(tmp_path):
     assert rows == 30
     masks = np.concatenate([np.asarray(list(split["label_mask"])) for split in data.values()])
     assert (masks == 0).any()
+
+
+def test_mammograms_carry_density_and_birads_findings():
+    """Density is the fibroglandular fraction (pixel statistics of the breast separate the four classes); every BI-RADS
+    letter but N adds a visible finding to the same breast."""
+    from cleft_hf.demo.synthetic_mammo import render_mammogram, sample_findings
+
+    features, targets = [], []
+    for index in range(4 * 60):
+        density = 1 + index % 4
+        image = render_mammogram(np.random.default_rng([5, index]), density, "N", {}, height=64, width=52)
+        breast = image[image > 0.1]
+        features.append([*np.quantile(breast, [0.1, 0.25, 0.5, 0.75, 0.9]), breast.mean(), (breast > 0.5).mean()])
+        targets.append(density)
+    features, targets = np.array(features), np.array(targets)
+    model = LogisticRegression(max_iter=5000).fit(features[:160], targets[:160])
+    assert (model.predict(features[160:]) == targets[160:]).mean() >= 0.9
+    for letter in "ABPSMK":
+        codes = sample_findings(letter, np.random.default_rng(1))
+        plain = render_mammogram(np.random.default_rng(2), 2, "N", {}, height=128, width=102)
+        finding = render_mammogram(np.random.default_rng(2), 2, letter, codes, height=128, width=102)
+        assert np.abs(finding - plain).max() > 0.15, letter

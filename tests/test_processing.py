@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from cleft_hf import CLEFTImageProcessor, CLEFTProcessor
+from cleft_hf.modeling.image_processing_cleft import otsu_crop, otsu_threshold
 
 
 @pytest.mark.parametrize("image", [
@@ -86,3 +87,33 @@ def test_processor_save_load_round_trip(processor, tmp_path):
     loaded.save_pretrained(tmp_path / "again")  # loaded offline: transformers records how, the saved folder must not
     saved = json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())
     assert "local_files_only" not in saved and "is_local" not in saved
+
+
+def test_otsu_crop_finds_the_bright_region():
+    image = torch.full((1, 300, 400), 0.05)
+    image[:, 40:160, 100:240] = 0.7
+    image[:, 0, 0] = 1.0  # a speck does not widen the box
+    assert 0.05 < otsu_threshold(image) < 0.7
+    cropped = otsu_crop(image)
+    assert cropped.shape == (1, 120, 140) and float(cropped.min()) == pytest.approx(0.7)
+    assert otsu_crop(torch.zeros(1, 10, 10)).shape == (1, 10, 10)
+
+
+def test_otsu_crop_is_a_saved_processor_step(tmp_path):
+    image = np.zeros((64, 64), np.uint8)
+    image[8:40, 0:32] = 200
+    CLEFTImageProcessor(size=32, crop_size=32, do_otsu_crop=True).save_pretrained(tmp_path)
+    processor = CLEFTImageProcessor.from_pretrained(tmp_path)
+    assert processor.do_otsu_crop and float(processor(image)["pixel_values"].min()) > 0.0  # background cut away
+    assert float(CLEFTImageProcessor(size=32, crop_size=32)(image)["pixel_values"].min()) < 0.0
+
+
+def test_high_bit_depth_scaling():
+    image = np.full((8, 8), 1000, np.uint16)
+    image[0, 0] = 3000
+    per_image = CLEFTImageProcessor().to_float_tensor(image)
+    by_max = CLEFTImageProcessor(high_bit_depth_scaling="max_value").to_float_tensor(image)
+    assert float(per_image.max()) == 1.0 and float(per_image.min()) == 0.0
+    assert float(by_max.max()) == pytest.approx(3000 / 65535)
+    with pytest.raises(ValueError, match="high_bit_depth_scaling"):
+        CLEFTImageProcessor(high_bit_depth_scaling="log")

@@ -68,3 +68,24 @@ def test_stage2_on_multi_label_reports(tmp_path, demo_tree, embed_stage1, loss, 
     summary = _stage2(embed_stage1, tmp_path, "synthetic", demo_tree, loss=loss, freeze_vision=freeze_vision)
     assert summary["class_names"][0] == "Atelectasis"
     assert all(torch.isfinite(torch.tensor(value)) for _, value in summary["loss_curve"])
+
+
+def test_density_then_birads_gives_one_model_with_both_prompt_sets(tmp_path, embed_tree, embed_stage1):
+    _stage2(embed_stage1, tmp_path / "density", "embed", embed_tree, dataset_kwargs={"task": "density"})
+    _stage2(tmp_path / "density" / "model", tmp_path / "birads", "embed", embed_tree, dataset_kwargs={"task": "birads"})
+    model = CLEFTModel.from_pretrained(tmp_path / "birads" / "model").eval()
+    assert model.prompt_set_names() == ["birads", "density"]
+    density = CLEFTModel.from_pretrained(tmp_path / "density" / "model")
+    assert torch.equal(model.prompt_sets["density"].ctx, density.prompt_learner.ctx)
+    pixels = torch.zeros(2, 3, 32, 32)
+    assert model.zero_shot_classify(pixels, use_learned_prompts=True, task="density").shape == (2, 4)
+    assert model.zero_shot_classify(pixels, use_learned_prompts=True, task="birads").shape == (2, 7)
+
+
+def test_mammography_model_card_never_says_chest_x_ray(embed_stage1):
+    from cleft_hf.hub.model_card import render_model_card
+
+    card = render_model_card(CLEFTModel.from_pretrained(embed_stage1))
+    assert "mammography" in card.data.tags and "chest-x-ray" not in card.data.tags
+    assert "chest x ray" not in card.text.lower() and "chest x-ray" not in card.text.lower()
+    assert 'task="density"' in card.text and "mammography images" in card.text

@@ -188,7 +188,7 @@ def test_demo_model_card_states_what_is_true(tmp_path, demo_tree, stage1, stage2
     card = ModelCard.load(write_model_card(model_dir, results=results, training_summary=stages))
     assert card.data.base_model is None and "chest-x-ray" in card.data.tags
     evals = card.data.eval_results  # huggingface_hub parsed the model-index back into EvalResults
-    assert len(evals) == len(results["metrics"]) == 2 * 3 + 2  # zero-shot (hand, learned) x 3, probe x 2
+    assert len(evals) == len(results["metrics"]) == 2 * 3 + 3  # zero-shot (hand, learned) x 3, probe x 3
     for result in evals:
         assert result.task_type in ("zero-shot-image-classification", "image-classification"), result.metric_name
         assert result.dataset_type == "synthetic" and result.dataset_split == "test"

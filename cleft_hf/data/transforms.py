@@ -1,6 +1,7 @@
-"""Image/text transforms applied with ``Dataset.set_transform``: decode (PIL, image path or DICOM path), optional
-Otsu breast-region crop, augmentation (train) or shorter-side resize + centre crop (eval), normalisation by the
-:class:`~cleft_hf.modeling.image_processing_cleft.CLEFTImageProcessor`, optional report augmentation.
+"""Image/text transforms applied with ``Dataset.set_transform``: decode (PIL, image path or DICOM path), then the
+:class:`~cleft_hf.modeling.image_processing_cleft.CLEFTImageProcessor` (grey, Otsu crop, 16-bit scaling, resize,
+crop, normalise: the preprocessing saved with the model), with augmentation in place of its resize + crop when
+training, and optional report augmentation.
 
 Output of a transform on a batch dict: ``pixel_values`` (list of float tensors (3, H, W)), ``text`` (list of str)
 and ``labels`` when the batch has them, plus the ``keep_columns`` present. Tokenisation happens in the collator.
@@ -74,11 +75,11 @@ def _scaled(image: PILImage.Image, target: int | None) -> Any:
 
 
 def load_image(value: Any, target: int | None = None) -> Any:
-    """A dataset cell to something ``CLEFTImageProcessor.to_float_tensor`` takes: PIL images, arrays and tensors
-    pass through; paths are read (DICOM with :func:`read_dicom`, else PIL); ``{"path", "bytes"}`` dicts too (the
-    cells of an ``Image(decode=False)`` column). With ``target`` (the shorter side the pipeline resizes to next),
-    PIL images are first reduced by an integer factor (JPEGs already while decoding), which keeps the shorter side
-    >= ``target`` and saves most of the work on large files."""
+    """A dataset cell to something ``CLEFTImageProcessor`` takes: PIL images, arrays and tensors pass through;
+    paths are read (DICOM with :func:`read_dicom`, else PIL); ``{"path", "bytes"}`` dicts too (the cells of an
+    ``Image(decode=False)`` column). With ``target`` (the shorter side the pipeline resizes to next), images
+    are first reduced by an integer factor (JPEGs already while decoding) that keeps the shorter side >=
+    ``target``: training uses it; evaluation decodes in full, so it sees exactly the image processor's tensors."""
     if isinstance(value, dict):
         if value.get("bytes"):
             return _scaled(open_image(io.BytesIO(value["bytes"]), target), target)
@@ -89,8 +90,6 @@ def load_image(value: Any, target: int | None = None) -> Any:
         return _scaled(open_image(value, target), target)
     if value is None:
         raise ValueError("image cell is empty (None)")
-    if isinstance(value, PILImage.Image):
-        return _reduce(value, target)
     return value
 
 
@@ -115,37 +114,6 @@ def with_image_transform(dataset, transform):
         if isinstance(feature, ImageFeature) and feature.decode:
             dataset = dataset.cast_column(name, ImageFeature(mode=feature.mode, decode=False))
     return dataset.with_transform(transform)
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of values in [0, 1] (maximises the between-class variance of the histogram)."""
-    histogram, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    weights = histogram.astype(np.float64) / max(histogram.sum(), 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    background = np.cumsum(weights)
-    cumulative_mean = np.cumsum(weights * centres)
-    total_mean = cumulative_mean[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (total_mean * background - cumulative_mean) ** 2 / (background * (1.0 - background))
-    between = np.nan_to_num(between)
-    return float(edges[int(np.argmax(between)) + 1])
-
-
-def otsu_crop(tensor: torch.Tensor, min_fraction: float = 0.005) -> torch.Tensor:
-    """Crop (C, H, W) in [0, 1] to the bounding box of the Otsu foreground (the breast on a mammogram).
-
-    Rows/columns count as foreground when more than ``min_fraction`` of their pixels are, which ignores specks.
-    The image is returned unchanged when no foreground is found.
-    """
-    grey = tensor.mean(dim=0).numpy()
-    stride = max(1, min(grey.shape) // 256)
-    threshold = otsu_threshold(grey[::stride, ::stride])
-    mask = grey > threshold
-    rows = np.flatnonzero(mask.mean(axis=1) > min_fraction)
-    cols = np.flatnonzero(mask.mean(axis=0) > min_fraction)
-    if not len(rows) or not len(cols):
-        return tensor
-    return tensor[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def augment_text(text: str, mode: str | None, rng: np.random.Generator) -> str:
@@ -180,7 +148,6 @@ class ImageTextTransform:
         contrast: float = 0.2,
         hflip: bool = False,
         text_augment: str | None = None,
-        otsu_crop: bool = False,
         keep_columns: Sequence[str] = ("label_mask",),
         image_column: str = "image",
         seed: int | None = None,
@@ -195,7 +162,7 @@ class ImageTextTransform:
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.max_rotation, self.max_translate = float(max_rotation), float(max_translate)
         self.brightness, self.contrast = float(brightness), float(contrast)
-        self.hflip, self.text_augment, self.otsu_crop = hflip, text_augment, otsu_crop
+        self.hflip, self.text_augment = hflip, text_augment
         self.keep_columns, self.image_column, self.seed = tuple(keep_columns), image_column, seed
         self.skip_bad = skip_bad  # undecodable images: skipped (counted by the training loop) instead of raising
         self._rng: np.random.Generator | None = None
@@ -220,11 +187,9 @@ class ImageTextTransform:
         return self._rng
 
     # ------------------------------------------------------------------ images
-    def _grey(self, value: Any) -> torch.Tensor:
-        tensor = self.image_processor.to_float_tensor(load_image(value, self.image_processor.size["shortest_edge"]))
-        if tensor.shape[0] == 3:
-            tensor = tensor.mean(dim=0, keepdim=True)
-        return otsu_crop(tensor) if self.otsu_crop else tensor
+    def _load(self, value: Any) -> Any:
+        """Decoded cell; reduced on decode when training (evaluation: in full, exactly the processor's input)."""
+        return load_image(value, self.image_processor.size["shortest_edge"] if self.train else None)
 
     def _crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
         rng, area = self.rng, height * width
@@ -272,15 +237,18 @@ class ImageTextTransform:
         return tensor.clamp(0.0, 1.0)
 
     def image(self, value: Any) -> torch.Tensor:
-        """One dataset cell -> (3, H, W) normalised float tensor; `ImageDecodeError` (naming the file) if unreadable."""
+        """One dataset cell -> (3, H, W) normalised float tensor: the image processor's steps (eval), or its steps
+        up to the resize, then the augmentation in place of resize + crop (train); `ImageDecodeError` (naming the
+        file) if unreadable."""
         try:
-            tensor = self._grey(value)
+            if not self.train:
+                return self.image_processor.preprocess_one(self._load(value))
+            tensor = self.image_processor.prepare(self._load(value))
         except Exception as error:  # PIL, pydicom and conversion errors alike: say which file
             source = image_source(value)
             message = str(error) if source in str(error) else f"cannot decode image {source}: {error}"
             raise ImageDecodeError(message) from error
-        tensor = self._augment(tensor) if self.train else self.image_processor.resize_and_crop(tensor)
-        return self.image_processor.normalize_tensor(tensor)
+        return self.image_processor.normalize_tensor(self._augment(tensor))
 
     def _image_or_skip(self, value: Any) -> torch.Tensor | None:
         try:
@@ -321,7 +289,6 @@ def make_train_transform(
     contrast: float = 0.2,
     hflip: bool = False,
     text_augment: str | None = None,
-    otsu_crop: bool = False,
     keep_columns: Sequence[str] = ("label_mask",),
     seed: int | None = None,
     skip_bad: bool = False,
@@ -331,14 +298,13 @@ def make_train_transform(
     DataLoader workers mix in torch's per-worker seed (reproducible under ``torch.manual_seed``)."""
     return ImageTextTransform(
         image_processor, train=True, scale=scale, max_rotation=max_rotation, max_translate=max_translate,
-        brightness=brightness, contrast=contrast, hflip=hflip, text_augment=text_augment, otsu_crop=otsu_crop,
+        brightness=brightness, contrast=contrast, hflip=hflip, text_augment=text_augment,
         keep_columns=keep_columns, seed=seed, skip_bad=skip_bad,
     )
 
 
 def make_eval_transform(
-    image_processor, *, otsu_crop: bool = False, keep_columns: Sequence[str] = ("label_mask",), skip_bad: bool = False
+    image_processor, *, keep_columns: Sequence[str] = ("label_mask",), skip_bad: bool = False
 ) -> ImageTextTransform:
-    """Evaluation transform: the image processor's shorter-side resize + centre crop, no randomness."""
-    return ImageTextTransform(image_processor, train=False, otsu_crop=otsu_crop, keep_columns=keep_columns,
-                              skip_bad=skip_bad)
+    """Evaluation transform: exactly the image processor (decode, then `image_processor.preprocess_one`)."""
+    return ImageTextTransform(image_processor, train=False, keep_columns=keep_columns, skip_bad=skip_bad)

@@ -6,7 +6,10 @@ dense), ductal streaks converging on the nipple, pectoral muscle on MLO views, n
 assessment letter of the exam side: N nothing; B oval circumscribed mass or coarse scattered calcifications;
 P small oval/round mass or a round grouped cluster; A focal asymmetry; S irregular mass or amorphous/pleomorphic
 grouped calcifications; M spiculated irregular high-density mass (often with segmental pleomorphic calcifications);
-K spiculated mass with a biopsy clip. The code tables (``SYNTHETIC_LEGEND``) are the demo's own, written to the
+K spiculated mass with a biopsy clip. Conspicuity grows with suspicion (benign masses large and faint, probably
+benign ones small, suspicious ones irregular, malignant ones large, bright and spiculated; coarse benign vs fine
+pleomorphic calcifications), so a linear probe on learned image features can tell the categories apart at the
+demo's 64 px. The code tables (``SYNTHETIC_LEGEND``) are the demo's own, written to the
 legend CSV the EMBED loader reads.
 """
 
@@ -17,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 DENSITY_FRACTIONS = {1: (0.04, 0.12), 2: (0.22, 0.38), 3: (0.5, 0.65), 4: (0.75, 0.9)}
+MASS_SIZE = {"B": 1.3, "P": 0.75, "S": 1.05, "M": 1.4, "K": 1.4}  # radius factor per BI-RADS letter
 SYNTHETIC_LEGEND = {
     "massshape": {"O": "oval", "R": "round", "X": "irregular", "L": "lobulated"},
     "massmargin": {"D": "circumscribed", "M": "microlobulated", "I": "indistinct", "S": "spiculated"},
@@ -102,20 +106,22 @@ def render_mammogram(
 
     cy, cx = centre + rng.uniform(-0.35, 0.35) * half, rng.uniform(0.3, 0.75) * depth
     if letter == "A":  # focal asymmetry
-        image += 0.12 * np.exp(-(((t - cx) / 0.12) ** 2 + ((s - cy) / 0.22) ** 2)) * breast
+        image += 0.22 * np.exp(-(((t - cx) / 0.12) ** 2 + ((s - cy) / 0.22) ** 2)) * breast
     if "massshape" in findings:
-        image += _mass(f, s, t, cx, cy, findings, rng) * breast
+        image += _mass(f, s, t, cx, cy, findings, rng, MASS_SIZE.get(letter, 1.0)) * breast
     if "calcfind" in findings:
         _calcifications(image, breast, findings, rng, cx, cy, laterality, depth, centre, half)
-    if letter == "K":  # biopsy clip marker
-        row, col = int((cy + 1.0) / 2.0 * height), int((cx if laterality == "L" else 1.0 - cx) * width)
-        image[max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 1] = 1.0
+    if letter == "K":  # biopsy clip: a bright bar beside the mass (a few pixels at the demo's resolution)
+        clip_t, clip_s = min(cx + 0.18, depth - 0.1), cy - 0.25 if cy > centre else cy + 0.25
+        row, col = int((clip_s + 1.0) / 2.0 * height), int((clip_t if laterality == "L" else 1.0 - clip_t) * width)
+        size = max(2, height // 32)
+        image[max(row - 2 * size, 0) : row + 2 * size, max(col - size // 2, 0) : col + size // 2 + 1] = 1.0
     image += 0.012 * f["noise"][int(rng.integers(3))] * (0.3 + breast)
     return np.clip(image, 0.0, 1.0)
 
 
-def _mass(f, s, t, cx, cy, findings, rng) -> np.ndarray:
-    radius = rng.uniform(0.05, 0.09) * (0.7 if findings["massshape"] == "R" else 1.0)
+def _mass(f, s, t, cx, cy, findings, rng, size: float = 1.0) -> np.ndarray:
+    radius = rng.uniform(0.06, 0.08) * size * (0.8 if findings["massshape"] == "R" else 1.0)
     elongation = 1.4 if findings["massshape"] == "O" else 1.0
     angle = np.arctan2(s - cy, (t - cx) * 2.0)
     r = np.hypot((t - cx) * 2.0 / elongation, s - cy)
@@ -126,7 +132,7 @@ def _mass(f, s, t, cx, cy, findings, rng) -> np.ndarray:
     if findings.get("massmargin") == "S":  # spicules radiating from the mass
         spikes = np.clip(np.cos(angle * 16.0 + rng.uniform(0, 6.3)) - 0.85, 0.0, 1.0) * 6.0
         body = np.maximum(body, spikes * np.clip(1.0 - (r - radius) / (2.2 * np.mean(radius)), 0.0, 1.0) * (r > radius * 0.9))
-    strength = {"+": 0.42, "=": 0.3, "-": 0.2}[findings.get("massdens", "=")]
+    strength = {"+": 0.5, "=": 0.32, "-": 0.2}[findings.get("massdens", "=")]
     return strength * body.astype(np.float32)
 
 
@@ -135,7 +141,7 @@ def _calcifications(image, breast, findings, rng, cx, cy, laterality, depth, cen
     kind, distribution = findings["calcfind"], findings.get("calcdistri", "G")
     spread = {"G": 0.05, "S": 0.18, "R": 0.25, "D": 0.6}[distribution]
     count = int(rng.integers(6, 14)) if distribution in ("G", "S") else int(rng.integers(8, 20))
-    size = 2 if kind in ("C", "R") else 1
+    size = max(1, height // {"C": 32, "R": 48, "P": 48, "A": 64}[kind])  # coarse benign ones largest
     for _ in range(count):
         t = np.clip(cx + rng.normal(0, spread * (0.4 if distribution == "S" else 1.0)), 0.05, depth - 0.05)
         s = np.clip(cy + rng.normal(0, spread), centre - half + 0.05, centre + half - 0.05)

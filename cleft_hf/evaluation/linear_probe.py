@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 
 
 def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -30,21 +31,26 @@ def linear_probe(
     seed: int = 0,
     max_iter: int = 2000,
 ) -> dict[float, dict[str, np.ndarray]]:
-    """Fit a multinomial logistic regression per label fraction.
+    """Fit a multinomial logistic regression per label fraction, with class weights inversely proportional to
+    the class frequencies (`class_weight="balanced"`), so an imbalanced training set (EMBED BI-RADS) does not
+    collapse onto its majority class.
 
     Args: features `(N, D)`, single-label class indices `(N,)`.
-    Returns: `{fraction: {"predictions": (N_test,), "probabilities": (N_test, C), "n_train": int}}`.
+    Returns: `{fraction: {"predictions": (N_test,), "probabilities": (N_test, C), "balanced_accuracy": float,
+    "n_train": int}}` (balanced accuracy: the mean of the per-class recalls).
     """
     classes = np.unique(np.concatenate([train_labels, test_labels]))
     results = {}
     for fraction in fractions:
         index = label_subset(train_labels, fraction, seed)
-        classifier = LogisticRegression(max_iter=max_iter, C=1.0)
+        classifier = LogisticRegression(max_iter=max_iter, C=1.0, class_weight="balanced")
         classifier.fit(train_features[index], train_labels[index])
         probabilities = np.zeros((len(test_features), len(classes)))
         probabilities[:, np.searchsorted(classes, classifier.classes_)] = classifier.predict_proba(test_features)
+        predictions = classes[probabilities.argmax(1)]
         results[fraction] = {
-            "predictions": classes[probabilities.argmax(1)],
+            "predictions": predictions,
+            "balanced_accuracy": float(balanced_accuracy_score(test_labels, predictions)),
             "probabilities": probabilities,
             "n_train": int(len(index)),
         }

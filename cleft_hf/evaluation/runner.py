@@ -85,6 +85,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
             probabilities = model.zero_shot_classify(
                 image_embeds=image_embeds.to(accelerator.device), class_names=prompt_names if learned else hand_texts,
                 processor=processor, prompt_template=None if learned else hand_template, use_learned_prompts=learned,
+                task=task if learned and task in model.prompt_set_names() else None,
             ).float().cpu().numpy()
             records += [MetricRecord("zero_shot", metric, value, class_names, {"prompts": prompts})
                         for metric, value in classification_metrics(probabilities, labels, class_names).items()]
@@ -106,6 +107,8 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
             metrics = classification_metrics(probe["probabilities"], labels, class_names)
             records += [MetricRecord("linear_probe", metric, metrics[metric], class_names, {"label_fraction": fraction})
                         for metric in ("accuracy", "auroc")]
+            records.append(MetricRecord("linear_probe", "balanced_accuracy", probe["balanced_accuracy"], class_names,
+                                        {"label_fraction": fraction}))  # class-weighted probe: per-class recall mean
         if accelerator.is_main_process:
             plot_confusion_matrix(probes[max(probes)]["predictions"], labels, class_names,
                                   plots / "confusion_linear_probe.png",

@@ -152,7 +152,9 @@ def _display_name(dataset: Any) -> Any:
 
 
 def _modality_tags(model: Any, *names: Any) -> list[str]:
-    """Modality tags of the datasets named (registry), else of the model's hand prompt template."""
+    """Modality tags: the model's (`config.modality`, from its training data), the datasets', else its prompt's."""
+    if getattr(model.config, "modality", None) in MODALITIES:
+        return [model.config.modality]
     tags = [DATASET_REGISTRY[n].modality.tag for n in names if isinstance(n, str) and n in DATASET_REGISTRY]
     if not tags:
         tags = [tag for tag, modality in MODALITIES.items() if modality.prompt_template == model.config.prompt_template]
@@ -194,6 +196,8 @@ def _example_labels(model: Any, results: Mapping[str, Any] | None, modalities: l
     """Class names for the card's code examples: the stored prompt classes, the evaluated ones, or a default."""
     if model.config.class_names:
         return list(model.config.class_names)
+    for prompts in (getattr(model.config, "hand_prompts", None) or {}).values():
+        return list(prompts)
     evaluated = (results or {}).get("class_names")
     if isinstance(evaluated, list) and evaluated and all(isinstance(n, str) for n in evaluated):
         return [name.lower() for name in evaluated]
@@ -297,6 +301,8 @@ def render_model_card(
         num_context_tokens=config.prompt_num_context_tokens,
         class_specific=config.prompt_class_specific,
         prompt_template=config.prompt_template,
+        prompt_sets=[(name, model.prompt_set(name)[1]) for name in model.prompt_set_names() if name],
+        hand_prompt_tasks=list(getattr(config, "hand_prompts", None) or {}),
         example_labels=_example_labels(model, results_dict, modalities),
         adapter_only=not full,
         training_stages=stages,

@@ -186,11 +186,15 @@ class PretrainArguments(_TrainingArguments):
         0.0, "Probability of training on the caption built from an image's labels instead of its report "
         "(the reference code's CheXpert captions; multi-label datasets)."
     )
+    otsu_crop: bool = arg(
+        False, "Crop images to their Otsu foreground (the breast on a mammogram) before resizing. Saved in the image "
+        "processor (preprocessor_config.json), so stage 2, evaluation and Hub/pipeline users crop alike."
+    )
     augment: bool = arg(True, "Augment training images (false: the deterministic eval transform).")
     augmentation: Mapping = arg(
         None,
         "Train transform options of cleft_hf.data.transforms (scale, ratio, max_rotation, max_translate, "
-        "brightness, contrast, hflip, text_augment, otsu_crop); none: its defaults.",
+        "brightness, contrast, hflip, text_augment); none: its defaults.",
     )
     loss: Literal["clip", "siglip"] = arg("clip", "Symmetric InfoNCE (clip) or sigmoid (siglip).")
     gather_negatives: bool = arg(True, "Use the other processes' embeddings as negatives (reference code: false).")

@@ -21,16 +21,21 @@ def build_processor(args: PretrainArguments) -> CLEFTProcessor:
     """Tokenizer of the LLM + an image processor at the model's resolution."""
     tokenizer = AutoTokenizer.from_pretrained(args.model_field("text_model_name_or_path"))
     size = args.model_field("image_size")
-    return CLEFTProcessor(CLEFTImageProcessor(size=size, crop_size=size), tokenizer, max_length=args.max_text_length)
+    image_processor = CLEFTImageProcessor(size=size, crop_size=size, do_otsu_crop=args.otsu_crop)
+    return CLEFTProcessor(image_processor, tokenizer, max_length=args.max_text_length)
 
 
 def build_model(args: PretrainArguments) -> CLEFTModel:
     """A new CLEFT model: `args.model_config` (CLEFTConfig fields; the rest keep its defaults, except the
-    hand-prompt template and the learned prompts' initial text, which are the dataset's modality's), the timm
-    vision tower (pretrained weights if `vision_pretrained`) and the causal LLM's pretrained weights."""
-    modality = get_dataset_spec(args.dataset).modality
+    hand-prompt template, the learned prompts' initial text and the modality, which are the dataset's, and its
+    paper prompts per task), the timm vision tower (pretrained weights if `vision_pretrained`) and the causal
+    LLM's pretrained weights."""
+    spec = get_dataset_spec(args.dataset)
+    modality = spec.modality
+    hand_prompts = {task: dict(zip((n.lower() for n in spec.task(task).class_names), spec.hand_prompts(task)))
+                    for task in spec.tasks}
     config = {"prompt_template": modality.prompt_template, "prompt_init_text": modality.prompt_init_text,
-              **args.model_config}
+              "modality": modality.tag, "hand_prompts": hand_prompts, **args.model_config}
     vision = config.pop("vision_model_name", args.model_field("vision_model_name"))
     text = config.pop("text_model_name_or_path", args.model_field("text_model_name_or_path"))
     model = CLEFTModel.from_vision_text_pretrained(vision, text, vision_pretrained=args.vision_pretrained,

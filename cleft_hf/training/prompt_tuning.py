@@ -92,7 +92,7 @@ class PromptTuning(Stage):
         dataset = restrict_labels(dataset, self.class_names)
         prompt_names = [name.lower() for name in self.class_names]  # as written in prompts ("pleural effusion")
         model.setup_prompt_learning(prompt_names, processor, num_context_tokens=args.num_context_tokens,
-                                    class_specific=args.class_specific, init_text=args.init_text)
+                                    class_specific=args.class_specific, init_text=args.init_text, task=task)
         model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision)
         loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
                              num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,
