@@ -159,7 +159,7 @@ def test_evaluation_writes_results_table_and_plots(tmp_path, demo_tree, stage2):
     results = run_evaluation(args)
     saved = json.loads((tmp_path / "results.json").read_text())
     records = {(r["task"], r["metric"], json.dumps(r["setting"], sort_keys=True)): r for r in saved["metrics"]}
-    assert len(records) == len(saved["metrics"]) == 2 * 3 + 2 * 2 + 3 * 3  # one record per result
+    assert len(records) == len(saved["metrics"]) == 2 * 3 + 2 * 3 + 3 * 3  # one record per result (probe: accuracy, auroc, balanced accuracy)
     for prompts in ("hand", "learned"):
         record = records[("zero_shot", "accuracy", json.dumps({"prompts": prompts}))]
         assert 0.0 <= record["value"] <= 1.0 and record["classes"] == saved["class_names"]
