@@ -136,5 +136,6 @@ def test_trust_remote_code_without_cleft_hf(model, processor, tmp_path):
     model.eval()
     batch = processor(text=["no edema", "cardiomegaly"], images=[torch.zeros(40, 40), torch.ones(40, 40)])
     with torch.no_grad():
-        torch.testing.assert_close(got["logits"], model(**batch).logits_per_image, atol=1e-6, rtol=0)
-        torch.testing.assert_close(got["learned"], model.zero_shot_classify(batch["pixel_values"], use_learned_prompts=True), atol=1e-6, rtol=0)
+        # another interpreter (other thread count): logits x logit_scale (~14) differ in the 6th decimal
+        torch.testing.assert_close(got["logits"], model(**batch).logits_per_image, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got["learned"], model.zero_shot_classify(batch["pixel_values"], use_learned_prompts=True), atol=1e-5, rtol=0)
