@@ -165,8 +165,9 @@ def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, pro
     )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "scores.pt")
-    torch.testing.assert_close(remote[str(full)], expected["full"], atol=1e-6, rtol=0)
-    torch.testing.assert_close(remote[str(adapter)], expected["adapter"], atol=1e-6, rtol=0)
+    # another interpreter: its BLAS may split the sums differently (seen 2.3e-6 on scaled logits)
+    torch.testing.assert_close(remote[str(full)], expected["full"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(remote[str(adapter)], expected["adapter"], atol=1e-5, rtol=0)
     for folder, original in ((full, full_model), (adapter, adapter_model)):
         hand = original.zero_shot_classify(_pixels(processor), CLASSES, processor)
         torch.testing.assert_close(remote[f"{folder}:pipeline"], hand, atol=1e-5, rtol=1e-5)

@@ -220,10 +220,24 @@ def training_stages(summary: Mapping[str, Any] | Sequence[Mapping[str, Any]] | N
 
 
 # --------------------------------------------------------------------------------------------- the card
+def _as_list(results: Any) -> list[Any]:
+    """One results argument (path, dict or None) or a sequence of them (one per evaluated task)."""
+    if results is None or isinstance(results, (str, os.PathLike, Mapping)):
+        return [results]
+    return list(results)
+
+
+def _evaluation_text(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's view of one evaluation: where it ran and its table."""
+    return {"dataset": _display_name(results.get("dataset")), "task": results.get("task"),
+            "split": results.get("split"), "n_images": results.get("n_images"),
+            "class_names": list(results.get("class_names") or []), "table": evaluation_table(metric_records(results))}
+
+
 def render_model_card(
     model: Any,
     *,
-    results: str | os.PathLike | Mapping[str, Any] | None = None,
+    results: str | os.PathLike | Mapping[str, Any] | Sequence[Any] | None = None,
     base_model: str | list[str] | None = None,
     datasets: str | list[str] | None = None,
     training_summary: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
@@ -234,7 +248,8 @@ def render_model_card(
 ) -> ModelCard:
     """The model card of `model` (a `CLEFTModel`): metadata + text from the `model_card.md` template.
 
-    `results` is results.json (path or dict; a missing file gives a card that says "not evaluated"),
+    `results` is results.json (path or dict; a missing file gives a card that says "not evaluated") or a list of
+    them (one per evaluated task, e.g. EMBED density and BI-RADS),
     `training_summary` the run arguments of one stage or a list of them (one per stage, `"stage"` naming it),
     `base_model` defaults to the Hub ids whose pretrained weights the model started from (the timm vision weights
     when used, the LLM when it came from the Hub), `save_base_model` is the weight mode of the upload (None: the
@@ -244,16 +259,17 @@ def render_model_card(
     template = Path(template_path) if template_path is not None else TEMPLATE_PATH
     if not template.is_file():
         raise FileNotFoundError(f"model card template {template} not found")
-    results_dict = load_results(results) or {}
-    records = metric_records(results_dict)
-    eval_results = build_eval_results(results_dict) if records else []
+    evaluations = [r for r in map(load_results, _as_list(results)) if r]
+    eval_results = [e for r in evaluations if metric_records(r) for e in build_eval_results(r)]
+    results_dict = evaluations[0] if evaluations else {}
     stages = training_stages(training_summary)
     if base_model is None:
         base_model = [b for b in (vision_hub_id(config), text_hub_id(config)) if b]
     base_models = [base_model] if isinstance(base_model, str) else list(base_model)
     datasets = [datasets] if isinstance(datasets, str) else (list(datasets) if datasets else None)
     summaries = [training_summary] if isinstance(training_summary, Mapping) else list(training_summary or [])
-    dataset_names = [results_dict.get("dataset"), *(s.get("dataset") for s in summaries), *(datasets or [])]
+    dataset_names = [*(r.get("dataset") for r in evaluations), *(s.get("dataset") for s in summaries),
+                     *(datasets or [])]
     modalities = _modality_tags(model, *dataset_names)
     peft_tag = config.peft_config["peft_type"].lower().replace("_", "-")
     model_name = repo_id.split("/")[-1] if repo_id else "cleft-model"
@@ -275,7 +291,7 @@ def render_model_card(
     uploaded = sum(counts.values()) - (0 if full else counts["llm_base"])
     modality_text = " and ".join(MODALITIES[t].words for t in modalities) or "medical"
     text_hub = text_hub_id(config)
-    evaluated = bool(records)
+    evaluated = [_evaluation_text(r) for r in evaluations if metric_records(r)]
     return ModelCard.from_template(
         card_data,
         template_path=str(template),
@@ -308,12 +324,7 @@ def render_model_card(
         training_stages=stages,
         evaluated=evaluated,
         not_evaluated=NOT_EVALUATED,
-        eval_dataset=_display_name(results_dict.get("dataset")) if evaluated else None,
-        eval_task=results_dict.get("task") if evaluated else None,
-        eval_split=results_dict.get("split") if evaluated else None,
-        eval_n_images=results_dict.get("n_images") if evaluated else None,
-        eval_class_names=list(results_dict.get("class_names") or []) if evaluated else [],
-        eval_table=evaluation_table(records) if evaluated else "",
+        evaluations=evaluated,
     )
 
 
