@@ -34,6 +34,9 @@ SMALL_DEMO = {"data": {"n_studies": 400, "n_test_per_class": 10},
               "language_model": {"max_steps": 30, "time_budget_s": 15},
               "pretrain": {"max_steps": 30, "warmup_steps": 3, "eval_every": 15},
               "prompt_tune": {"max_steps": 20, "warmup_steps": 2, "eval_every": 10}}
+SMALL_MAMMO_DEMO = {"data": {"n_images": 480},
+                    "pretrain": {"max_steps": 20, "warmup_steps": 2},
+                    "prompt_tune": {"max_steps": 10, "warmup_steps": 1}}
 
 
 def commands(document: Path) -> list[str]:
@@ -93,15 +96,23 @@ def argv_of(command: str) -> list[str]:
     return words + DEMO_SIZE.get(script, [])
 
 
-def small_demo_config(sandbox: Path) -> Path:
+def small_demo_config(sandbox: Path, name: str = "demo.yaml", sizes: dict | None = None) -> Path:
+    """The demo's config `name` with the small sizes, written into `sandbox`."""
     import yaml
 
-    config = yaml.safe_load((REPO / "cleft_hf" / "demo" / "demo.yaml").read_text(encoding="utf-8"))
-    for section, values in SMALL_DEMO.items():
+    config = yaml.safe_load((REPO / "cleft_hf" / "demo" / name).read_text(encoding="utf-8"))
+    for section, values in (SMALL_DEMO if sizes is None else sizes).items():
         config[section].update(values)
-    path = sandbox / "small_demo.yaml"
+    path = sandbox / f"small_{name}"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def small_demo_argv(sandbox: Path, output_dir: str = "outputs/demo") -> list[str]:
+    """`python -m cleft_hf.demo` at the small size (both modalities)."""
+    return [sys.executable, "-m", "cleft_hf.demo", "--output_dir", output_dir,
+            "--config", str(small_demo_config(sandbox)),
+            "--mammo_config", str(small_demo_config(sandbox, "embed_demo.yaml", SMALL_MAMMO_DEMO))]
 
 
 def run(argv: list[str], sandbox: Path) -> float:
@@ -126,9 +137,7 @@ def main() -> None:
                     if needs_twin(command) and not twins(document)[command]:
                         raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
                     continue
-                argv = argv_of(command) if command != "make demo" else [
-                    sys.executable, "-m", "cleft_hf.demo", "--output_dir", "outputs/demo",
-                    "--config", str(small_demo_config(sandbox))]
+                argv = argv_of(command) if command != "make demo" else small_demo_argv(sandbox)
                 seconds = run(argv, sandbox)
                 ran += 1
                 print(f"ok {seconds:6.1f} s  {document.name}: {command}", flush=True)
