@@ -1,0 +1,70 @@
+"""`make demo` end to end at a small size (the docs-check sizes): both modalities, every output the README names."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from docs_commands import REPO, small_demo_argv
+from cleft_hf import CLEFTModel
+
+MAMMO_KEYS = ("density_zero_shot_acc_hand_prompts", "density_zero_shot_acc_learned_prompts",
+              "density_linear_probe_acc", "birads_zero_shot_acc_learned_prompts", "birads_linear_probe_acc",
+              "birads_linear_probe_balanced_acc")
+STAGES = ("data", "language_model", "cxr_stage1", "cxr_stage2", "cxr_evaluation", "mammo_stage1",
+          "mammo_stage2_density", "mammo_stage2_birads", "mammo_evaluation_density", "mammo_evaluation_birads")
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    sandbox = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(small_demo_argv(sandbox, str(sandbox / "out")), cwd=sandbox, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "CLEFT demo, mammography" in done.stdout and "timings (s)" in done.stdout
+    return sandbox / "out"
+
+
+def test_demo_writes_both_modalities_results(demo_dir):
+    cxr = json.loads((demo_dir / "results.json").read_text())
+    mammo = json.loads((demo_dir / "mammo" / "results.json").read_text())
+    assert cxr["dataset"] == "synthetic" and cxr["metrics"]
+    for key in MAMMO_KEYS:
+        assert 0.0 <= mammo[key] <= 1.0, key
+    assert mammo["density"]["task"] == "density" and mammo["birads"]["task"] == "birads"
+    assert len(mammo["birads"]["class_names"]) == 7 and len(mammo["density"]["class_names"]) == 4
+    for results in (cxr, mammo):
+        assert set(STAGES) <= set(results["demo_seconds"]) and results["demo_seconds"]["total"] > 0
+    assert (demo_dir / "mammo" / "density" / "results.md").is_file()
+    assert (demo_dir / "mammo" / "birads" / "results.md").is_file()
+
+
+def test_demo_mammography_model_carries_both_prompt_sets(demo_dir):
+    model = CLEFTModel.from_pretrained(demo_dir / "mammo" / "model")
+    assert {"density", "birads"} <= set(model.prompt_set_names())
+    assert "chest" not in model.config.prompt_template and model.config.modality == "mammography"
+    card = ModelCard.load(demo_dir / "mammo" / "model" / "README.md")
+    assert "mammography" in card.data.tags and "chest-x-ray" not in card.data.tags
+    assert "chest x ray" not in card.text.lower()
+    configs = {result.dataset_config for result in card.data.eval_results}
+    assert configs == {"density", "birads"}, configs
+    assert "task `density`" in card.text and "task `birads`" in card.text
+
+
+def test_demo_mammography_model_loads_as_remote_code(demo_dir):
+    code = ("import sys, torch; from transformers import AutoModel; "
+            "sys.modules['cleft_hf'] = None; "  # without our package
+            f"m = AutoModel.from_pretrained({str(demo_dir / 'mammo' / 'model')!r}, trust_remote_code=True); "
+            "print(sorted(n for n in m.prompt_set_names() if n))")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=demo_dir, env={**env, "HF_HUB_OFFLINE": "1"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['birads', 'density']"
