@@ -82,9 +82,9 @@ def run_cli(main: Callable[..., Any], arguments_class: type | None = None, secti
 def _unshadow_libraries() -> None:
     """A script's folder comes first on sys.path; examples/evaluate.py would then shadow the `evaluate` library
     (used by the metrics, e.g. in periodic validation) for every script of examples/. Drop that folder."""
-    folder = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
-    if folder and os.path.isfile(os.path.join(folder, "evaluate.py")):
-        sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != folder]
+    folder = os.path.dirname(os.path.realpath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
+    if folder and os.path.isfile(os.path.join(folder, "evaluate.py")):  # realpath: Python resolves links for path[0]
+        sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != folder]
 
 
 # --------------------------------------------------------------------------------------------- input checks

@@ -151,12 +151,18 @@ def test_help_answers_without_importing_torch(name, tmp_path):
     assert "--debug" in done.stdout and done.stdout.strip().endswith("torch imported: False exit 0")
 
 
-def test_scripts_of_examples_import_the_evaluate_library(tmp_path):
-    # Run as a script, examples/ is sys.path[0]: examples/evaluate.py must not shadow `evaluate` (the metrics).
-    probe = ("import runpy, sys; sys.argv = [sys.argv[1]]; sys.path.insert(0, sys.argv[0].rsplit('/', 1)[0])\n"
+@pytest.mark.parametrize("linked", [False, True], ids=["repository", "linked-folder"])
+def test_scripts_of_examples_import_the_evaluate_library(tmp_path, linked):
+    # Run as a script, examples/ is sys.path[0] (links resolved): examples/evaluate.py must not shadow
+    # `evaluate` (the metrics), also when the script is reached through a linked folder (as docs-check does).
+    script = Path(ENTRY_POINTS["pretrain"][0])
+    if linked:
+        (tmp_path / "examples").symlink_to(script.resolve().parent)
+        script = tmp_path / "examples" / script.name
+    probe = ("import os, sys; sys.argv = [sys.argv[1]]; sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[0])))\n"
              "from cleft_hf.cli import run_cli\n"
              "print(run_cli(lambda argv: __import__('evaluate').load.__module__))")
-    done = _run(["-c", probe, ENTRY_POINTS["pretrain"][0]], tmp_path)
+    done = _run(["-c", probe, str(script)], tmp_path)
     assert done.returncode == 0 and done.stdout.strip().startswith("evaluate."), done.stderr[-2000:]
 
 
