@@ -1,10 +1,11 @@
 """Share a trained CLEFT model on the Hub (weights, learned prompts, processor, model card) in one commit:
 
     python examples/push_to_hub.py --model_dir outputs/prompt_tune/model --hub_model_id user/cleft-chexpert
-        [--results outputs/eval/results.json] [--private] [--full_weights] [--build_only DIR]
+        [--results outputs/eval/results.json ...] [--private] [--full_weights] [--build_only DIR]
 
 The token comes from `hf auth login` or HF_TOKEN and is checked before the model loads. `--build_only DIR` writes
-the exact upload folder and stops. User errors end in one line (exit code 2); `--debug` shows the traceback.
+the exact upload folder and stops. The card's training section lists every stage that produced the model (recorded
+in its `training_log.json`), unless `--training_summary` files are given. User errors end in one line (exit code 2); `--debug` shows the traceback.
 """
 
 import json
@@ -25,8 +26,11 @@ class PushArguments:
 
     model_dir: Optional[str] = arg(None, "Saved CLEFT model folder (model + processor; required).")
     hub_model_id: Optional[str] = arg(None, "Hub repository 'user/name' (required).")
-    results: Optional[str] = arg(None, "results.json of the evaluation (missing: the card says not evaluated).")
-    training_summary: Optional[str] = arg(None, "Run arguments or summary (.yaml or .json) for the card's recipe.")
+    results: Optional[list[str]] = arg(None, "results.json of the evaluation, or several (one per task, e.g. EMBED "
+                                       "density and BI-RADS); none: the card says not evaluated.")
+    training_summary: Optional[list[str]] = arg(None, "Run arguments files (.yaml or .json), one per stage in order, "
+                                                "for the card's recipe (default: the stages recorded in the model "
+                                                "folder's training_log.json).")
     private: bool = arg(False, "Create the repository private.")
     full_weights: bool = arg(False, "Include the base LLM weights (default: the model's rule, adapter-only for a "
                              "large LLM).")
@@ -44,13 +48,12 @@ class PushArguments:
         if not (Path(self.model_dir) / "config.json").is_file():
             raise ConfigError(f"--model_dir {self.model_dir} is not a saved model folder (no config.json)")
         for name in ("results", "training_summary"):
-            if getattr(self, name) and not Path(getattr(self, name)).is_file():
-                raise ConfigError(f"--{name}: file {getattr(self, name)} does not exist")
+            for path in getattr(self, name) or []:
+                if not Path(path).is_file():
+                    raise ConfigError(f"--{name}: file {path} does not exist")
 
 
-def load_summary(path: str | None) -> dict | None:
-    if path is None:
-        return None
+def load_summary(path: str) -> dict:
     text = Path(path).read_text(encoding="utf-8")
     summary = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     if not isinstance(summary, dict):
@@ -71,7 +74,8 @@ def push(args: PushArguments) -> str:
     processor = CLEFTProcessor.from_pretrained(args.model_dir)
     options = dict(
         results=args.results, save_base_model=True if args.full_weights else None,
-        training_summary=load_summary(args.training_summary), license=args.license, datasets=args.datasets,
+        training_summary=[load_summary(path) for path in args.training_summary] if args.training_summary else None,
+        license=args.license, datasets=args.datasets,
     )
     if args.build_only:
         folder = build_upload_folder(model, processor, args.build_only, repo_id=args.hub_model_id, **options)

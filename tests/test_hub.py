@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 import cleft_hf.modeling
 from cleft_hf import CLEFTModel
+from cleft_hf.arguments import ConfigError
 from cleft_hf.hub import build_upload_folder, maybe_push_to_hub, push_to_hub, render_model_card
 from conftest import run_isolated
 from test_saving import _from_llm
@@ -342,6 +343,20 @@ def test_maybe_push_to_hub_and_cli(model, processor, tmp_path, monkeypatch):
     built = Path(cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", "--results",
                            str(tmp_path / "results.json"), "--build_only", str(tmp_path / "cli_folder")]))
     assert _files(built) == UPLOAD_FILES and "zero-shot accuracy, learned prompts" in (built / "README.md").read_text()
+    # one results file per task (EMBED density and BI-RADS) and one arguments file per stage: all in the card
+    (tmp_path / "other.json").write_text(json.dumps({**RESULTS, "task": "other"}))
+    (tmp_path / "s1.yaml").write_text("stage: 1 (contrastive pretraining)\nmax_steps: 40000\n")
+    (tmp_path / "s2.yaml").write_text("stage: 2 (context prompt learning)\nmax_steps: 8000\n")
+    built = Path(cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", "--results",
+                           str(tmp_path / "results.json"), str(tmp_path / "other.json"), "--training_summary",
+                           str(tmp_path / "s1.yaml"), str(tmp_path / "s2.yaml"), "--build_only", str(tmp_path / "two")]))
+    card = ModelCard.load(built / "README.md")
+    assert {r.dataset_config for r in card.data.eval_results} == {"findings", "other"}
+    assert len(card.data.eval_results) == 2 * len(EXPECTED_EVALS)
+    assert card.text.index("| max_steps | 40000 |") < card.text.index("| max_steps | 8000 |")
+    with pytest.raises(ConfigError, match="--results: file .*missing.json does not exist"):
+        cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", "--results",
+                  str(tmp_path / "results.json"), str(tmp_path / "missing.json"), "--build_only", str(tmp_path / "x")])
     with pytest.raises(ValueError, match="invalid Hub repo_id"):
         cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "bad id"])
     assert len(hub.calls) == 2

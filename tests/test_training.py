@@ -47,8 +47,10 @@ def test_stage1_writes_a_loadable_model_and_checkpoints(stage1):
     assert [step for step, _ in list_checkpoints(output)] == [2, 4]
     assert len(summary["loss_curve"]) == 4 and all(torch.isfinite(torch.tensor(l)) for _, l in summary["loss_curve"])
     log = json.loads((output / "model" / "training_log.json").read_text())
-    assert list(log) == ["stage 1 (contrastive)", "skipped_images"] and len(log["stage 1 (contrastive)"]) == 4
+    assert list(log) == ["stage 1 (contrastive)", "skipped_images", "recipes"] and len(log["stage 1 (contrastive)"]) == 4
     assert log["skipped_images"] == {"stage 1 (contrastive)": {"count": 0, "files": []}}
+    recipe = log["recipes"]["stage 1 (contrastive)"]  # the run's arguments, for the model card
+    assert recipe["stage"] == "1 (contrastive pretraining)" and recipe["max_steps"] == 4
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_tree, demo_llm, monkeypatch):
@@ -134,8 +136,9 @@ def test_stage2_saves_learned_prompts_into_the_model(stage1, stage2):
         if not name.startswith("prompt_learner"):  # freeze_vision (demo config): nothing else moves
             assert torch.equal(a, b), name
     log = json.loads((output / "model" / "training_log.json").read_text())
-    assert [name for name in log if name != "skipped_images"] == [
+    assert [name for name in log if name not in ("skipped_images", "recipes")] == [
         "stage 1 (contrastive)", "stage 2 (prompts)", "validation"]  # demo.yaml: eval_every
+    assert list(log["recipes"]) == ["stage 1 (contrastive)", "stage 2 (prompts)"]  # both stages' arguments
 
 
 def test_batched_class_prompts_equal_per_image_computation(stage2):
@@ -167,7 +170,7 @@ def test_evaluation_writes_results_table_and_plots(tmp_path, demo_tree, stage2):
     assert saved == json.loads(json.dumps(results))
     assert saved["n_images"] == 20 and saved["class_names"][0] == "Atelectasis"
     for name in ("roc_zero_shot_hand_prompts", "roc_zero_shot_learned_prompts", "confusion_zero_shot_hand_prompts",
-                 "confusion_linear_probe", "training_loss"):
+                 "confusion_linear_probe", "training_loss", "validation"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000, name
     assert "| zero-shot accuracy, hand prompts |" in (tmp_path / "results.md").read_text()
 
@@ -181,11 +184,8 @@ def test_demo_model_card_states_what_is_true(tmp_path, demo_tree, stage1, stage2
         "model_name_or_path": str(model_dir), "per_device_batch_size": 16, "dataloader_num_workers": 0,
         "tasks": ["zero_shot", "linear_probe"], "linear_probe_fractions": [1.0]}, section="evaluate")
     results = {**run_evaluation(args), "demo_llm_eval_perplexity": 12.5}
-    summaries = [yaml.safe_load((folder / name).read_text())
-                 for folder, name in ((stage1[0], "pretrain_args.yaml"), (stage2[0], "prompt_tune_args.yaml"))]
-    stages = [{"stage": "1 (contrastive pretraining)", **summaries[0]}, {"stage": "2 (context prompt learning)",
-                                                                       **summaries[1]}]
-    card = ModelCard.load(write_model_card(model_dir, results=results, training_summary=stages))
+    # no training_summary: both stages' recipes come from the model folder (recorded by the training runs)
+    card = ModelCard.load(write_model_card(model_dir, results=results))
     assert card.data.base_model is None and "chest-x-ray" in card.data.tags
     evals = card.data.eval_results  # huggingface_hub parsed the model-index back into EvalResults
     assert len(evals) == len(results["metrics"]) == 2 * 3 + 3  # zero-shot (hand, learned) x 3, probe x 3
@@ -195,6 +195,9 @@ def test_demo_model_card_states_what_is_true(tmp_path, demo_tree, stage1, stage2
         assert result.metric_value == round(result.metric_value, 4)
     assert len({(r.task_type, r.metric_name) for r in evals}) == len(evals)
     assert "### Stage 1 (contrastive pretraining)" in card.text and "### Stage 2 (context prompt learning)" in card.text
+    stage1_recipe = yaml.safe_load((stage1[0] / "pretrain_args.yaml").read_text())
+    assert f"| learning_rate | {stage1_recipe['learning_rate']:g} |" in card.text or \
+        f"| learning_rate | {stage1_recipe['learning_rate']} |" in card.text
     for absent in (str(tmp_path), str(demo_tree), "perplexity", "local_files_only"):
         assert absent not in card.content, absent
     assert "local_files_only" not in (model_dir / "tokenizer_config.json").read_text()

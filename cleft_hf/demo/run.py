@@ -84,29 +84,26 @@ def _replace_folder(source: Path, target: Path) -> None:
 
 
 def run_chest_xray(output_dir: Path, config_path: Path, data_root: Path, llm_path: str, seed: int,
-                   timer: Timer) -> tuple[dict[str, Any], list[Any]]:
-    """Stage 1, stage 2 and evaluation on the MIMIC-CXR-like tree; `output_dir/model` is the final model.
-    Returns the evaluation results and the stages' arguments."""
+                   timer: Timer) -> dict[str, Any]:
+    """Stage 1, stage 2 and evaluation on the MIMIC-CXR-like tree; `output_dir/model` is the final model."""
     from ..evaluation.runner import run_evaluation
     from ..training.contrastive_pretraining import run_pretraining
     from ..training.prompt_tuning import run_prompt_tuning
 
     common = {"dataset": "synthetic", "data_root": str(data_root), "seed": seed}
-    stage1 = load_arguments(PretrainArguments, config_path, {
+    run_pretraining(load_arguments(PretrainArguments, config_path, {
         **common, "output_dir": str(output_dir / "stage1"), "model_config": {"text_model_name_or_path": llm_path}},
-        section="pretrain")
-    run_pretraining(stage1)
+        section="pretrain"))
     timer.lap("cxr_stage1")
-    stage2 = load_arguments(PromptTuneArguments, config_path, {
+    run_prompt_tuning(load_arguments(PromptTuneArguments, config_path, {
         **common, "output_dir": str(output_dir / "stage2"), "model_name_or_path": str(output_dir / "stage1" / "model")},
-        section="prompt_tune")
-    run_prompt_tuning(stage2)
+        section="prompt_tune"))
     timer.lap("cxr_stage2")
     _replace_folder(output_dir / "stage2" / "model", output_dir / "model")
     results = run_evaluation(load_arguments(EvaluateArguments, config_path, {
         **common, "output_dir": str(output_dir), "model_name_or_path": str(output_dir / "model")}, section="evaluate"))
     timer.lap("cxr_evaluation")
-    return results, [stage1, stage2]
+    return results
 
 
 def _rarest_class_count(data_root: Path, task: str, split: str = "test") -> int:
@@ -134,27 +131,24 @@ def summarise(results: dict[str, Any], task: str) -> dict[str, float]:
 
 
 def run_mammography(output_dir: Path, config_path: Path, data_root: Path, llm_path: str, seed: int,
-                    timer: Timer) -> tuple[dict[str, Any], list[Any]]:
+                    timer: Timer) -> dict[str, Any]:
     """Stage 1, stage 2 for density then BI-RADS, and both evaluations (balanced test sets) on the EMBED-like
     tree. `output_dir/model` carries both learned prompt sets. Returns `{task}_*` summary values plus each task's
-    full results under its name, and the stages' arguments."""
+    full results under its name."""
     from ..evaluation.runner import run_evaluation
     from ..training.contrastive_pretraining import run_pretraining
     from ..training.prompt_tuning import run_prompt_tuning
 
     common = {"dataset": "embed", "data_root": str(data_root), "seed": seed}
-    stage1 = load_arguments(PretrainArguments, config_path, {
+    run_pretraining(load_arguments(PretrainArguments, config_path, {
         **common, "output_dir": str(output_dir / "stage1"), "model_config": {"text_model_name_or_path": llm_path}},
-        section="pretrain")
-    run_pretraining(stage1)
+        section="pretrain"))
     timer.lap("mammo_stage1")
-    stages, previous = [stage1], output_dir / "stage1" / "model"
+    previous = output_dir / "stage1" / "model"
     for task in MAMMO_TASKS:
-        stage2 = load_arguments(PromptTuneArguments, config_path, {
+        run_prompt_tuning(load_arguments(PromptTuneArguments, config_path, {
             **common, "dataset_kwargs": {"task": task}, "output_dir": str(output_dir / f"stage2_{task}"),
-            "model_name_or_path": str(previous)}, section="prompt_tune")
-        run_prompt_tuning(stage2)
-        stages.append(stage2)
+            "model_name_or_path": str(previous)}, section="prompt_tune"))
         previous = output_dir / f"stage2_{task}" / "model"
         timer.lap(f"mammo_stage2_{task}")
     _replace_folder(previous, output_dir / "model")
@@ -167,7 +161,7 @@ def run_mammography(output_dir: Path, config_path: Path, data_root: Path, llm_pa
         results.update(summarise(task_results, task))
         results[task] = task_results
         timer.lap(f"mammo_evaluation_{task}")
-    return results, stages
+    return results
 
 
 def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = DEMO_CONFIG,
@@ -175,7 +169,7 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
     """Run the demo end to end; returns the chest X-ray and the mammography results (also written to
     `output_dir/results.json` and `output_dir/mammo/results.json`, with the per-stage seconds)."""
     from ..data import get_dataset_spec, get_split, load_mimic_cxr
-    from ..hub import arguments_summary, write_model_card
+    from ..hub import write_model_card
     from .language_model import pretrain_causal_lm
     from .synthetic import write_demo_embed, write_demo_mimic_cxr
 
@@ -194,12 +188,10 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
                 llm.unigram_perplexity, llm.seconds)
     timer.lap("language_model")
 
-    results, cxr_stages = run_chest_xray(output_dir, Path(config_path), cxr_root, str(llm.path), seed, timer)
-    mammo, mammo_stages = run_mammography(output_dir / "mammo", Path(mammo_config_path), embed_root, str(llm.path),
-                                          seed, timer)
-    write_model_card(output_dir / "model", results=results, training_summary=[arguments_summary(s) for s in cxr_stages])
-    write_model_card(output_dir / "mammo" / "model", results=[mammo[task] for task in MAMMO_TASKS],
-                     training_summary=[arguments_summary(s) for s in mammo_stages])
+    results = run_chest_xray(output_dir, Path(config_path), cxr_root, str(llm.path), seed, timer)
+    mammo = run_mammography(output_dir / "mammo", Path(mammo_config_path), embed_root, str(llm.path), seed, timer)
+    write_model_card(output_dir / "model", results=results)  # every stage's recipe: recorded in the model folder
+    write_model_card(output_dir / "mammo" / "model", results=[mammo[task] for task in MAMMO_TASKS])
     timer.lap("model_cards")
     seconds = {**timer.seconds, "total": round(sum(timer.seconds.values()), 1)}
     for values, folder in ((results, output_dir), (mammo, output_dir / "mammo")):

@@ -53,7 +53,10 @@ def training_curves(model_dir: str) -> dict[str, Any]:
     (`training_log.json` in a local model folder)."""
     path = Path(model_dir) / TRAINING_LOG
     logged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    return {name: points for name, points in logged.items() if isinstance(points, list)}  # not "skipped_images"
+    curves = {name: points for name, points in logged.items() if isinstance(points, list)}  # not "skipped_images"
+    if isinstance(logged.get("validation"), dict):
+        curves["validation"] = logged["validation"]
+    return curves
 
 
 def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:

@@ -227,6 +227,16 @@ def _as_list(results: Any) -> list[Any]:
     return list(results)
 
 
+def recorded_recipes(model: Any) -> list[dict[str, Any]]:
+    """The run arguments of every stage that produced `model`, in order, as its training wrote them into the
+    model folder's `training_log.json` under "recipes" (empty when the model was not loaded from a folder)."""
+    path = Path(str(getattr(model, "name_or_path", "") or "")) / "training_log.json"
+    if not path.is_file():
+        return []
+    recipes = json.loads(path.read_text(encoding="utf-8")).get("recipes")
+    return [recipe for recipe in recipes.values() if isinstance(recipe, Mapping)] if isinstance(recipes, dict) else []
+
+
 def _evaluation_text(results: Mapping[str, Any]) -> dict[str, Any]:
     """The template's view of one evaluation: where it ran and its table."""
     return {"dataset": _display_name(results.get("dataset")), "task": results.get("task"),
@@ -250,7 +260,8 @@ def render_model_card(
 
     `results` is results.json (path or dict; a missing file gives a card that says "not evaluated") or a list of
     them (one per evaluated task, e.g. EMBED density and BI-RADS),
-    `training_summary` the run arguments of one stage or a list of them (one per stage, `"stage"` naming it),
+    `training_summary` the run arguments of one stage or a list of them (one per stage, `"stage"` naming it;
+    None: the recipes the training recorded in the model folder's `training_log.json`),
     `base_model` defaults to the Hub ids whose pretrained weights the model started from (the timm vision weights
     when used, the LLM when it came from the Hub), `save_base_model` is the weight mode of the upload (None: the
     model's own rule), `license` is left to the user.
@@ -262,6 +273,8 @@ def render_model_card(
     evaluations = [r for r in map(load_results, _as_list(results)) if r]
     eval_results = [e for r in evaluations if metric_records(r) for e in build_eval_results(r)]
     results_dict = evaluations[0] if evaluations else {}
+    if training_summary is None:
+        training_summary = recorded_recipes(model)
     stages = training_stages(training_summary)
     if base_model is None:
         base_model = [b for b in (vision_hub_id(config), text_hub_id(config)) if b]

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import huggingface_hub
 from huggingface_hub import HfApi
@@ -21,7 +21,7 @@ from huggingface_hub.errors import HFValidationError, LocalTokenNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 from ..atomic_folder import atomic_folder
-from .model_card import render_model_card
+from .model_card import recorded_recipes, render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def build_upload_folder(
     processor: Any,
     folder: str | os.PathLike,
     *,
-    results: str | os.PathLike | Mapping[str, Any] | None = None,
+    results: str | os.PathLike | Mapping[str, Any] | Sequence[Any] | None = None,
     save_base_model: bool | None = None,
     overwrite: bool = False,
     **card_kwargs: Any,
@@ -123,7 +123,7 @@ def push_to_hub(
     processor: Any,
     repo_id: str,
     *,
-    results: str | os.PathLike | Mapping[str, Any] | None = None,
+    results: str | os.PathLike | Mapping[str, Any] | Sequence[Any] | None = None,
     private: bool = False,
     token: str | None = None,
     commit_message: str | None = None,
@@ -197,7 +197,8 @@ def maybe_push_to_hub(
     """Push when `args.push_to_hub` (repo `args.hub_model_id`); None otherwise or on non-main processes.
 
     `model` is a `CLEFTModel` (then `processor` is required) or a saved model folder (model and processor are
-    loaded from it). The card's recipe table comes from `training_summary`, else from `args` itself.
+    loaded from it). The card's recipe table comes from `training_summary`, else from the folder's recorded
+    recipes (every stage that produced it), else from `args` itself.
     Optional `args` fields: `hub_private_repo`, `hub_revision`, `save_base_model`.
     """
     if not getattr(args, "push_to_hub", False):
@@ -205,20 +206,23 @@ def maybe_push_to_hub(
     repo_id = check_repo_id(getattr(args, "hub_model_id", None))
     if not _is_main_process():
         return None
-    if isinstance(model, (str, os.PathLike)):
+    folder = isinstance(model, (str, os.PathLike))
+    if folder:
         from ..modeling import CLEFTModel, CLEFTProcessor
 
         processor = processor if processor is not None else CLEFTProcessor.from_pretrained(model)
         model = CLEFTModel.from_pretrained(model)
     if processor is None:
         raise ValueError("maybe_push_to_hub needs the processor (or a saved model folder holding one)")
+    if training_summary is None and not (folder and recorded_recipes(model)):  # a folder of a training run
+        training_summary = arguments_summary(args)  # records every stage's recipe; else this run's arguments
     return push_to_hub(
         model, processor, repo_id,
         results=results_path,
         private=bool(getattr(args, "hub_private_repo", False)),
         save_base_model=getattr(args, "save_base_model", None),
         revision=getattr(args, "hub_revision", None),
-        training_summary=training_summary if training_summary is not None else arguments_summary(args),
+        training_summary=training_summary,
     )
 
 

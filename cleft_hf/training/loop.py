@@ -83,9 +83,11 @@ class LossLog:
     def restore(self, state: dict[str, Any]) -> None:
         self.points = [tuple(point) for point in state.get("loss_curve", [])]
 
-    def writer(self, stage: str, previous_model: str | Path | None = None, skipped: dict[str, Any] | None = None):
+    def writer(self, stage: str, previous_model: str | Path | None = None, skipped: dict[str, Any] | None = None,
+               recipe: dict[str, Any] | None = None):
         """A `save_pretrained_atomic` callable writing `training_log.json` into the model folder: the loss
-        curves of earlier stages (read from `previous_model`, if local) plus this one, under `stage`."""
+        curves of earlier stages (read from `previous_model`, if local) plus this one, under `stage`, and
+        under "recipes" each stage's run arguments (the model card's training section)."""
 
         def write(folder: Path) -> None:
             curves = {}
@@ -95,6 +97,8 @@ class LossLog:
             curves[stage] = self.points
             if skipped is not None:
                 curves["skipped_images"] = {**curves.get("skipped_images", {}), stage: skipped}
+            if recipe is not None:
+                curves["recipes"] = {**curves.get("recipes", {}), stage: recipe}
             (Path(folder) / TRAINING_LOG).write_text(json.dumps(curves, indent=1), encoding="utf-8")
 
         return write

@@ -96,11 +96,16 @@ def save_model_folder(accelerator: Accelerator, model, processor, folder: Path, 
     accelerator.wait_for_everyone()
 
 
-def training_log_writer(log: LossLog, stage: Stage, validation: PeriodicValidation | None = None):
-    """The writer of a model folder's training_log.json (loss curves, skipped images, validation curves);
-    call it on every process (the skipped-image count is collective)."""
+def training_log_writer(log: LossLog, stage: Stage, validation: PeriodicValidation | None = None,
+                        args: Any = None):
+    """The writer of a model folder's training_log.json (loss curves, skipped images, validation curves, the
+    run arguments `args` as this stage's recipe); call it on every process (the skipped-image count is
+    collective)."""
+    from ..hub.upload import arguments_summary
+
     skipped = stage.skipped_images.state() if stage.skipped_images is not None else None  # collective
-    writer = log.writer(stage.name, stage.previous_model, skipped)
+    recipe = json.loads(json.dumps(arguments_summary(args), default=str)) if args is not None else None
+    writer = log.writer(stage.name, stage.previous_model, skipped, recipe)
     return validation.extend_log_writer(writer) if validation is not None else writer
 
 
@@ -108,7 +113,7 @@ def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: A
                validation: PeriodicValidation | None = None) -> Path:
     """Write `output_dir/model` atomically (model, processor, training_log.json) and close the trackers."""
     final_dir = Path(args.output_dir) / "model"
-    save_model_folder(accelerator, model, processor, final_dir, training_log_writer(log, stage, validation))
+    save_model_folder(accelerator, model, processor, final_dir, training_log_writer(log, stage, validation, args))
     accelerator.end_training()
     return final_dir
 
@@ -183,7 +188,7 @@ def run_stage(stage: Stage) -> dict[str, Any]:
                 args, accelerator, model, processor, class_names=getattr(stage, "class_names", None) or None,
                 learned_prompts=stage.learned_prompts, stage_name=stage.name, set_train_mode=stage.set_train_mode,
                 save_model=lambda folder: save_model_folder(accelerator, model, processor, folder,
-                                                            training_log_writer(log, stage, validation)))
+                                                            training_log_writer(log, stage, validation, args)))
             validation.restore(state)
 
         batches = stage.batches(model, loader, start * args.gradient_accumulation_steps)
