@@ -80,7 +80,7 @@ def needs_twin(command: str) -> bool:
 
 def twins(document: Path) -> dict[str, list[str]]:
     """Each real-data command of `document` -> its demo twins (same script, runnable)."""
-    listed = commands(document)
+    listed = commands(document) + inline_commands(document)
     return {cmd: [other for other in listed if not needs_twin(other) and script_of(other) == script_of(cmd)]
             for cmd in listed if needs_twin(cmd)}
 
@@ -142,7 +142,9 @@ def main() -> None:
                 ran += 1
                 print(f"ok {seconds:6.1f} s  {document.name}: {command}", flush=True)
             for command in inline_commands(document):
-                if script_of(command) == "cleft_hf.demo":  # what `make demo` runs: ran above at a small size
+                if script_of(command) == "cleft_hf.demo" or needs_twin(command):  # ran as `make demo` / its twin
+                    if needs_twin(command) and not twins(document)[command]:
+                        raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
                     continue
                 if script_of(command).startswith("benchmarks/"):
                     assert (REPO / script_of(command)).is_file(), command
