@@ -56,6 +56,12 @@ def test_demo_mammography_model_carries_both_prompt_sets(demo_dir):
     configs = {result.dataset_config for result in card.data.eval_results}
     assert configs == {"density", "birads"}, configs
     assert "task `density`" in card.text and "task `birads`" in card.text
+    for title in ("Stage 1 (contrastive pretraining)", "Stage 2 (context prompt learning, density)",
+                  "Stage 2 (context prompt learning, birads)"):  # every stage's recipe, recorded by the runs
+        assert f"### {title}" in card.text, title
+    log = json.loads((demo_dir / "mammo" / "model" / "training_log.json").read_text())
+    assert [n for n in log if n.startswith("stage")] == [
+        "stage 1 (contrastive)", "stage 2 (prompts, density)", "stage 2 (prompts, birads)"]
 
 
 def test_demo_mammography_model_loads_as_remote_code(demo_dir):

@@ -178,7 +178,11 @@ def arguments_summary(args: Any) -> dict[str, Any]:
         summary = dict(vars(args))
     stage = {"PretrainArguments": "1 (contrastive pretraining)", "PromptTuneArguments": "2 (context prompt learning)"}
     if type(args).__name__ in stage:
-        summary = {"stage": stage[type(args).__name__], **summary}
+        title = stage[type(args).__name__]
+        task = (summary.get("dataset_kwargs") or {}).get("task")
+        if task and type(args).__name__ == "PromptTuneArguments":  # one stage 2 per prompt set
+            title = title[:-1] + f", {task})"
+        summary = {"stage": title, **summary}
     return summary
 
 

@@ -77,6 +77,9 @@ class PromptTuning(Stage):
     def __init__(self, args: PromptTuneArguments):
         super().__init__(args)
         self.previous_model = args.model_name_or_path
+        spec = get_dataset_spec(args.dataset)
+        if spec.task_argument:  # one prompt set per task (EMBED density, BI-RADS): its own curves and recipe
+            self.name = f"stage 2 (prompts, {spec.task_name(args.dataset_kwargs)})"
         self.class_names: list[str] = []
         self.processor: CLEFTProcessor | None = None
 
