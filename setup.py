@@ -1,6 +1,20 @@
 """cleft-hf: Hugging Face-native CLEFT (contrastive language-image pretraining with a PEFT-adapted causal LLM)."""
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_namespace_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithCardTemplate(build_py):
+    """Installs the top-level `model_card.md` (the Hub card template) as `cleft_hf/hub/model_card.md`."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "cleft_hf" / "hub" / "model_card.md"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(__file__).resolve().parent / "model_card.md", target)
 
 setup(
     name="cleft-hf",
@@ -13,7 +27,8 @@ setup(
     # their folder) are modules of their own, not data.
     packages=find_namespace_packages(include=["cleft_hf", "cleft_hf.*"], exclude=["*.__pycache__"]) + ["cleft_hf.modeling"],
     package_dir={"cleft_hf.modeling": "modeling"},
-    package_data={"cleft_hf": ["../model_card.md", "demo/*.yaml"]},
+    package_data={"cleft_hf": ["demo/*.yaml"]},
+    cmdclass={"build_py": BuildWithCardTemplate},
     include_package_data=True,
     install_requires=[
         "torch>=2.2,<2.15",

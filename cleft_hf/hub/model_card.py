@@ -21,7 +21,11 @@ from ..evaluation.report import MetricRecord, format_value, metric_records
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_card.md"
+# The card template: the repository's top-level model_card.md (editable install), installed next to this file
+# by setup.py otherwise.
+TEMPLATE_PATH = next((path for path in (Path(__file__).resolve().parent / "model_card.md",
+                                        Path(__file__).resolve().parents[2] / "model_card.md") if path.is_file()),
+                     Path(__file__).resolve().parent / "model_card.md")
 NOT_EVALUATED = "not evaluated"
 PAPER_URL = "https://arxiv.org/abs/2407.21011"
 BASE_TAGS = ["medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft"]
