@@ -1,6 +1,8 @@
 """The commands of README.md and docs/*.md, and `make docs-check`: run them all on a small demo tree.
 
-    python tests/docs_commands.py            # what `make docs-check` runs (a few minutes on 2 CPU cores)
+    python tests/docs_commands.py            # what `make docs-check` runs (about 4.5 minutes on 2 CPU cores)
+
+`tests/test_docs_run.py` runs the same in the suite and checks what the small `make demo` wrote.
 
 A command is a line of a ```bash block (backslash continuations joined, comments dropped). Each is one of:
 - `make demo`: run as the demo at a small size into the sandbox (`make test/bench/docs-check` are CI targets);
@@ -125,34 +127,39 @@ def run(argv: list[str], sandbox: Path) -> float:
     return time.perf_counter() - start
 
 
+def run_all(sandbox: Path) -> int:
+    """Run every command in `sandbox` (a fresh folder); returns how many ran. A failure ends in SystemExit."""
+    for name in ("examples", "cleft_hf", "benchmarks", "docs"):  # relative paths resolve as in the repository
+        (sandbox / name).symlink_to(REPO / name)
+    ran = 0
+    for document in DOCUMENTS:
+        for command in commands(document):
+            if command in CI_TARGETS or needs_twin(command):
+                if needs_twin(command) and not twins(document)[command]:
+                    raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
+                continue
+            argv = argv_of(command) if command != "make demo" else small_demo_argv(sandbox)
+            seconds = run(argv, sandbox)
+            ran += 1
+            print(f"ok {seconds:6.1f} s  {document.name}: {command}", flush=True)
+        for command in inline_commands(document):
+            if script_of(command) == "cleft_hf.demo" or needs_twin(command):  # ran as `make demo` / its twin
+                if needs_twin(command) and not twins(document)[command]:
+                    raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
+                continue
+            if script_of(command).startswith("benchmarks/"):
+                assert (REPO / script_of(command)).is_file(), command
+                continue
+            seconds = run(argv_of(command), sandbox)
+            ran += 1
+            print(f"ok {seconds:6.1f} s  {document.name}: {command}", flush=True)
+    print(f"docs-check: {ran} commands ran")
+    return ran
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cleft-docs-") as folder:
-        sandbox = Path(folder)
-        for name in ("examples", "cleft_hf", "benchmarks", "docs"):  # relative paths resolve as in the repository
-            (sandbox / name).symlink_to(REPO / name)
-        ran = 0
-        for document in DOCUMENTS:
-            for command in commands(document):
-                if command in CI_TARGETS or needs_twin(command):
-                    if needs_twin(command) and not twins(document)[command]:
-                        raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
-                    continue
-                argv = argv_of(command) if command != "make demo" else small_demo_argv(sandbox)
-                seconds = run(argv, sandbox)
-                ran += 1
-                print(f"ok {seconds:6.1f} s  {document.name}: {command}", flush=True)
-            for command in inline_commands(document):
-                if script_of(command) == "cleft_hf.demo" or needs_twin(command):  # ran as `make demo` / its twin
-                    if needs_twin(command) and not twins(document)[command]:
-                        raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
-                    continue
-                if script_of(command).startswith("benchmarks/"):
-                    assert (REPO / script_of(command)).is_file(), command
-                    continue
-                seconds = run(argv_of(command), sandbox)
-                ran += 1
-                print(f"ok {seconds:6.1f} s  {document.name}: {command}", flush=True)
-        print(f"docs-check: {ran} commands ran")
+        run_all(Path(folder))
 
 
 if __name__ == "__main__":

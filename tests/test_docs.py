@@ -1,4 +1,4 @@
-"""The README's and docs' commands, checked statically in the suite (`make docs-check` runs them on demo data)."""
+"""The README's and docs' commands, checked statically (`tests/test_docs_run.py` runs them on demo data)."""
 
 from __future__ import annotations
 
@@ -69,3 +69,4 @@ def test_inline_commands_name_existing_scripts(document):
         script = script_of(command)
         exists = (REPO / script).is_file() if script.endswith(".py") else importlib.util.find_spec(script) is not None
         assert exists, f"{document.name}: `{command}`"
+
