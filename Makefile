@@ -8,11 +8,14 @@ DEMO_DIR ?= outputs/demo
 
 .PHONY: venv test demo docs-check bench clean
 
+# PYTHONWARNINGS: setuptools prints a notice on every editable install of a flat layout; nothing to fix.
+QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
+
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(QUIET_EDITABLE) $(PIP) install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,7 +31,7 @@ docs-check: $(STAMP)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) tests/docs_commands.py
 
 bench: $(STAMP)
-	$(PIP) install -q -c constraints.txt -e ".[bench]"
+	$(QUIET_EDITABLE) $(PIP) install -q -c constraints.txt -e ".[bench]"
 	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 clean:
