@@ -157,11 +157,13 @@ def test_pretrain_saves_loadable_model_and_learns(tmp_path, reports, family):
     summary = json.loads((tmp_path / "a" / "pretraining_summary.json").read_text())
     assert summary["eval_perplexity"] == pytest.approx(result.eval_perplexity)
 
+    # the same seed gives the same run (to float rounding: CPU kernels may split sums differently between
+    # runs; seen once differing in the 7th digit)
     again = pretrain_causal_lm(reports, tmp_path / "b", **kwargs)
-    assert again.train_loss_curve == result.train_loss_curve
+    assert again.train_loss_curve == pytest.approx(result.train_loss_curve, rel=1e-5, abs=1e-6)
     reloaded = AutoModelForCausalLM.from_pretrained(again.path).state_dict()
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, reloaded[name]), name
+        torch.testing.assert_close(tensor, reloaded[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_pretrain_time_budget_replans_steps(tmp_path, reports):
