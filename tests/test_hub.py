@@ -26,6 +26,7 @@ import cleft_hf.modeling
 from cleft_hf import CLEFTModel
 from cleft_hf.arguments import ConfigError
 from cleft_hf.hub import build_upload_folder, maybe_push_to_hub, push_to_hub, render_model_card
+from cleft_hf.hub.model_card import training_rows
 from conftest import run_isolated
 from test_saving import _from_llm
 
@@ -360,3 +361,13 @@ def test_maybe_push_to_hub_and_cli(model, processor, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="invalid Hub repo_id"):
         cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "bad id"])
     assert len(hub.calls) == 2
+
+
+def test_recipe_rows_leave_out_local_paths(tmp_path):
+    rows = dict(training_rows({
+        "data_root": "/data/embed", "learning_rate": 0.002, "init_text": "a photo of",
+        "model_config": {"text_model_name_or_path": "outputs/demo/llm", "image_size": 64,
+                         "vision_model_name": "vit_base_patch14_reg4_dinov2.lvd142m"},
+        "text_model": "stanford-crfm/BioMedLM", "cache": str(tmp_path), "relative": "runs/a/b", "windows": "C:\\x\\y"}))
+    assert rows == {"learning_rate": "0.002", "init_text": "`a photo of`", "text_model": "`stanford-crfm/BioMedLM`",
+                    "model_config": '`{"image_size": 64, "vision_model_name": "vit_base_patch14_reg4_dinov2.lvd142m"}`'}

@@ -166,7 +166,10 @@ def _modality_tags(model: Any, *names: Any) -> list[str]:
 
 
 def _is_local_path(value: str) -> bool:
-    return os.path.isabs(value) or value.startswith(("./", "../", "~")) or Path(value).exists()
+    """A file-system path rather than a Hub id ("org/name") or a setting: absolute, relative with a folder
+    ("outputs/demo/llm"), or existing here."""
+    return (os.path.isabs(value) or value.startswith(("./", "../", "~")) or value.count("/") > 1 or "\\" in value
+            or Path(value).exists())
 
 
 def _show_summary_value(value: Any) -> str | None:
@@ -179,8 +182,9 @@ def _show_summary_value(value: Any) -> str | None:
         if len(value) > 20 or any(isinstance(v, (list, tuple, Mapping)) for v in value):
             return None
         return ", ".join(str(v) for v in value) or None
-    if isinstance(value, Mapping):
-        return f"`{json.dumps(value, sort_keys=True, default=str)}`"
+    if isinstance(value, Mapping):  # e.g. model_config: its local paths left out too
+        kept = {k: v for k, v in value.items() if not (isinstance(v, str) and _is_local_path(v))}
+        return f"`{json.dumps(kept, sort_keys=True, default=str)}`" if kept else None
     return str(value)
 
 
