@@ -127,6 +127,15 @@ def run(argv: list[str], sandbox: Path) -> float:
     return time.perf_counter() - start
 
 
+def runs_as_twin(document: Path, command: str) -> bool:
+    """Whether `command` is a real-data command (its demo twin runs instead); one without a twin is an error."""
+    if not needs_twin(command):
+        return False
+    if not twins(document)[command]:
+        raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
+    return True
+
+
 def run_all(sandbox: Path) -> int:
     """Run every command in `sandbox` (a fresh folder); returns how many ran. A failure ends in SystemExit."""
     for name in ("examples", "cleft_hf", "benchmarks", "docs"):  # relative paths resolve as in the repository
@@ -134,18 +143,14 @@ def run_all(sandbox: Path) -> int:
     ran = 0
     for document in DOCUMENTS:
         for command in commands(document):
-            if command in CI_TARGETS or needs_twin(command):
-                if needs_twin(command) and not twins(document)[command]:
-                    raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
+            if command in CI_TARGETS or runs_as_twin(document, command):
                 continue
             argv = argv_of(command) if command != "make demo" else small_demo_argv(sandbox)
             seconds = run(argv, sandbox)
             ran += 1
             print(f"ok {seconds:6.1f} s  {document.name}: {command}", flush=True)
         for command in inline_commands(document):
-            if script_of(command) == "cleft_hf.demo" or needs_twin(command):  # ran as `make demo` / its twin
-                if needs_twin(command) and not twins(document)[command]:
-                    raise SystemExit(f"docs-check: {document.name}: `{command}` has no demo twin")
+            if script_of(command) == "cleft_hf.demo" or runs_as_twin(document, command):  # ran as `make demo`
                 continue
             if script_of(command).startswith("benchmarks/"):
                 assert (REPO / script_of(command)).is_file(), command

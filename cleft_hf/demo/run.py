@@ -83,17 +83,23 @@ def _replace_folder(source: Path, target: Path) -> None:
     shutil.copytree(source, target)
 
 
+def pretrain(config_path: Path, common: dict[str, Any], output_dir: Path, llm_path: str) -> None:
+    """Stage 1 of the config's `pretrain` section into `output_dir/stage1`, text tower from the demo LLM."""
+    from ..training.contrastive_pretraining import run_pretraining
+
+    run_pretraining(load_arguments(PretrainArguments, config_path, {
+        **common, "output_dir": str(output_dir / "stage1"), "model_config": {"text_model_name_or_path": llm_path}},
+        section="pretrain"))
+
+
 def run_chest_xray(output_dir: Path, config_path: Path, data_root: Path, llm_path: str, seed: int,
                    timer: Timer) -> dict[str, Any]:
     """Stage 1, stage 2 and evaluation on the MIMIC-CXR-like tree; `output_dir/model` is the final model."""
     from ..evaluation.runner import run_evaluation
-    from ..training.contrastive_pretraining import run_pretraining
     from ..training.prompt_tuning import run_prompt_tuning
 
     common = {"dataset": "synthetic", "data_root": str(data_root), "seed": seed}
-    run_pretraining(load_arguments(PretrainArguments, config_path, {
-        **common, "output_dir": str(output_dir / "stage1"), "model_config": {"text_model_name_or_path": llm_path}},
-        section="pretrain"))
+    pretrain(config_path, common, output_dir, llm_path)
     timer.lap("cxr_stage1")
     run_prompt_tuning(load_arguments(PromptTuneArguments, config_path, {
         **common, "output_dir": str(output_dir / "stage2"), "model_name_or_path": str(output_dir / "stage1" / "model")},
@@ -136,13 +142,10 @@ def run_mammography(output_dir: Path, config_path: Path, data_root: Path, llm_pa
     tree. `output_dir/model` carries both learned prompt sets. Returns `{task}_*` summary values plus each task's
     full results under its name."""
     from ..evaluation.runner import run_evaluation
-    from ..training.contrastive_pretraining import run_pretraining
     from ..training.prompt_tuning import run_prompt_tuning
 
     common = {"dataset": "embed", "data_root": str(data_root), "seed": seed}
-    run_pretraining(load_arguments(PretrainArguments, config_path, {
-        **common, "output_dir": str(output_dir / "stage1"), "model_config": {"text_model_name_or_path": llm_path}},
-        section="pretrain"))
+    pretrain(config_path, common, output_dir, llm_path)
     timer.lap("mammo_stage1")
     previous = output_dir / "stage1" / "model"
     for task in MAMMO_TASKS:

@@ -245,11 +245,11 @@ def recorded_recipes(model: Any) -> list[dict[str, Any]]:
     return [recipe for recipe in recipes.values() if isinstance(recipe, Mapping)] if isinstance(recipes, dict) else []
 
 
-def _evaluation_text(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The template's view of one evaluation: where it ran and its table."""
+def _evaluation_text(results: Mapping[str, Any], records: Sequence[MetricRecord]) -> dict[str, Any]:
+    """The template's view of one evaluation: where it ran and the table of its `records`."""
     return {"dataset": _display_name(results.get("dataset")), "task": results.get("task"),
             "split": results.get("split"), "n_images": results.get("n_images"),
-            "class_names": list(results.get("class_names") or []), "table": evaluation_table(metric_records(results))}
+            "class_names": list(results.get("class_names") or []), "table": evaluation_table(records)}
 
 
 def render_model_card(
@@ -279,7 +279,7 @@ def render_model_card(
     if not template.is_file():
         raise FileNotFoundError(f"model card template {template} not found")
     evaluations = [r for r in map(load_results, _as_list(results)) if r]
-    eval_results = [e for r in evaluations if metric_records(r) for e in build_eval_results(r)]
+    eval_results = [e for r in evaluations for e in build_eval_results(r)]  # [] for results without records
     results_dict = evaluations[0] if evaluations else {}
     if training_summary is None:
         training_summary = recorded_recipes(model)
@@ -312,7 +312,7 @@ def render_model_card(
     uploaded = sum(counts.values()) - (0 if full else counts["llm_base"])
     modality_text = " and ".join(MODALITIES[t].words for t in modalities) or "medical"
     text_hub = text_hub_id(config)
-    evaluated = [_evaluation_text(r) for r in evaluations if metric_records(r)]
+    evaluated = [_evaluation_text(r, records) for r in evaluations if (records := metric_records(r))]
     return ModelCard.from_template(
         card_data,
         template_path=str(template),

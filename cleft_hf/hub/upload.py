@@ -168,21 +168,20 @@ def push_to_hub(
     return url
 
 
-def arguments_summary(args: Any) -> dict[str, Any]:
-    """Run arguments (dataclass, argparse namespace or mapping) as a plain dict for the card's recipe table."""
+def arguments_summary(args: Any, task: str | None = None) -> dict[str, Any]:
+    """Run arguments (dataclass, argparse namespace or mapping) as a plain dict for the card's recipe table;
+    a stage's arguments are titled with the stage (and `task`, the prompt set a stage 2 learned)."""
     if dataclasses.is_dataclass(args) and not isinstance(args, type):
         summary = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
     elif isinstance(args, Mapping):
         summary = dict(args)
     else:
         summary = dict(vars(args))
-    stage = {"PretrainArguments": "1 (contrastive pretraining)", "PromptTuneArguments": "2 (context prompt learning)"}
+    stage = {"PretrainArguments": ("1", "contrastive pretraining"),
+             "PromptTuneArguments": ("2", "context prompt learning")}
     if type(args).__name__ in stage:
-        title = stage[type(args).__name__]
-        task = (summary.get("dataset_kwargs") or {}).get("task")
-        if task and type(args).__name__ == "PromptTuneArguments":  # one stage 2 per prompt set
-            title = title[:-1] + f", {task})"
-        summary = {"stage": title, **summary}
+        number, what = stage[type(args).__name__]
+        summary = {"stage": f"{number} ({what}{f', {task}' if task else ''})", **summary}
     return summary
 
 

@@ -77,9 +77,10 @@ class PromptTuning(Stage):
     def __init__(self, args: PromptTuneArguments):
         super().__init__(args)
         self.previous_model = args.model_name_or_path
-        spec = get_dataset_spec(args.dataset)
-        if spec.task_argument:  # one prompt set per task (EMBED density, BI-RADS): its own curves and recipe
-            self.name = f"stage 2 (prompts, {spec.task_name(args.dataset_kwargs)})"
+        self.spec = get_dataset_spec(args.dataset)
+        if self.spec.task_argument:  # one prompt set per task (EMBED density, BI-RADS): its own curves and recipe
+            self.task = self.spec.task_name(args.dataset_kwargs)
+            self.name = f"stage 2 (prompts, {self.task})"
         self.class_names: list[str] = []
         self.processor: CLEFTProcessor | None = None
 
@@ -88,8 +89,7 @@ class PromptTuning(Stage):
         model = CLEFTModel.from_pretrained(args.model_name_or_path, dtype=args.dtype,
                                            attn_implementation=args.attn_implementation)
         self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
-        spec = get_dataset_spec(args.dataset)
-        task = spec.task_name(args.dataset_kwargs)
+        spec, task = self.spec, self.spec.task_name(args.dataset_kwargs)
         dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
         self.class_names = list(args.class_names or default_class_names(dataset, spec, task))
         dataset = restrict_labels(dataset, self.class_names)

@@ -41,6 +41,7 @@ class Stage(abc.ABC):
     previous_model: str | None = None  # model folder whose training_log.json this stage extends
     skipped_images: SkippedImages | None = None  # set by the runner: undecodable images dropped (skip_bad)
     learned_prompts: bool = False  # periodic validation scores zero-shot with the learned (else hand) prompts
+    task: str | None = None  # the dataset task a stage 2 learns a prompt set for, when the dataset has tasks
 
     def __init__(self, args: Any):
         self.args = args
@@ -104,7 +105,7 @@ def training_log_writer(log: LossLog, stage: Stage, validation: PeriodicValidati
     from ..hub.upload import arguments_summary
 
     skipped = stage.skipped_images.state() if stage.skipped_images is not None else None  # collective
-    recipe = json.loads(json.dumps(arguments_summary(args), default=str)) if args is not None else None
+    recipe = None if args is None else json.loads(json.dumps(arguments_summary(args, stage.task), default=str))
     writer = log.writer(stage.name, stage.previous_model, skipped, recipe)
     return validation.extend_log_writer(writer) if validation is not None else writer
 
