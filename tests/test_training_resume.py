@@ -23,7 +23,7 @@ from cleft_hf.training.checkpointing import NonFiniteLossError, list_checkpoints
 from cleft_hf.training.config import PretrainArguments, load_arguments
 from cleft_hf.training.contrastive_pretraining import ContrastivePretraining, run_pretraining
 from cleft_hf.training.optim import build_scheduler
-from cleft_hf.training.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
+from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
 from cleft_hf.training.stop_signals import TrainingInterrupted
 from conftest import tiny_run_overrides
 

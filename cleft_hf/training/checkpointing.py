@@ -27,7 +27,8 @@ from typing import Any, Callable
 import torch
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
-from ..atomic_folder import atomic_folder, discard_folder, publish_folder, remove_leftovers, staging_path, unique_tag
+from ..atomic_folder import discard_folder, publish_folder, remove_leftovers, staging_path, unique_tag
+from ..model_folder_write import write_model_folder_safely
 from .checkpoint_files import (
     COMPLETE_MARKER, TRAINER_STATE_FILE, CheckpointError, is_complete, rng_states_restored, verify_checkpoint,
     write_marker,
@@ -141,25 +142,16 @@ def restore_tensors(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> N
             buffers[name].copy_(value)
 
 
-def save_pretrained_atomic(output_path: str | os.PathLike, *savables: Any) -> Path:
+def save_pretrained_atomic(output_path: str | os.PathLike, *savables: Any, needed_bytes: int = 0) -> Path:
     """Write a final model folder atomically: everything goes to a temp folder that is renamed into place.
 
     `savables` are objects with `save_pretrained(path)` (model, processor) or callables `fn(path)` (e.g. a
     closure calling `model.save_pretrained(path, state_dict=accelerator.get_state_dict(model))` for sharded
-    models). If any of them raises, the temp folder is removed and an existing `output_path` is untouched.
-    Call on the main process only.
+    models). If any of them raises, the temp folder is removed and an existing `output_path` is untouched; a full
+    or read-only disk (free space below ~`needed_bytes` checked first) is one-line `ModelFolderWriteError`
+    (`cleft_hf.model_folder_write`). Call on the main process only.
     """
-    if not savables:
-        raise ValueError("save_pretrained_atomic needs at least one object to save")
-    with atomic_folder(output_path) as staging:
-        for savable in savables:
-            if hasattr(savable, "save_pretrained"):
-                savable.save_pretrained(staging)
-            elif callable(savable):
-                savable(staging)
-            else:
-                raise TypeError(f"cannot save {type(savable).__name__}: no save_pretrained and not callable")
-    return Path(output_path)
+    return write_model_folder_safely(output_path, savables, needed_bytes)
 
 
 def _size(n_bytes: int) -> str:
@@ -172,7 +164,7 @@ class CheckpointManager:
     Args:
         accelerator: the run's `accelerate.Accelerator` (models and optimisers prepared).
         output_dir: run folder; checkpoints go to `output_dir/checkpoints/step_<n>`. The caller holds its lock
-            (`run_lock.RunLock`), so leftovers of killed runs in it can be removed here.
+            (`cleft_hf.run_lock.RunLock`), so leftovers of killed runs in it can be removed here.
         save_every: save when `step % save_every == 0` (optimiser steps); 0 disables periodic saves.
         keep_last: number of periodic checkpoints kept (older ones deleted); <= 0 keeps all.
     All methods must be called on every process (they contain collectives).

@@ -12,7 +12,8 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
-from .checkpointing import batch_norm_statistics
+from .checkpointing import batch_norm_statistics, list_checkpoints
+from .finite_update import check_finite_update
 from .stop_signals import StopSignals, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoin
     after saving the state from before that step; SIGTERM/SIGINT stop it after saving the state of the step."""
     unwrapped = accelerator.unwrap_model(model)
     max_norm = args.max_grad_norm or float("inf")  # inf: the norm is still computed (and checked), not clipped
+    names = {id(parameter): name for name, parameter in unwrapped.named_parameters()}  # for non-finite weights
+    newest_checkpoint = lambda: (list_checkpoints(args.output_dir) or [(0, None)])[-1][1]  # noqa: E731
     progress = tqdm(total=args.max_steps, initial=start, desc=desc, disable=not accelerator.is_local_main_process)
     with StopSignals() as stop:
         for step in range(start + 1, args.max_steps + 1):
@@ -168,6 +171,8 @@ def train_steps(accelerator: Accelerator, model, optimizer, scheduler, checkpoin
                         if norm is not None:
                             checkpoints.check_finite(norm, what="gradient norm", **guard)
                     optimizer.step()
+                    if accelerator.sync_gradients:  # before anything of this step is saved
+                        check_finite_update(optimizer, step, checkpoints._anywhere, names, newest_checkpoint)
                     optimizer.zero_grad(set_to_none=True)
                 log.add(loss)
             scheduler.step()

@@ -21,11 +21,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
+from ..model_folder_write import ModelFolderWriteError, tensor_bytes
+from ..run_lock import hold_output_dir
 from .checkpointing import CheckpointError, CheckpointManager, compare_arguments
 from .config import save_arguments
+from .final_save import SignalsDeferred, save_final_or_keep_state
 from .loop import LossLog, SkippedImages, batch_stream, make_accelerator, train_steps
 from .optim import build_optimizer, build_scheduler, position_schedule
-from .run_lock import OutputDirInUseError, RunLock
 from .validation import PeriodicValidation
 
 logger = logging.getLogger(__name__)
@@ -87,13 +89,21 @@ def save_model_folder(accelerator: Accelerator, model, processor, folder: Path, 
     from .checkpointing import save_pretrained_atomic
 
     state_dict = accelerator.get_state_dict(model)  # on every rank: gathers FSDP / ZeRO-3 shards (rank 0 gets them)
+    failure = [None]
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
 
         def save_model(target: Path) -> None:
             unwrapped.save_pretrained(target, state_dict=state_dict)
 
-        save_pretrained_atomic(folder, save_model, processor, write_log)
+        try:
+            save_pretrained_atomic(folder, save_model, processor, write_log, needed_bytes=tensor_bytes(state_dict))
+        except ModelFolderWriteError as error:  # full / read-only disk: one line, raised on every process
+            failure = [str(error)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(failure)
+    if failure[0] is not None:
+        raise ModelFolderWriteError(failure[0])
     accelerator.wait_for_everyone()
 
 
@@ -117,23 +127,6 @@ def finish_run(accelerator: Accelerator, model, processor, log: LossLog, args: A
     save_model_folder(accelerator, model, processor, final_dir, training_log_writer(log, stage, validation, args))
     accelerator.end_training()
     return final_dir
-
-
-def hold_output_dir(accelerator: Accelerator, output_dir: str | Path) -> RunLock | None:
-    """The main process locks `output_dir` (see `run_lock`); a refusal is raised on every process."""
-    lock, refusal = None, None
-    if accelerator.is_main_process:
-        try:
-            lock = RunLock(output_dir).acquire()
-        except OutputDirInUseError as error:
-            refusal = str(error)
-    if accelerator.num_processes > 1:
-        refusal = [refusal]
-        broadcast_object_list(refusal)
-        refusal = refusal[0]
-    if refusal:
-        raise OutputDirInUseError(refusal)
-    return lock
 
 
 def run_arguments(args: Any) -> dict[str, Any]:
@@ -194,13 +187,17 @@ def run_stage(stage: Stage) -> dict[str, Any]:
 
         batches = stage.batches(model, loader, start * args.gradient_accumulation_steps)
         stage.set_train_mode(model)
+        extra_state = lambda: {**log.state(), "arguments": arguments,  # noqa: E731
+                               "skipped_images": stage.skipped_images.state(),
+                               **(validation.state() if validation is not None else {})}
         train_steps(accelerator, model, optimizer, scheduler, checkpoints, log, batches,
                     lambda batch: stage.loss(model, batch), start=start, args=args, desc=stage.name,
-                    extra_state=lambda: {**log.state(), "arguments": arguments,
-                                         "skipped_images": stage.skipped_images.state(),
-                                         **(validation.state() if validation is not None else {})},
+                    extra_state=extra_state,
                     skipped=stage.skipped_images, after_step=validation.after_step if validation is not None else None)
-        final_dir = finish_run(accelerator, model, processor, log, args, stage, validation)
+        with SignalsDeferred():  # SIGTERM/SIGINT: the model folder is finished first, then the run stops
+            final_dir = save_final_or_keep_state(
+                lambda: finish_run(accelerator, model, processor, log, args, stage, validation), checkpoints,
+                args.max_steps, extra_state)
     finally:
         if lock is not None:
             lock.release()
