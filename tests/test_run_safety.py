@@ -186,3 +186,28 @@ def test_macro_metrics_name_the_classes_they_average_over():
     assert metrics["accuracy"] == (1.0, ["a", "b", "c"])
     assert metrics["macro_f1"] == (1.0, ["a", "b"]) and metrics["auroc"] == (1.0, ["a", "b"])
     assert json.dumps(metrics)
+
+
+# ------------------------------------------------------------------------------------------------ smaller cases
+@pytest.mark.parametrize("family", ["gpt2"])
+def test_upload_folder_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, model, processor, monkeypatch):
+    from cleft_hf import model_folder_write
+    from cleft_hf.hub import build_upload_folder
+
+    class Usage:
+        free = 1000
+
+    monkeypatch.setattr(model_folder_write.shutil, "disk_usage", lambda path: Usage)
+    with pytest.raises(OSError, match=r"^no space left for the upload folder .*upload: it needs ~.* 1 kB free;"):
+        build_upload_folder(model, processor, tmp_path / "upload", repo_id="me/cleft")
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_a_completion_marker_of_the_wrong_shape_is_one_line(tmp_path):
+    from cleft_hf.training.checkpoint_files import COMPLETE_MARKER, CheckpointError
+    from test_training_utils import _train
+
+    _train(tmp_path / "run", steps=2, save_every=2)
+    (tmp_path / "run" / "checkpoints" / "step_2" / COMPLETE_MARKER).write_text("[]")  # valid JSON, wrong shape
+    with pytest.raises(CheckpointError, match=r"checkpoint_complete\.json is not a completion marker"):
+        _train(tmp_path / "run", steps=4, save_every=2, resume="latest")
