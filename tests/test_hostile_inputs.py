@@ -14,6 +14,8 @@ import pandas as pd
 import pydicom
 import pytest
 import torch
+from cleft_hf.modeling import image_processing_cleft
+from cleft_hf.modeling.image_bounds_cleft import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, ImageTooLargeError
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -22,8 +24,6 @@ from cleft_hf.data import read_dicom
 from cleft_hf.data._tables import check_values
 from cleft_hf.data.transforms import ImageDecodeError, make_eval_transform
 from cleft_hf.demo.dicom_writer import write_dicom
-from cleft_hf.modeling import image_processing_cleft
-from cleft_hf.modeling.image_bounds_cleft import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, ImageTooLargeError
 
 
 def _png_header_only(path, width: int, height: int) -> None:

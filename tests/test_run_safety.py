@@ -14,8 +14,9 @@ import torch
 import transformers.modeling_utils
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from test_training import DEMO_CONFIG, _pretrain_args
 
-from cleft_hf import CLEFTModel, CLEFTProcessor
+from cleft_hf import CLEFTModel
 from cleft_hf.arguments import ConfigError
 from cleft_hf.cli import user_error_message
 from cleft_hf.evaluation import runner as evaluation_runner
@@ -25,7 +26,6 @@ from cleft_hf.training import runner
 from cleft_hf.training.checkpointing import list_checkpoints
 from cleft_hf.training.config import EvaluateArguments, PretrainArguments, load_arguments, parse_arguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
-from test_training import DEMO_CONFIG, _pretrain_args
 
 DISK_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"
 
@@ -162,7 +162,8 @@ def test_evaluation_results_never_mix_two_runs_and_report_classes_without_images
 
     monkeypatch.setattr(evaluation_runner, "single_label_split", without_the_last_class)
     output = tmp_path / "eval"
-    results = run_evaluation(_evaluate_args(demo_tree, _model_folder(make_model, processor, tmp_path / "a", 0), output))
+    first_model = _model_folder(make_model, processor, tmp_path / "a", 0)
+    results = run_evaluation(_evaluate_args(demo_tree, first_model, output))
     missing = results["class_names"][-1]
     assert results["classes_without_examples"] == [missing] and f"no test images of class {missing}" in caplog.text
     records = {record["metric"]: record for record in results["metrics"]}
@@ -204,8 +205,9 @@ def test_upload_folder_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, m
 
 
 def test_a_completion_marker_of_the_wrong_shape_is_one_line(tmp_path):
-    from cleft_hf.training.checkpoint_files import COMPLETE_MARKER, CheckpointError
     from test_training_utils import _train
+
+    from cleft_hf.training.checkpoint_files import COMPLETE_MARKER, CheckpointError
 
     _train(tmp_path / "run", steps=2, save_every=2)
     (tmp_path / "run" / "checkpoints" / "step_2" / COMPLETE_MARKER).write_text("[]")  # valid JSON, wrong shape

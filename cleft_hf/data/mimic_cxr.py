@@ -75,8 +75,9 @@ def _read_report(path: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         text = raw.decode("utf-8", errors="replace")
+        replaced = text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd")
         logger.warning("report %s is not valid UTF-8 (first bad byte at offset %d): %d characters replaced by "
-                       "U+FFFD", path, error.start, text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd"))
+                       "U+FFFD", path, error.start, replaced)
         return text
 
 
