@@ -11,6 +11,9 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from .pooling_cleft import TEXT_POOLINGS
+from .projection_cleft import PROJECTION_HEADS
+
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
 DEFAULT_TEXT_MODEL = "stanford-crfm/BioMedLM"
 DEFAULT_PROMPT_TEMPLATE = "this is a chest x ray of a patient with {}"
@@ -61,6 +64,12 @@ class CLEFTConfig(PretrainedConfig):
         peft_config (`dict`): PEFT config (`peft_type` LORA, IA3, PREFIX_TUNING or ADALORA); default LoRA r=8,
             alpha=32, dropout=0.1 on peft's default target modules for the LLM family.
         projection_dim (`int`): size of the shared image-text space.
+        projection_head (`str`): both towers' projection, `"linear"` (paper, `--linear_proj`) or `"mlp"` (the
+            reference's MLP head: Linear -> 2048, BatchNorm, ReLU, Linear, BatchNorm without affine; per-process
+            BatchNorm statistics).
+        projection_bias (`bool`): linear projections with a bias (the reference's checkpoints have one).
+        text_pooling (`str`): text feature, `"last"` (the appended EOS, attending to itself) or `"first_pad"` (the
+            reference's: that EOS as the first padding token, not attending to itself); see `pooling_cleft`.
         logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
         logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
         prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
@@ -95,6 +104,9 @@ class CLEFTConfig(PretrainedConfig):
     text_model_name_or_path: str | None = DEFAULT_TEXT_MODEL
     peft_config: dict | None = None
     projection_dim: int = 512
+    projection_head: str = "linear"
+    projection_bias: bool = False
+    text_pooling: str = "last"
     logit_scale_init_value: float = math.log(1 / 0.07)
     logit_bias_init_value: float = 0.0
     prompt_num_context_tokens: int = 30
@@ -130,6 +142,12 @@ class CLEFTConfig(PretrainedConfig):
     def _validate(self) -> None:
         if self.image_pooling not in ("mean", "cls"):
             raise ValueError(f"image_pooling must be 'mean' or 'cls', got {self.image_pooling!r}")
+        if self.projection_head not in PROJECTION_HEADS:
+            raise ValueError(f"projection_head must be one of {PROJECTION_HEADS}, got {self.projection_head!r}")
+        if not isinstance(self.projection_bias, bool):
+            raise ValueError(f"projection_bias must be true or false, got {self.projection_bias!r}")
+        if self.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {self.text_pooling!r}")
         if not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:
