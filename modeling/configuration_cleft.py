@@ -72,6 +72,8 @@ class CLEFTConfig(PretrainedConfig):
             reference's: that EOS as the first padding token, not attending to itself); see `pooling_cleft`.
         logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
         logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
+        logit_scale_max (`float`): clamp of `exp(logit_scale)` in `similarity_logits` (CLIP's 100); None: no clamp
+            (the reference code's).
         prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
         prompt_init_text (`str`): text whose token embeddings initialise the context (repeated to fill it).
         prompt_class_specific (`bool`): one context per class instead of one shared context.
@@ -88,6 +90,7 @@ class CLEFTConfig(PretrainedConfig):
         save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
         adapter_only_threshold (`int`): LLM parameter count from which saving is adapter-only by default.
         checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
+        source_checkpoint (`str`): the authors' checkpoint this model was converted from (`convert_original_checkpoint`).
     """
 
     model_type = "cleft"
@@ -109,6 +112,7 @@ class CLEFTConfig(PretrainedConfig):
     text_pooling: str = "last"
     logit_scale_init_value: float = math.log(1 / 0.07)
     logit_bias_init_value: float = 0.0
+    logit_scale_max: float | None = 100.0
     prompt_num_context_tokens: int = 30
     prompt_init_text: str | None = DEFAULT_PROMPT_INIT_TEXT
     prompt_class_specific: bool = False
@@ -123,6 +127,7 @@ class CLEFTConfig(PretrainedConfig):
     save_base_model: bool | None = None
     adapter_only_threshold: int = 500_000_000
     checkpoint_has_base_model: bool = True
+    source_checkpoint: str | None = None
 
     def __post_init__(self, **kwargs: Any):
         own = [name for name in type(self).__annotations__ if not name.startswith("_")]
@@ -146,6 +151,8 @@ class CLEFTConfig(PretrainedConfig):
             raise ValueError(f"projection_head must be one of {PROJECTION_HEADS}, got {self.projection_head!r}")
         if not isinstance(self.projection_bias, bool):
             raise ValueError(f"projection_bias must be true or false, got {self.projection_bias!r}")
+        if self.logit_scale_max is not None and not self.logit_scale_max > 0:
+            raise ValueError(f"logit_scale_max must be positive or None (no clamp), got {self.logit_scale_max!r}")
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {self.text_pooling!r}")
         if not isinstance(self.image_size, int) or self.image_size <= 0:
