@@ -140,13 +140,14 @@ def probabilities(state: dict, image_embeds: torch.Tensor, class_embeds: torch.T
 # ----------------------------------------------------------------------------------------------------- images
 def reference_pixels_integer_scale(grey: np.ndarray) -> torch.Tensor:
     """The reference's evaluation tensor of a uint8 grey image whose longer side is an integer multiple of 256
-    and whose shorter side scales to an integer: block means (area interpolation), centred zero padding, Otsu
+    and whose shorter side scales to an integer: block means (area interpolation; OpenCV rounds halves up for a
+    factor of 2, to even otherwise), centred zero padding, Otsu
     threshold by exhaustive search (pixels above it), bounding-box crop, PIL bilinear 224 x 224, (x - 0.5) / 0.5."""
     height, width = grey.shape
     factor = max(height, width) // 256
     assert factor * 256 == max(height, width) and height % factor == 0 and width % factor == 0
     small = grey.reshape(height // factor, factor, width // factor, factor).astype(np.float64).mean(axis=(1, 3))
-    small = np.round(small).astype(np.uint8)
+    small = (np.floor(small + 0.5) if factor == 2 else np.round(small)).astype(np.uint8)  # OpenCV's rounding
     pad_h, pad_w = 256 - small.shape[0], 256 - small.shape[1]
     boxed = np.zeros((256, 256), np.uint8)
     boxed[pad_h // 2: pad_h // 2 + small.shape[0], pad_w // 2: pad_w // 2 + small.shape[1]] = small
@@ -165,3 +166,24 @@ def reference_pixels_integer_scale(grey: np.ndarray) -> torch.Tensor:
     rgb = Image.fromarray(cropped).convert("RGB").resize((224, 224), Image.BILINEAR)
     tensor = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).float() / 255.0
     return (tensor - 0.5) / 0.5
+
+
+def opencv_reference_pixels(grey: np.ndarray) -> torch.Tensor:
+    """The reference's evaluation steps run with OpenCV and torchvision (needs `cv2`): INTER_AREA letterbox to
+    256, grey -> RGB, OpenCV Otsu crop, torchvision Resize((224, 224)) on the PIL image, ToTensor, Normalize."""
+    import cv2
+    import torchvision.transforms as T
+
+    height, width = grey.shape
+    new_hw = (256, int(float(width) * (256 / float(height)))) if height >= width else (
+        int(float(height) * (256 / float(width))), 256)
+    small = cv2.resize(grey, new_hw[::-1], interpolation=cv2.INTER_AREA)
+    pad_h, pad_w = 256 - new_hw[0], 256 - new_hw[1]
+    boxed = np.pad(small, [(pad_h // 2, math.ceil(pad_h / 2)), (pad_w // 2, math.ceil(pad_w / 2))])
+    rgb = np.asarray(Image.fromarray(boxed).convert("RGB"))
+    _, mask = cv2.threshold(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if mask.any():
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        rgb = rgb[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+    transform = T.Compose([T.Resize((224, 224)), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
+    return transform(Image.fromarray(rgb))

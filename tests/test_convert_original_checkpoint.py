@@ -5,31 +5,19 @@ layout mapped on the meta device; refused files in one line."""
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import reference_cleft as ref
 import torch
-from cleft_hf.modeling.configuration_cleft import BIOMEDLM_CONFIG
 from transformers import AutoModel, AutoTokenizer, GPT2Config
 
 from cleft_hf import CLEFTModel, CLEFTProcessor
-from cleft_hf.conversion import (
-    ConversionError,
-    inspect_reference_state_dict,
-    map_reference_state_dict,
-)
-from cleft_hf.convert_original_checkpoint import (
-    convert_original_checkpoint,
-    reference_config,
-)
-from cleft_hf.demo.reference_checkpoint import (
-    REAL_VISION,
-    reference_state_dict,
-    write_reference_checkpoints,
-)
+from cleft_hf.cli import run_cli
+from cleft_hf.conversion import ConversionError, inspect_reference_state_dict, map_reference_state_dict
+from cleft_hf.convert_original_checkpoint import ConvertArguments, convert_original_checkpoint, main, reference_config
+from cleft_hf.demo.reference_checkpoint import REAL_VISION, reference_state_dict, write_reference_checkpoints
+from cleft_hf.modeling.configuration_cleft import BIOMEDLM_CONFIG
 
 CLASSES = ["atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion"]
 CAPTIONS = ["this is a chest x ray of a patient with edema", "there is no pleural effusion bilaterally.",
@@ -65,6 +53,16 @@ def test_processor_gives_the_reference_pixels(converted):
     for image in (grey, np.repeat(grey[..., None], 3, axis=2)):  # grey and RGB of the same picture
         pixels = processor(images=image)["pixel_values"][0]
         torch.testing.assert_close(pixels, ref.reference_pixels_integer_scale(grey), atol=0, rtol=0)
+
+
+def test_processor_matches_opencv_on_other_sizes(converted):
+    pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless) runs the reference's own resize and Otsu")
+    processor = CLEFTProcessor.from_pretrained(converted[0] / "converted1")
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        grey = _image(int(rng.integers(100)))[: int(rng.integers(300, 512)), : int(rng.integers(250, 384))]
+        difference = processor(images=grey)["pixel_values"][0] - ref.opencv_reference_pixels(grey)
+        assert difference.abs().max() <= 2 / 255 + 1e-6 and (difference != 0).float().mean() < 1e-3
 
 
 def test_stage1_matches_the_reference_forward(converted):
@@ -161,7 +159,7 @@ def test_real_size_layout_maps_every_key(stage):
     assert (context is not None) == (stage == 2)
 
 
-def test_refused_files_end_in_one_line(tmp_path):
+def test_refused_files_end_in_one_line(tmp_path, capsys):
     paths = write_reference_checkpoints(tmp_path / "ref", dtype=torch.float32)
     llm = str(paths["llm"])
     truncated = tmp_path / "truncated.ckpt"
@@ -183,8 +181,8 @@ def test_refused_files_end_in_one_line(tmp_path):
     tokenizer.save_pretrained(llm)
     with pytest.raises(ConversionError, match="embedding has .* rows"):
         convert_original_checkpoint(paths["stage1"], tmp_path / "o5", text_model_name_or_path=llm)
-    done = subprocess.run([sys.executable, "-m", "cleft_hf.convert_original_checkpoint", "--checkpoint", str(code),
-                           "--output_dir", str(tmp_path / "o6"), "--text_model_name_or_path", llm],
-                          check=False, capture_output=True, text=True, timeout=120)
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and lines[-1].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    with pytest.raises(SystemExit) as exited:  # the command line: one line, exit code 2
+        run_cli(main, ConvertArguments, argv=["--checkpoint", str(code), "--output_dir", str(tmp_path / "o6"),
+                                              "--text_model_name_or_path", llm], config_file=False)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: checkpoint "), lines
