@@ -1,7 +1,7 @@
 """Tiny checkpoints in the exact layout of the authors' CLEFT files (PyTorch-Lightning, reference code keys), for
 the converter's tests and the README's demo twin.
 
-    python -m cleft_hf.demo.reference_checkpoint --output_dir outputs/reference-demo
+    python -m cleft_hf.demo.reference_checkpoint --output_dir outputs/reference-demo [--chexpert_images 600]
 
 writes `llm/` (a tiny GPT-2 config + a tokenizer trained on the fly: what `--text_model_name_or_path` gives the
 converter), `stage1.ckpt` and `stage2.ckpt` (bf16, as the authors trained with `--precision bf16-true`). The
@@ -179,8 +179,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    parser.add_argument("--chexpert_images", type=int, default=0,
+                        help="also write a CheXpert-like demo tree of this many images into OUTPUT_DIR/chexpert")
     args = parser.parse_args(argv)
     paths = write_reference_checkpoints(args.output_dir, getattr(torch, args.dtype))
+    if args.chexpert_images:
+        from .synthetic import write_demo_chexpert
+
+        paths["chexpert"] = Path(args.output_dir) / "chexpert"
+        write_demo_chexpert(paths["chexpert"], args.chexpert_images)
     print(" ".join(f"{name}={path}" for name, path in paths.items()))
 
 
