@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Model, pipeline
+from transformers import AutoModel, GPT2Model, pipeline
 
 from cleft_hf import CLEFTModel, CLEFTProcessor
 from cleft_hf.conversion import ConversionError
@@ -78,6 +78,12 @@ def test_adapter_only_conversion_and_the_pipeline(converted, tmp_path):
     assert {s["label"] for s in scores} == {"edema", "cardiomegaly"}
     expected = full.zero_shot_classify(processor(images=image)["pixel_values"], ["edema", "cardiomegaly"], processor)
     assert abs(max(s["score"] for s in scores) - float(expected.max())) < 1e-5
+    # a converted stage 2 through remote code (no cleft_hf needed): its learned prompts give the same scores
+    pixels = processor(images=image)["pixel_values"]
+    remote = AutoModel.from_pretrained(folder / "converted2", trust_remote_code=True).eval()
+    local = CLEFTModel.from_pretrained(folder / "converted2").eval()
+    torch.testing.assert_close(remote.zero_shot_classify(pixels, use_learned_prompts=True, task="findings"),
+                               local.zero_shot_classify(pixels, use_learned_prompts=True, task="findings"))
 
 
 def test_embed_trained_conversion_is_not_pushed_without_the_licence_flag(converted, tmp_path):
