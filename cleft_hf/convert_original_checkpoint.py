@@ -80,7 +80,8 @@ def _check_text_tower(layout: ReferenceLayout, text_config: Any, tokenizer: Any,
                               f"{expected}: give the LLM the checkpoint was trained with")
     if len(tokenizer) != expected["vocab_size"]:
         raise ConversionError(f"the tokenizer of {source} has {len(tokenizer)} tokens but the checkpoint's "
-                              f"embedding has {expected['vocab_size']} rows: give the LLM the checkpoint was trained with")
+                              f"embedding has {expected['vocab_size']} rows: give the LLM the checkpoint was trained "
+                              "with")
 
 
 def _prompt_classes(dataset: str | None, class_names: list[str] | None) -> tuple[list[str], str]:
@@ -96,6 +97,14 @@ def _prompt_classes(dataset: str | None, class_names: list[str] | None) -> tuple
     spec = get_dataset_spec(dataset)
     task = spec.task_name()
     return [name.lower() for name in spec.task(task).class_names], task
+
+
+def prompt_learner_keys(model: Any) -> set[str]:
+    """State-dict keys of the model's learned-prompt modules (what a reference checkpoint does not fill)."""
+    from .modeling.prompt_learning_cleft import CLEFTPromptLearner
+
+    return {f"{name}.{key}" for name, module in model.named_modules() if isinstance(module, CLEFTPromptLearner)
+            for key in module.state_dict()}
 
 
 def _materialise_prompt_learners(model: Any) -> None:
@@ -159,8 +168,8 @@ def convert_original_checkpoint(
     base_keys = set(model.base_llm_state_keys())
     mapped = {k: v.to(base_dtype if k in base_keys else torch.float32).contiguous() for k, v in mapped.items()}
     missing, _ = model.load_state_dict(mapped, strict=False, assign=True)
+    unfilled = sorted(set(missing) - prompt_learner_keys(model))
     _materialise_prompt_learners(model)
-    unfilled = [k for k in missing if "prompt" not in k]
     if unfilled:
         raise RuntimeError(f"conversion did not fill {unfilled[:5]}")
     processor = reference_processor(tokenizer)
@@ -231,8 +240,9 @@ def main(args: ConvertArguments) -> Path:
 
         api = HfApi()
         api.create_repo(args.hub_model_id, exist_ok=True, repo_type="model")
+        message = f"Convert the authors' CLEFT checkpoint {Path(args.checkpoint).name}"
         commit = api.upload_folder(repo_id=args.hub_model_id, folder_path=folder, repo_type="model",
-                                   commit_message=f"Convert the authors' CLEFT checkpoint {Path(args.checkpoint).name}")
+                                   commit_message=message)
         print(f"uploaded {args.hub_model_id}: {getattr(commit, 'commit_url', commit)}")
     return folder
 

@@ -90,7 +90,8 @@ class CLEFTConfig(PretrainedConfig):
         save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
         adapter_only_threshold (`int`): LLM parameter count from which saving is adapter-only by default.
         checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
-        source_checkpoint (`str`): the authors' checkpoint this model was converted from (`convert_original_checkpoint`).
+        source_checkpoint (`str`): the authors' checkpoint this model was converted from
+            (`cleft_hf.convert_original_checkpoint`).
     """
 
     model_type = "cleft"

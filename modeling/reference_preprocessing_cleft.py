@@ -61,7 +61,8 @@ def _area_weights(in_size: int, out_size: int) -> torch.Tensor:
     scale = in_size / out_size
     starts = torch.arange(out_size, dtype=torch.float64) * scale
     edges = torch.arange(in_size + 1, dtype=torch.float64)
-    overlap = (torch.minimum(starts[:, None] + scale, edges[None, 1:]) - torch.maximum(starts[:, None], edges[None, :-1]))
+    ends = starts[:, None] + scale
+    overlap = torch.minimum(ends, edges[None, 1:]) - torch.maximum(starts[:, None], edges[None, :-1])
     return overlap.clamp(min=0) / scale
 
 

@@ -65,7 +65,8 @@ def project(state: dict, tower: str, features: torch.Tensor) -> torch.Tensor:
     if "weight" in p:
         return features @ p["weight"].t() + p["bias"]
     h = features @ p["head.0.weight"].t() + p["head.0.bias"]
-    h = (h - p["head.1.running_mean"]) / torch.sqrt(p["head.1.running_var"] + 1e-5) * p["head.1.weight"] + p["head.1.bias"]
+    h = (h - p["head.1.running_mean"]) / torch.sqrt(p["head.1.running_var"] + 1e-5)
+    h = h * p["head.1.weight"] + p["head.1.bias"]
     h = torch.relu(h) @ p["head.3.weight"].t() + p["head.3.bias"]
     return (h - p["head.4.running_mean"]) / torch.sqrt(p["head.4.running_var"] + 1e-5)
 
@@ -84,7 +85,8 @@ def merged_gpt2(state: dict, llm_dir) -> GPT2Model:
         if ".lora_" in key:
             continue
         if key.endswith("c_attn.weight") and key.replace("weight", "lora_A.default.weight") in inner:
-            a, b = inner[key.replace("weight", "lora_A.default.weight")], inner[key.replace("weight", "lora_B.default.weight")]
+            a = inner[key.replace("weight", "lora_A.default.weight")]
+            b = inner[key.replace("weight", "lora_B.default.weight")]
             value = value + (b @ a).t() * LORA_SCALING
         merged[key] = value
     model = GPT2Model._from_config(AutoConfig.from_pretrained(llm_dir), attn_implementation="eager").eval()

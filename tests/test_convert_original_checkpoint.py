@@ -15,7 +15,8 @@ from transformers import AutoTokenizer, GPT2Config
 from cleft_hf import CLEFTModel, CLEFTProcessor
 from cleft_hf.cli import run_cli
 from cleft_hf.conversion import ConversionError, inspect_reference_state_dict, map_reference_state_dict
-from cleft_hf.convert_original_checkpoint import ConvertArguments, convert_original_checkpoint, main, reference_config
+from cleft_hf.convert_original_checkpoint import (ConvertArguments, convert_original_checkpoint, main,
+                                                  prompt_learner_keys, reference_config)
 from cleft_hf.demo.reference_checkpoint import REAL_VISION, reference_state_dict, write_reference_checkpoints
 from cleft_hf.modeling.configuration_cleft import BIOMEDLM_CONFIG
 
@@ -47,7 +48,8 @@ def reference_processor_folder(tmp_path_factory):
     """A converted stage-1 model's folder (its processor: the reference's preprocessing)."""
     folder = tmp_path_factory.mktemp("reference_processor")
     paths = write_reference_checkpoints(folder)
-    return convert_original_checkpoint(paths["stage1"], folder / "converted1", text_model_name_or_path=str(paths["llm"]))
+    return convert_original_checkpoint(paths["stage1"], folder / "converted1",
+                                       text_model_name_or_path=str(paths["llm"]))
 
 
 def _state(path) -> dict:
@@ -158,7 +160,8 @@ def test_real_size_layout_maps_every_key(stage):
     with torch.device("meta"):
         model = CLEFTModel(config)
     mapped, context = map_reference_state_dict(state, layout, model)
-    wanted = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("prompt_learner.")}
+    prompts = prompt_learner_keys(model)
+    wanted = {k: v.shape for k, v in model.state_dict().items() if k not in prompts}
     assert set(mapped) == set(wanted)
     assert all(mapped[k].shape == shape for k, shape in wanted.items())
     assert mapped["vision_model.pos_embed"].shape == (1, 256, 768)
@@ -192,3 +195,19 @@ def test_refused_files_end_in_one_line(tmp_path, capsys):
                                               "--text_model_name_or_path", llm], config_file=False)
     lines = capsys.readouterr().err.strip().splitlines()
     assert exited.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: checkpoint "), lines
+
+
+def test_saved_dtypes(reference_processor_folder, tmp_path):
+    from safetensors import safe_open
+
+    def dtypes(folder):
+        with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+            return {name: weights.get_slice(name).get_dtype() for name in
+                    ("text_model.base_model.model.wte.weight", "vision_model.pos_embed", "logit_scale")}
+
+    assert dtypes(reference_processor_folder) == {"text_model.base_model.model.wte.weight": "BF16",
+                                                  "vision_model.pos_embed": "F32", "logit_scale": "F32"}
+    source = reference_processor_folder.parent
+    convert_original_checkpoint(source / "stage1.ckpt", tmp_path / "fp32", text_model_name_or_path=str(source / "llm"),
+                                dtype="float32")
+    assert set(dtypes(tmp_path / "fp32").values()) == {"F32"}

@@ -61,8 +61,8 @@ def test_adapter_only_conversion_and_the_pipeline(converted, tmp_path):
     # the base LLM the adapter-only folder loads: the checkpoint's own frozen GPT-2 weights, saved as a Hub LLM
     full = CLEFTModel.from_pretrained(folder / "converted1").eval()
     llm = GPT2Model(full.config.text_config)
-    llm.load_state_dict({k.replace("base_layer.", ""): v for k, v in full.text_model.get_base_model().state_dict().items()
-                         if "lora_" not in k})
+    base = full.text_model.get_base_model().state_dict()
+    llm.load_state_dict({k.replace("base_layer.", ""): v for k, v in base.items() if "lora_" not in k})
     llm.save_pretrained(tmp_path / "llm")
     adapter = CLEFTModel.from_pretrained(tmp_path / "adapter", text_model_name_or_path=str(tmp_path / "llm")).eval()
     processor = CLEFTProcessor.from_pretrained(folder / "converted1")
@@ -74,7 +74,8 @@ def test_adapter_only_conversion_and_the_pipeline(converted, tmp_path):
         folder / "converted1" / "model.safetensors").stat().st_size
     classifier = pipeline("zero-shot-image-classification", model=str(folder / "converted1"), trust_remote_code=True)
     image = np.random.default_rng(0).integers(0, 255, (300, 260), dtype=np.uint8)
-    scores = classifier(image, candidate_labels=["edema", "cardiomegaly"], hypothesis_template=full.config.prompt_template)
+    scores = classifier(image, candidate_labels=["edema", "cardiomegaly"],
+                        hypothesis_template=full.config.prompt_template)
     assert {s["label"] for s in scores} == {"edema", "cardiomegaly"}
     expected = full.zero_shot_classify(processor(images=image)["pixel_values"], ["edema", "cardiomegaly"], processor)
     assert abs(max(s["score"] for s in scores) - float(expected.max())) < 1e-5

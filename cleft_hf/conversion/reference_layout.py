@@ -165,8 +165,8 @@ def map_reference_state_dict(
         else:
             unknown.append(key)
     if unknown:
-        raise ConversionError(f"checkpoint has {len(unknown)} key(s) this converter does not know, e.g. {unknown[:3]}: "
-                              "not a CLEFT checkpoint of the reference code's layout")
+        raise ConversionError(f"checkpoint has {len(unknown)} key(s) this converter does not know, e.g. "
+                              f"{unknown[:3]}: not a CLEFT checkpoint of the reference code's layout")
     mapped.update({f"vision_model.{k}": v for k, v in checkpoint_filter_fn(vision, model.vision_model).items()})
     mapped.setdefault("logit_bias", torch.zeros(1))
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(wanted[k].shape)}" for k, v in mapped.items()

@@ -46,7 +46,8 @@ def _text_shapes(n_layer: int, n_embd: int, vocab_size: int, n_positions: int, r
     shapes = {"wte.weight": (vocab_size, n_embd), "wpe.weight": (n_positions, n_embd), "ln_f.weight": (n_embd,),
               "ln_f.bias": (n_embd,)}
     for i in range(n_layer):
-        for name, shape in {"ln_1.weight": (n_embd,), "ln_1.bias": (n_embd,), "attn.c_attn.weight": (n_embd, 3 * n_embd),
+        for name, shape in {"ln_1.weight": (n_embd,), "ln_1.bias": (n_embd,),
+                            "attn.c_attn.weight": (n_embd, 3 * n_embd),
                             "attn.c_attn.bias": (3 * n_embd,), "attn.c_attn.lora_A.default.weight": (rank, n_embd),
                             "attn.c_attn.lora_B.default.weight": (3 * n_embd, rank),
                             "attn.c_proj.weight": (n_embd, n_embd), "attn.c_proj.bias": (n_embd,),
