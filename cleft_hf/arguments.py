@@ -107,7 +107,7 @@ def _merge(cls: type, base: dict[str, Any], updates: dict[str, Any], where: str)
     known = [f.name for f in fields(cls) if f.init]
     merged = dict(base)
     for key, value in updates.items():
-        hint = getattr(cls, "misplaced_key_hint", lambda _: None)(key) if key not in known else None
+        hint = getattr(cls, "misplaced_key_hint", lambda *_: None)(key, value) if key not in known else None
         if hint:
             raise ConfigError(f"config key '{key}' ({where}) {hint}")
         if key not in known:
@@ -163,9 +163,15 @@ def parse_arguments(cls: type[ArgumentsT], argv: list[str] | None = None, sectio
     parser = make_parser(cls, defaults, config_file)
     namespace, unknown = parser.parse_known_args(argv)
     if unknown:
-        key = next((a for a in unknown if a.startswith("--")), unknown[0])
-        raise did_you_mean(key[2:].split("=")[0].replace("-", "_"), [f.name for f in fields(cls) if f.init],
-                            f"from {key.split('=')[0]}")
+        flag = next((a for a in unknown if a.startswith("--")), unknown[0])
+        name, _, value = flag.partition("=")
+        key = name[2:].replace("-", "_")
+        following = unknown[unknown.index(flag) + 1:]
+        value = value or (following[0] if following and not following[0].startswith("--") else None)
+        hint = getattr(cls, "misplaced_key_hint", lambda *_: None)(key, value)
+        if hint:
+            raise ConfigError(f"config key '{key}' (from {name}) {hint}")
+        raise did_you_mean(key, [f.name for f in fields(cls) if f.init], f"from {name}")
     hints = typing.get_type_hints(cls)
     values = {f.name: getattr(namespace, f.name) for f in fields(cls) if f.init}
     for name, value in values.items():  # a command-line mapping updates the file's mapping

@@ -16,6 +16,7 @@ backend come from `accelerate launch` / its config file. The evaluation's argume
 from __future__ import annotations
 
 from dataclasses import dataclass
+import json
 from typing import Any, Literal, Optional
 
 from ..arguments import CommonArguments, ConfigError, Mapping, arg, did_you_mean, require
@@ -87,7 +88,7 @@ def _check_model_config(model_config: dict[str, Any]) -> None:
     """Keys are CLEFTConfig fields (closest ones suggested) and CLEFTConfig accepts the values."""
     from ..modeling import CLEFTConfig
 
-    known = [name for name in CLEFTConfig.__annotations__ if not name.startswith("_")]
+    known = CLEFTConfig.field_names()
     for key in model_config:
         if key not in known:
             raise did_you_mean(key, known, "in model_config, whose keys are CLEFTConfig fields")
@@ -95,6 +96,22 @@ def _check_model_config(model_config: dict[str, Any]) -> None:
         CLEFTConfig(**model_config)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config field 'model_config': {error}") from None
+
+
+def _check_augmentation(augmentation: dict[str, Any] | None) -> None:
+    """Keys are `cleft_hf.data.transforms.Augmentation` options (closest ones suggested), values it accepts."""
+    from dataclasses import fields
+
+    from ..data.transforms import Augmentation
+
+    known = [item.name for item in fields(Augmentation)]
+    for key in augmentation or {}:
+        if key not in known:
+            raise did_you_mean(key, known, "in augmentation, whose keys are the train transform's options")
+    try:
+        Augmentation(**(augmentation or {}))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config field 'augmentation': {error}") from None
 
 
 @dataclass
@@ -134,16 +151,18 @@ class PretrainArguments(_TrainingArguments):
         if isinstance(peft_config, dict) and str(peft_config.get("peft_type", "")).upper() == "ADALORA":
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
         _check_model_config(self.model_config)
+        _check_augmentation(self.augmentation)
 
     @staticmethod
-    def misplaced_key_hint(key: str) -> str | None:
-        """A CLEFTConfig field given at the top level belongs under model_config."""
+    def misplaced_key_hint(key: str, value: Any = None) -> str | None:
+        """A CLEFTConfig field given at the top level belongs under model_config (the hint shows `value`)."""
         from ..modeling import CLEFTConfig
 
-        if key in CLEFTConfig.__annotations__:
-            return (f"is a model field: put it under model_config (YAML `model_config: {{{key}: ...}}`, command "
-                    f"line `--model_config '{{{key}: ...}}'`)")
-        return None
+        if key not in CLEFTConfig.field_names():
+            return None
+        shown = "..." if value is None else value if isinstance(value, str) else json.dumps(value)
+        return (f"is a model field: put it under model_config (command line `--model_config \"{{{key}: {shown}}}\"`"
+                f", YAML `model_config: {{{key}: {shown}}}`)")
 
     def model_field(self, name: str) -> Any:
         """A field of the new model: `model_config[name]`, else CLEFTConfig's default."""
