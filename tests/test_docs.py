@@ -13,7 +13,7 @@ from cleft_hf.arguments import make_parser, read_config_file
 
 ENTRY_CLASSES = {"examples/pretrain.py": ("cleft_hf.training.config", "PretrainArguments", "pretrain"),
                  "examples/prompt_tune.py": ("cleft_hf.training.config", "PromptTuneArguments", "prompt_tune"),
-                 "examples/evaluate.py": ("cleft_hf.training.config", "EvaluateArguments", "evaluate"),
+                 "examples/evaluate.py": ("cleft_hf.evaluation.arguments", "EvaluateArguments", "evaluate"),
                  "examples/push_to_hub.py": (str(REPO / "examples" / "push_to_hub.py"), "PushArguments", None)}
 MODULE_ENTRY_CLASSES = {"cleft_hf.convert_original_checkpoint": ("cleft_hf.convert_original_checkpoint",
                                                                  "ConvertArguments")}
