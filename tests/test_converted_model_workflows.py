@@ -15,7 +15,9 @@ from cleft_hf.conversion import ConversionError
 from cleft_hf.convert_original_checkpoint import ConvertArguments, convert_original_checkpoint, main
 from cleft_hf.demo.reference_checkpoint import write_reference_checkpoints
 from cleft_hf.evaluation.runner import run_evaluation
-from cleft_hf.training.config import EvaluateArguments, PromptTuneArguments, load_arguments
+from cleft_hf.arguments import load_arguments
+from cleft_hf.evaluation.arguments import EvaluateArguments
+from cleft_hf.training.config import PromptTuneArguments
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "cleft_hf" / "demo" / "demo.yaml"
@@ -36,7 +38,8 @@ def test_stage2_training_on_a_converted_stage1_model(converted, demo_tree, tmp_p
     args = load_arguments(PromptTuneArguments, DEMO_CONFIG, {
         "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(tmp_path), "report_to": "none",
         "model_name_or_path": str(folder / "converted1"), "per_device_batch_size": 8, "max_steps": 2,
-        "warmup_steps": 1, "eval_every": 0, "log_every": 1, "dataloader_num_workers": 0}, section="prompt_tune")
+        "warmup_steps": 1, "eval_every": 0, "log_every": 1, "dataloader_num_workers": 0, "freeze_vision": False},
+        section="prompt_tune")
     run_prompt_tuning(args)
     trained = CLEFTModel.from_pretrained(tmp_path / "model")
     assert trained.prompt_set_names() == ["findings"] and trained.config.text_pooling == "first_pad"
