@@ -191,7 +191,8 @@ def test_invalid_utf8_in_a_report_is_warned(tmp_path, caplog):
 
 def test_peft_config_that_is_not_a_mapping_names_the_field(tmp_path):
     from cleft_hf.arguments import ConfigError
-    from cleft_hf.training.config import PretrainArguments, load_arguments
+    from cleft_hf.arguments import load_arguments
+    from cleft_hf.training.config import PretrainArguments
 
     with pytest.raises(ConfigError, match=r"model_config.*peft_config must be a mapping.*got 'lora'"):
         load_arguments(PretrainArguments, overrides={"data_root": str(tmp_path), "model_config": {

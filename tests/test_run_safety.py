@@ -24,7 +24,9 @@ from cleft_hf.evaluation.runner import classification_metrics, run_evaluation
 from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
 from cleft_hf.training import runner
 from cleft_hf.training.checkpointing import list_checkpoints
-from cleft_hf.training.config import EvaluateArguments, PretrainArguments, load_arguments, parse_arguments
+from cleft_hf.arguments import load_arguments, parse_arguments
+from cleft_hf.evaluation.arguments import EvaluateArguments
+from cleft_hf.training.config import PretrainArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 
 DISK_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"

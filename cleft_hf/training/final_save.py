@@ -1,7 +1,7 @@
 """The end of a run: the final model folder is written to its last byte, and nothing trained is lost if it fails.
 
     with SignalsDeferred() as deferred:                       # SIGTERM/SIGINT: finish the save first
-        final_dir = save_final_or_keep_state(lambda: finish_run(...), checkpoints, max_steps, extra_state)
+        final_dir = save_final_or_keep_state(lambda: save_model_folder(run, out / "model"), checkpoints, max_steps, state)
     # leaving the block after a signal: SystemExit(128 + signal), the lock released by the caller's `finally`
 
 - `SignalsDeferred`: a signal arriving while the final model is written no longer kills the process half-way
