@@ -69,7 +69,8 @@ class ContrastivePretraining(Stage):
                 model.logit_bias.fill_(-10.0)
             model.logit_bias.requires_grad_(True)
         spec = get_dataset_spec(args.dataset)
-        dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
+        with self.accelerator.local_main_process_first():  # it writes the node's load cache, the others read it
+            dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
         loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
                              num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
                              augment=dict(args.augmentation or {}) if args.augment else None,

@@ -90,16 +90,17 @@ class PromptTuning(Stage):
                                            attn_implementation=args.attn_implementation)
         self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
         spec, task = self.spec, self.spec.task_name(args.dataset_kwargs)
-        dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
+        with self.accelerator.local_main_process_first():  # it writes the node's load cache, the others read it
+            dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
         self.class_names = list(args.class_names or default_class_names(dataset, spec, task))
         dataset = restrict_labels(dataset, self.class_names)
         prompt_names = [name.lower() for name in self.class_names]  # as written in prompts ("pleural effusion")
         model.setup_prompt_learning(prompt_names, processor, num_context_tokens=args.num_context_tokens,
                                     class_specific=args.class_specific, init_text=args.init_text, task=task)
-        model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision)
+        model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision, train_logit_bias=args.loss == "bce")
         loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
                              num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,
-                             augment=None if args.freeze_vision else {}, skip_bad=args.skip_bad)
+                             augment=None if args.freeze_vision or not args.augment else {}, skip_bad=args.skip_bad)
         return model, processor, loader
 
     def batches(self, model, loader, start_micro_step: int):

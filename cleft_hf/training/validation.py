@@ -38,7 +38,8 @@ class PeriodicValidation:
         self.set_train_mode, self.save_model = set_train_mode, save_model
         spec = get_dataset_spec(args.dataset)
         task = spec.task_name(args.dataset_kwargs)
-        datasets = spec.load(args.data_root, **(args.dataset_kwargs or {}))
+        with accelerator.local_main_process_first():  # it writes the node's load cache, the others read it
+            datasets = spec.load(args.data_root, **(args.dataset_kwargs or {}))
         try:
             split = get_split(datasets, args.eval_split)
         except ValueError as error:
