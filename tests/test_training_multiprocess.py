@@ -60,11 +60,15 @@ def one_process(tmp_path_factory, cxr_stage1, demo_tree, embed_stage1, embed_tre
     return output
 
 
-def _launch(how: str, jobs: list, tmp_path: Path) -> None:
-    write_jobs(tmp_path / "jobs.json", jobs)
-    done = subprocess.run(launch_command(how, tmp_path / "jobs.json", tmp_path), env=launch_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
+def _launch(how: str, jobs: list, tmp_path: Path) -> list[list[str]]:
+    """Run `jobs` on 2 processes with a fresh load cache; returns what each process wrote into that cache."""
+    cache = tmp_path / "load-cache"
+    write_jobs(tmp_path / "jobs.json", jobs, watched=[cache])
+    done = subprocess.run(launch_command(how, tmp_path / "jobs.json", tmp_path),
+                          env=launch_env(CLEFT_HF_LOAD_CACHE=str(cache)), capture_output=True, text=True, timeout=300,
+                          check=False)
     assert done.returncode == 0, done.stderr[-4000:]
+    return [json.loads((tmp_path / f"writes-rank{rank}.json").read_text())["writes"] for rank in (0, 1)]
 
 
 def _assert_same_run(run: Path, reference: Path) -> None:
@@ -90,7 +94,8 @@ def test_stage2_on_two_processes_equals_one_process(how, tmp_path, one_process, 
     jobs = [("prompt_tune", args) for args in cases.values()]
     if how == "ddp":  # evaluation of the same model folder: embeddings gathered across the processes
         jobs.append(("evaluate", evaluate_arguments(one_process / "cxr" / "model", demo_tree, tmp_path / "eval")))
-    _launch(how, jobs, tmp_path)
+    cache_writes = _launch(how, jobs, tmp_path)
+    assert cache_writes[0] and not cache_writes[1]  # the node's local rank 0 builds the tables, rank 1 reads them
     for name in cases:
         _assert_same_run(tmp_path / name, one_process / name)
     if how == "ddp":

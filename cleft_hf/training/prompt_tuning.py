@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.fsdp import register_fsdp_forward_method
 from tqdm.auto import tqdm
 
 from ..data import DatasetSpec, caption_ids, get_dataset_spec, get_split, label_names, make_loader, restrict_labels
@@ -110,7 +111,9 @@ class PromptTuning(Stage):
         # once, in this pass over the whole dataset)
         self.skipped_images.restore({"count": 0, "files": []})
         batches = (self.skipped_images.take(batch) for batch in loader)
-        cache = cache_image_embeddings(self.accelerator.unwrap_model(model), batches, self.accelerator)
+        unwrapped = self.accelerator.unwrap_model(model)
+        register_fsdp_forward_method(unwrapped, "get_image_features")  # FSDP2 gathers its shards (else a no-op)
+        cache = cache_image_embeddings(unwrapped, batches, self.accelerator)
         return cached_batch_stream(cache, self.args.seed, start_micro_step)
 
     def set_train_mode(self, model) -> None:
