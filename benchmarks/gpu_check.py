@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BOXES = {"paper_scale": 100, "pretrain": 170, "stage2": 70, "fsdp": 40, "deepspeed": 70, "flash_attn": 30}  # 480 s
 GPU_ONLY = ("fsdp", "deepspeed", "flash_attn")
-PAPER = {"steps": 30, "batch": 72, "images": 200, "workers": 8, "text_length": 256}
+PAPER = {"steps": 30, "batch": 72, "images": 1000, "workers": 8, "text_length": 256}  # ~450 training images
 TINY = {"steps": 3, "batch": 4, "images": 24, "workers": 1, "text_length": 48}
 
 
@@ -70,13 +70,14 @@ def run_part(name: str, args: argparse.Namespace, gpu: bool) -> None:
     else:
         command = [sys.executable, __file__, "--part", name, "--out", str(args.out)] + (["--tiny"] if args.tiny else [])
     prefix = "paper_scale_" if name == "paper_scale" else ""
+    box = BOXES[name] * (4 if args.tiny else 1)  # --tiny: a shared CPU, not the GPU the boxes are sized for
     began = time.perf_counter()
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=BOXES[name], check=False)
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=box, check=False)
     except subprocess.TimeoutExpired as expired:
         output = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
         print("".join(prefix + line + "\n" for line in output.splitlines() if "=" in line), end="")
-        print(f"{name}=failed: over its {BOXES[name]} s box")
+        print(f"{name}=failed: over its {box} s box")
         return
     print("".join(prefix + line + "\n" for line in done.stdout.splitlines()
                   if "=" in line and " " not in line.split("=")[0]), end="")
@@ -227,20 +228,25 @@ def part_fsdp(args: argparse.Namespace) -> None:
     _launch_and_reload(args, "fsdp", str(ROOT / "examples/configs/accelerate/fsdp.yaml"))
 
 
-def part_deepspeed(args: argparse.Namespace) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "deepspeed"], capture_output=True, text=True,
-                          check=False, timeout=40)
+def _pip_install(*requirement: str, timeout: float) -> None:
+    """`pip install` within `timeout` seconds, else one line saying why not."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *requirement], capture_output=True,
+                              text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"pip install {' '.join(requirement)} took over {timeout:.0f} s") from None
     if done.returncode != 0:
-        raise SystemExit(f"pip install deepspeed failed: {_one_line(done.stderr)}")
+        raise SystemExit(f"pip install {' '.join(requirement)} failed: {_one_line(done.stderr)}")
+
+
+def part_deepspeed(args: argparse.Namespace) -> None:
+    _pip_install("deepspeed", timeout=45)
     for stage in ("zero2", "zero3"):
         _launch_and_reload(args, f"deepspeed_{stage}", str(ROOT / f"examples/configs/accelerate/deepspeed_{stage}.yaml"))
 
 
 def part_flash_attn(args: argparse.Namespace) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--only-binary=:all:", "flash-attn"],
-                          capture_output=True, text=True, check=False, timeout=25)
-    if done.returncode != 0:
-        raise SystemExit(f"no flash-attn wheel installs: {_one_line(done.stderr)}")
+    _pip_install("--only-binary=:all:", "flash-attn", timeout=20)
     import torch
     from transformers import AutoModel, GPT2Config
 
