@@ -49,7 +49,8 @@ def cuda_available() -> bool:
 
 def ensure_installed() -> None:
     """Install this package (and its pinned torch) from the package registry when it is not importable."""
-    check = subprocess.run([sys.executable, "-c", "import cleft_hf, accelerate, timm"], capture_output=True, check=False)
+    check = subprocess.run([sys.executable, "-c", "import cleft_hf, accelerate, timm"], capture_output=True,
+                           check=False)
     if check.returncode == 0:
         print("install=present")
         return
@@ -65,10 +66,12 @@ def run_part(name: str, args: argparse.Namespace, gpu: bool) -> None:
         print(f"{name}=skipped: no CUDA")
         return
     if name == "paper_scale":  # its own script (it runs each variant in a fresh process)
-        tiny = ["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "1", "--batch_size", "2", "--text_length", "16"]
+        tiny = ["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "1", "--batch_size", "2",
+                "--text_length", "16"]
         command = [sys.executable, str(ROOT / "benchmarks" / "gpu_paper_scale.py"), *(tiny if args.tiny else [])]
     else:
-        command = [sys.executable, __file__, "--part", name, "--out", str(args.out)] + (["--tiny"] if args.tiny else [])
+        tiny = ["--tiny"] if args.tiny else []
+        command = [sys.executable, __file__, "--part", name, "--out", str(args.out), *tiny]
     prefix = "paper_scale_" if name == "paper_scale" else ""
     box = BOXES[name] * (4 if args.tiny else 1)  # --tiny: a shared CPU, not the GPU the boxes are sized for
     began = time.perf_counter()
@@ -206,12 +209,14 @@ def _launch_and_reload(args: argparse.Namespace, prefix: str, accelerate_config:
 
     from cleft_hf import CLEFTModel
 
-    config = _write_inputs(argparse.Namespace(**{**vars(args), "tiny": True, "out": str(Path(args.out) / "tiny")}), TINY)
+    tiny = argparse.Namespace(**{**vars(args), "tiny": True, "out": str(Path(args.out) / "tiny")})
+    config = _write_inputs(tiny, TINY)
     runs, first_run = {}, Path(args.out) / f"{prefix}_run"
     for run, extra in (("run", []), ("resumed", ["--resume_from_checkpoint", str(first_run / "checkpoints/step_2")])):
         output = Path(args.out) / f"{prefix}_{run}"
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config,
-                   "--num_processes", "1", "examples/pretrain.py", "--config", str(config), "--output_dir", str(output),
+                   "--num_processes", "1", "examples/pretrain.py", "--config", str(config),
+                   "--output_dir", str(output),
                    "--max_steps", "4", "--save_every", "2", "--keep_last", "0", "--augment", "false",
                    "--dataloader_num_workers", "0", *extra]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -242,7 +247,8 @@ def _pip_install(*requirement: str, timeout: float) -> None:
 def part_deepspeed(args: argparse.Namespace) -> None:
     _pip_install("deepspeed", timeout=45)
     for stage in ("zero2", "zero3"):
-        _launch_and_reload(args, f"deepspeed_{stage}", str(ROOT / f"examples/configs/accelerate/deepspeed_{stage}.yaml"))
+        config = ROOT / f"examples/configs/accelerate/deepspeed_{stage}.yaml"
+        _launch_and_reload(args, f"deepspeed_{stage}", str(config))
 
 
 def part_flash_attn(args: argparse.Namespace) -> None:

@@ -31,7 +31,8 @@ if __name__ == "__main__":
     from fsdp_train_worker import make_accelerator_allowing_cpu_fsdp
 
     runner.make_accelerator = make_accelerator_allowing_cpu_fsdp
-    entries = {"pretrain": (PretrainArguments, run_pretraining), "prompt_tune": (PromptTuneArguments, run_prompt_tuning),
+    entries = {"pretrain": (PretrainArguments, run_pretraining),
+               "prompt_tune": (PromptTuneArguments, run_prompt_tuning),
                "evaluate": (EvaluateArguments, run_evaluation)}
     destroy_process_group = PartialState.destroy_process_group
     PartialState.destroy_process_group = lambda self, group=None: None  # `end_training` of a job: keep it
