@@ -25,7 +25,8 @@ if __name__ == "__main__":
 
     from cleft_hf.evaluation.runner import run_evaluation
     from cleft_hf.training import runner
-    from cleft_hf.training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments
+    from cleft_hf.evaluation.arguments import EvaluateArguments
+    from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
     from cleft_hf.training.contrastive_pretraining import run_pretraining
     from cleft_hf.training.prompt_tuning import run_prompt_tuning
     from fsdp_train_worker import make_accelerator_allowing_cpu_fsdp

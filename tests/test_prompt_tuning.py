@@ -9,7 +9,8 @@ import torch
 
 from cleft_hf import CLEFTModel
 from cleft_hf.data import get_dataset_spec
-from cleft_hf.training.config import PromptTuneArguments, load_arguments
+from cleft_hf.arguments import load_arguments
+from cleft_hf.training.config import PromptTuneArguments
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "cleft_hf" / "demo" / "demo.yaml"

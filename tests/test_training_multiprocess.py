@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 
 from cleft_hf.arguments import load_arguments
 from cleft_hf.evaluation.runner import run_evaluation
-from cleft_hf.training.config import EvaluateArguments, PromptTuneArguments
+from cleft_hf.evaluation.arguments import EvaluateArguments
+from cleft_hf.training.config import PromptTuneArguments
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
 from conftest import DEMO_CONFIG
 from stage_worker import launch_command, launch_env, write_jobs
