@@ -321,9 +321,14 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
     def is_activation_checkpointing(self) -> bool:
         return self.text_model.get_base_model().is_activation_checkpointing
 
-    def configure_for_prompt_tuning(self, freeze_vision: bool = False) -> None:
-        """Stage 2: freeze the text side (LLM, adapter, text projection), train the context prompts and
-        `logit_bias`; the vision tower, image projection and logit scale keep training unless `freeze_vision`."""
+    def configure_for_prompt_tuning(self, freeze_vision: bool = False, train_logit_bias: bool = True) -> None:
+        """Stage 2: freeze the text side (LLM, adapter, text projection) and the stored prompt sets; train the
+        active set's context, and `logit_bias` when `train_logit_bias`; the vision tower, image projection and
+        logit scale keep training unless `freeze_vision`.
+
+        Train only what the loss reads: `logit_bias` only moves `logits_per_image` (the BCE loss), not an InfoNCE
+        over embeddings (softmax ignores a shared bias). A trainable parameter without a gradient makes DDP wait
+        for it forever ("Expected to have finished reduction in the prior iteration")."""
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         self.prompt_learner.requires_grad_(True)
@@ -331,7 +336,7 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             for module in (self.vision_model, self.visual_projection):
                 module.requires_grad_(True)
             self.logit_scale.requires_grad_(True)
-        self.logit_bias.requires_grad_(True)
+        self.logit_bias.requires_grad_(train_logit_bias)
 
     # ----------------------------------------------------------------- forward
     def forward(

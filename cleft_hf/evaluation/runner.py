@@ -108,7 +108,8 @@ def _evaluate(args: EvaluateArguments, accelerator: Accelerator, plots: Path) ->
     processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
     spec = get_dataset_spec(args.dataset)
     task = spec.task_name(args.dataset_kwargs)
-    datasets = spec.load(args.data_root, **args.loader_kwargs)
+    with accelerator.local_main_process_first():  # it writes the node's load cache, the others read it
+        datasets = spec.load(args.data_root, **args.loader_kwargs)
     test, class_names = single_label_split(get_split(datasets, args.eval_split), spec, task, args.class_names,
                                            args.balanced_per_class, args.seed)
     prompt_names = [name.lower() for name in class_names]  # the spelling stage 2 stores for learned prompts

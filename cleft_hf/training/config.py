@@ -198,6 +198,7 @@ class PromptTuneArguments(_TrainingArguments):
         "dataset's prompt without the class, e.g. 'this is a chest x ray of a patient with'; empty: random).",
     )
     freeze_vision: bool = arg(False, "Freeze the vision tower, cache image features (reference: it trains).")
+    augment: bool = arg(True, "Augment training images while the vision tower trains (false: the eval transform).")
     class_names: Optional[list[str]] = arg(None, "Classes to learn prompts for (none: the dataset's).")
     loss: Literal["clip", "bce"] = arg("bce", "Multi-label BCE over class prompts, or InfoNCE on label texts.")
 

@@ -113,7 +113,8 @@ def start_run(stage: Stage, accelerator: Accelerator) -> RunState:
     args = stage.args
     if accelerator.is_main_process:
         save_arguments(args, Path(args.output_dir) / stage.arguments_file)
-    datasets = stage.spec.load(args.data_root, **args.loader_kwargs)
+    with accelerator.local_main_process_first():  # it writes the node's load cache, the others then read it
+        datasets = stage.spec.load(args.data_root, **args.loader_kwargs)
     model, processor, loader = stage.build(datasets)
     model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, stage.project)
     checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_every, args.keep_last)
