@@ -20,6 +20,7 @@ from .loading_cleft import base_llm_tensors, check_attn_implementation, resolve_
 from .loss_cleft import clip_loss
 from .outputs_cleft import CLEFTOutput
 from .prompt_learning_cleft import CLEFTPromptLearner
+from .similarity_maps_cleft import CLEFTSimilarityMapsMixin
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
 
@@ -102,7 +103,7 @@ class CLEFTPreTrainedModel(PreTrainedModel):
             super().initialize_weights()
 
 
-class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
+class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTSimilarityMapsMixin, CLEFTPreTrainedModel):
     r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
 
     Image features: timm tower, mean of all final tokens before the last LayerNorm (or normalised CLS), then a
