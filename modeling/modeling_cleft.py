@@ -19,6 +19,7 @@ from .features_cleft import CLEFTFeaturesMixin
 from .loading_cleft import base_llm_tensors, check_attn_implementation, resolve_llm_dtype
 from .loss_cleft import clip_loss
 from .outputs_cleft import CLEFTOutput
+from .prompt_ensembles_cleft import CLEFTPromptEnsembleMixin
 from .prompt_learning_cleft import CLEFTPromptLearner
 from .similarity_maps_cleft import CLEFTSimilarityMapsMixin
 from .zero_shot_cleft import CLEFTZeroShotMixin
@@ -103,7 +104,9 @@ class CLEFTPreTrainedModel(PreTrainedModel):
             super().initialize_weights()
 
 
-class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTSimilarityMapsMixin, CLEFTPreTrainedModel):
+class CLEFTModel(
+    CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPromptEnsembleMixin, CLEFTSimilarityMapsMixin, CLEFTPreTrainedModel
+):
     r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
 
     Image features: timm tower, mean of all final tokens before the last LayerNorm (or normalised CLS), then a
