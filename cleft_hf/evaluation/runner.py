@@ -16,6 +16,7 @@ from ..metrics import load_metric
 from ..modeling import CLEFTModel, CLEFTProcessor
 from ..training.config import EvaluateArguments
 from ..training.loop import TRAINING_LOG
+from .bootstrap import bootstrap_intervals, point_metrics
 from .embeddings import compute_image_embeddings, compute_text_embeddings
 from .linear_probe import linear_probe
 from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves, plot_validation_curves
@@ -46,6 +47,25 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_
         "macro_f1": load_metric("macro_f1").compute(
             predictions=predictions, references=labels, labels=list(range(len(class_names))))["macro_f1"],
     }
+
+
+def zero_shot_records(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str], args: EvaluateArguments,
+                      prompts: str, ensemble: list[str] | None) -> list[MetricRecord]:
+    """The zero-shot records of one prompt mode, with `args.bootstrap`-draw 95 % intervals (none for 0)."""
+    metrics = classification_metrics(probabilities, labels, class_names)
+    metrics["balanced_accuracy"] = point_metrics(probabilities, labels)["balanced_accuracy"]
+    intervals = bootstrap_intervals(probabilities, labels, args.bootstrap, args.seed) if args.bootstrap else {}
+    setting = {"prompts": prompts, **({"prompt_templates": list(ensemble)} if ensemble else {})}
+    return [MetricRecord("zero_shot", metric, value, class_names, setting, *intervals.get(metric, (None, None)))
+            for metric, value in metrics.items()]
+
+
+def paired_difference(scored: dict[str, np.ndarray], labels: np.ndarray, args: EvaluateArguments) -> dict[str, Any]:
+    """Per metric learned - hand prompts and its paired bootstrap interval (the same resamples for both)."""
+    learned, hand = point_metrics(scored["learned"], labels), point_metrics(scored["hand"], labels)
+    intervals = bootstrap_intervals(scored["learned"], labels, args.bootstrap, args.seed, baseline=scored["hand"])
+    return {metric: {"value": learned[metric] - hand[metric], "ci_low": low, "ci_high": high}
+            for metric, (low, high) in intervals.items()}
 
 
 def training_curves(model_dir: str) -> dict[str, Any]:
@@ -84,20 +104,26 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
         modes = {"hand": False}
         if model.config.prompt_class_token_ids:
             modes["learned"] = True
+        scored = {}
         for prompts, learned in modes.items():
-            probabilities = model.zero_shot_classify(
-                image_embeds=image_embeds.to(accelerator.device), class_names=prompt_names if learned else hand_texts,
-                processor=processor, prompt_template=None if learned else hand_template, use_learned_prompts=learned,
-                task=task if learned and task in model.prompt_set_names() else None,
+            ensemble = args.prompt_templates if not learned else None
+            probabilities = scored[prompts] = model.zero_shot_classify(
+                image_embeds=image_embeds.to(accelerator.device),
+                class_names=prompt_names if learned or ensemble else hand_texts, processor=processor,
+                prompt_template=None if learned or ensemble else hand_template, use_learned_prompts=learned,
+                task=task if learned and task in model.prompt_set_names() else None, prompt_templates=ensemble,
             ).float().cpu().numpy()
-            records += [MetricRecord("zero_shot", metric, value, class_names, {"prompts": prompts})
-                        for metric, value in classification_metrics(probabilities, labels, class_names).items()]
+            records += zero_shot_records(probabilities, labels, class_names, args, prompts, ensemble)
             if accelerator.is_main_process:
                 plot_roc_curves(probabilities, labels, class_names, plots / f"roc_zero_shot_{prompts}_prompts.png",
                                 title=f"zero-shot ROC, {prompts} prompts")
                 plot_confusion_matrix(probabilities.argmax(1), labels, class_names,
                                       plots / f"confusion_zero_shot_{prompts}_prompts.png",
                                       title=f"zero-shot, {prompts} prompts")
+        if args.bootstrap:
+            results["bootstrap"] = {"draws": args.bootstrap, "seed": args.seed, "confidence": 0.95}
+            if len(scored) == 2:
+                results["zero_shot_difference"] = paired_difference(scored, labels, args)
     if "linear_probe" in args.tasks:
         train, _ = single_label_split(get_split(datasets, args.train_split), spec, task, class_names)
         train_loader = accelerator.prepare(make_loader(train, processor, shuffle=False, batch_size=args.per_device_batch_size,
