@@ -272,7 +272,7 @@ class EvaluateArguments(_CommonArguments):
     prompt_template: Optional[str] = arg(None, "Hand prompt with {} for the class (none: the model's template).")
     linear_probe_fractions: list[float] = arg([0.01, 0.1, 1.0], "Fractions of training labels for the probe.")
     retrieval_ks: list[int] = arg([1, 5, 10], "K values of recall@K.")
-    bootstrap: int = arg(1000, "Bootstrap draws (images resampled) for 95 % intervals of zero-shot metrics; 0: none.")
+    bootstrap: int = arg(1000, "Bootstrap draws (images resampled) for 95-percent intervals of zero-shot metrics; 0: none.")
     prompt_templates: Optional[list[str]] = arg(
         None, "Hand prompts as an ensemble: templates with {} averaged per class (CLIP); none: one prompt per class."
     )
