@@ -63,3 +63,20 @@ def test_cls_pooling_and_mlp_heads_are_refused(make_model, processor):
     model.visual_projection = nn.Sequential(nn.Linear(model.vision_embed_dim, 32), nn.GELU(), nn.Linear(32, 32))
     with pytest.raises(ValueError, match="linear image projection"):
         model.similarity_maps(_pixels(), FINDINGS, processor)
+
+
+def test_the_demo_figure_of_a_saved_model(tmp_path, tokenizer_dirs, demo_tree):
+    from transformers import AutoTokenizer
+
+    from cleft_hf import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
+    from cleft_hf.demo.similarity_figures import write_similarity_figure
+    from tiny_models import tiny_cleft_config
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dirs["gpt2"])
+    processor = CLEFTProcessor(CLEFTImageProcessor(size=32, crop_size=32), tokenizer, max_length=48)
+    model = CLEFTModel(tiny_cleft_config("gpt2", tokenizer))
+    model.setup_prompt_learning(FINDINGS, processor)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    path = write_similarity_figure(tmp_path / "model", "synthetic", demo_tree, tmp_path / "plots" / "maps.png")
+    assert path.stat().st_size > 5000
