@@ -57,3 +57,28 @@ def test_paired_difference_of_the_same_scores_is_zero_and_of_better_scores_posit
     chance = np.full_like(probabilities, 0.25) + np.random.default_rng(1).normal(scale=1e-3, size=probabilities.shape)
     better = bootstrap_intervals(probabilities, labels, draws=200, seed=0, baseline=chance)
     assert better["accuracy"][0] > 0 and better["auroc"][0] > 0
+
+
+def test_zero_shot_records_carry_intervals_templates_and_round_trip():
+    from types import SimpleNamespace
+
+    from cleft_hf.evaluation.report import MetricRecord, markdown_table
+    from cleft_hf.evaluation.runner import paired_difference, zero_shot_records
+
+    probabilities, labels = _scores()
+    names = ["a", "b", "c", "d"]
+    templates = ["a photo of {}.", "{}"]
+    args = SimpleNamespace(bootstrap=200, seed=0)
+    records = zero_shot_records(probabilities, labels, names, args, "hand", templates)
+    assert {r.metric for r in records} == {"accuracy", "balanced_accuracy", "macro_f1", "auroc"}
+    for record in records:
+        assert record.ci_low <= record.value <= record.ci_high and record.setting["prompt_templates"] == templates
+        assert MetricRecord.from_dict(record.to_dict()) == record
+    assert records[0].label == "zero-shot accuracy, hand prompts (2 templates)"
+    unbootstrapped = zero_shot_records(probabilities, labels, names, SimpleNamespace(bootstrap=0, seed=0), "hand", None)
+    assert all("ci_low" not in r.to_dict() for r in unbootstrapped)  # --bootstrap 0: records as before
+    difference = paired_difference({"hand": probabilities[::-1].copy(), "learned": probabilities}, labels, args)
+    table = markdown_table({"metrics": [r.to_dict() for r in records], "zero_shot_difference": difference})
+    accuracy = records[0]
+    assert f"| {accuracy.label} | {accuracy.value:.4f} [{accuracy.ci_low:.4f}, {accuracy.ci_high:.4f}] |" in table
+    assert "| zero-shot AUROC, learned - hand prompts (paired) |" in table
