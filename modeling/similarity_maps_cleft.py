@@ -57,7 +57,7 @@ def _patch_grid(vision_model: nn.Module, pixel_values: torch.Tensor, n_patches: 
         grid = (pixel_values.shape[-2] // patch[0], pixel_values.shape[-1] // patch[1])
         if grid[0] * grid[1] == n_patches:
             return grid
-    side = int(round(n_patches**0.5))
+    side = round(n_patches**0.5)
     if side * side != n_patches:
         raise ValueError(f"cannot lay {n_patches} patch tokens out on a grid")
     return side, side

@@ -18,13 +18,13 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra is not installed: pip install cleft-hf[app]")
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install cleft-hf[app]")
 
+from conftest import FINDINGS  # noqa: E402
+from tiny_models import tiny_cleft_config  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from cleft_hf import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor  # noqa: E402
 from cleft_hf.data.transforms import load_image  # noqa: E402
 from cleft_hf.demo.dicom_writer import write_dicom  # noqa: E402
-from conftest import FINDINGS  # noqa: E402
-from tiny_models import tiny_cleft_config  # noqa: E402
 
 APP = Path(__file__).resolve().parent.parent / "examples" / "app" / "app.py"
 STARTUP_S = 120

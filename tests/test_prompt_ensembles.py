@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import FINDINGS
 
 TEMPLATES = ["a chest x ray showing {}.", "findings consistent with {}."]

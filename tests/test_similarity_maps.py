@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import FINDINGS
+from torch import nn
 
 TOWERS = {"vit": {}, "cnn": {"vision_model_name": "resnet10t", "vision_model_kwargs": {}}}
 
@@ -66,11 +65,11 @@ def test_cls_pooling_and_mlp_heads_are_refused(make_model, processor):
 
 
 def test_the_demo_figure_of_a_saved_model(tmp_path, tokenizer_dirs, demo_tree):
+    from tiny_models import tiny_cleft_config
     from transformers import AutoTokenizer
 
     from cleft_hf import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
     from cleft_hf.demo.similarity_figures import write_similarity_figure
-    from tiny_models import tiny_cleft_config
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dirs["gpt2"])
     processor = CLEFTProcessor(CLEFTImageProcessor(size=32, crop_size=32), tokenizer, max_length=48)
