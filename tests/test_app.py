@@ -27,7 +27,7 @@ from cleft_hf.data.transforms import load_image  # noqa: E402
 from cleft_hf.demo.dicom_writer import write_dicom  # noqa: E402
 
 APP = Path(__file__).resolve().parent.parent / "examples" / "app" / "app.py"
-STARTUP_S = 120
+STARTUP_S = 240  # importing torch + gradio takes long on a busy machine
 HAND = {name: f"a chest x ray with {name}." for name in FINDINGS[:3]}
 
 

@@ -91,7 +91,7 @@ def build_app(model_name_or_path: str, examples: list[str] | None = None, max_pi
             names = None if kwargs else labels
             pixels = image_processor(images=load_image(path))["pixel_values"].to(device)
         except (ValueError, RuntimeError, OSError) as error:
-            return f"**Cannot use this file:** {error}", None, None, None
+            return f"**Cannot use this file:** {str(error).replace(path, Path(path).name)}", None, None, None
         probabilities = model.zero_shot_classify(pixels, names, processor, **kwargs)[0].float().cpu()
         shown = processed_image(pixels[0], image_processor.image_mean, image_processor.image_std)
         message, maps_image = f"Scored {len(labels)} classes.", None
