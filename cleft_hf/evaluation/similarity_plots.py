@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +34,7 @@ def similarity_figure(image: np.ndarray, patch_maps: torch.Tensor, titles: Seque
     for axis, title, values in zip(axes[0, 1:], titles, upsampled):
         axis.imshow(image, cmap="gray", vmin=0, vmax=1)
         shown = axis.imshow(values, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.5)
-        axis.set_title(title, fontsize=9)
+        axis.set_title(textwrap.fill(title, 24), fontsize=9)
     for axis in axes[0]:
         axis.set_axis_off()
     figure.colorbar(shown, ax=list(axes[0]), fraction=0.02, pad=0.01, label="logit per token")
