@@ -3,7 +3,8 @@
 results.json: `{"model", "dataset", "task", "split", "class_names", "n_images", ["n_train_images"], "metrics": [...]}`
 where every metric is a record `{"task", "metric", "classes", "setting", "value"}`:
 
-- task: `zero_shot` (setting `{"prompts": "hand" | "learned"}`), `linear_probe` (`{"label_fraction": 0.1}`) or
+- task: `zero_shot` (setting `{"prompts": "hand" | "learned"}`, plus `prompt_templates` for an ensemble and
+  `negative_template` for positive / negative pairs), `linear_probe` (`{"label_fraction": 0.1}`) or
   `retrieval` (`{"k": 5, "direction": "image_to_text" | "text_to_image" | "mean"}`);
 - metric: `accuracy`, `auroc` (macro one-vs-rest), `macro_f1` or `recall` (retrieval);
 - classes: the class names scored (None for retrieval); value: a float in [0, 1] (NaN when undefined);
@@ -55,6 +56,8 @@ class MetricRecord:
         if self.task == "zero_shot":
             templates = len(self.setting.get("prompt_templates") or ())
             ensemble = f" ({templates} templates)" if templates else ""
+            if self.setting.get("negative_template"):
+                ensemble += f" vs '{self.setting['negative_template']}' (pairs)"
             return f"zero-shot {name}, {self.setting['prompts']} prompts{ensemble}"
         if self.task == "linear_probe":
             return f"linear probe {name}, {self.setting['label_fraction'] * 100:g} % of training labels"

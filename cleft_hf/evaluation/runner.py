@@ -50,12 +50,12 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_
 
 
 def zero_shot_records(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str], args: EvaluateArguments,
-                      prompts: str, ensemble: list[str] | None) -> list[MetricRecord]:
+                      prompts: str, ensemble: list[str] | None, extra: dict | None = None) -> list[MetricRecord]:
     """The zero-shot records of one prompt mode, with `args.bootstrap`-draw 95 % intervals (none for 0)."""
     metrics = classification_metrics(probabilities, labels, class_names)
     metrics["balanced_accuracy"] = point_metrics(probabilities, labels)["balanced_accuracy"]
     intervals = bootstrap_intervals(probabilities, labels, args.bootstrap, args.seed) if args.bootstrap else {}
-    setting = {"prompts": prompts, **({"prompt_templates": list(ensemble)} if ensemble else {})}
+    setting = {"prompts": prompts, **({"prompt_templates": list(ensemble)} if ensemble else {}), **(extra or {})}
     return [MetricRecord("zero_shot", metric, value, class_names, setting, *intervals.get(metric, (None, None)))
             for metric, value in metrics.items()]
 
@@ -120,6 +120,12 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
                 plot_confusion_matrix(probabilities.argmax(1), labels, class_names,
                                       plots / f"confusion_zero_shot_{prompts}_prompts.png",
                                       title=f"zero-shot, {prompts} prompts")
+        if args.negative_template:  # CheXzero's positive / negative pairs: per class "{}" vs "no {}"
+            pairs = model.zero_shot_multilabel(image_embeds=image_embeds.to(accelerator.device),
+                                               class_names=prompt_names, processor=processor,
+                                               negative_template=args.negative_template)
+            records += zero_shot_records(pairs.float().cpu().numpy(), labels, class_names, args, "hand", None,
+                                         {"negative_template": args.negative_template})
         if args.bootstrap:
             results["bootstrap"] = {"draws": args.bootstrap, "seed": args.seed, "confidence": 0.95}
             if len(scored) == 2:
