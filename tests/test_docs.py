@@ -13,7 +13,7 @@ from cleft_hf.arguments import make_parser, read_config_file
 
 ENTRY_CLASSES = {"examples/pretrain.py": ("cleft_hf.training.config", "PretrainArguments", "pretrain"),
                  "examples/prompt_tune.py": ("cleft_hf.training.config", "PromptTuneArguments", "prompt_tune"),
-                 "examples/evaluate.py": ("cleft_hf.training.config", "EvaluateArguments", "evaluate"),
+                 "examples/evaluate.py": ("cleft_hf.evaluation.arguments", "EvaluateArguments", "evaluate"),
                  "examples/push_to_hub.py": (str(REPO / "examples" / "push_to_hub.py"), "PushArguments", None)}
 ALL = [(document.name, command) for document in DOCUMENTS for command in commands(document)]
 
