@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +43,12 @@ class CLEFTPromptEnsembleMixin:
         """`(batch, n_classes)` independent probabilities: per class the softmax of its positive prompt against
         its negative one ("{}" vs "no {}", CheXzero), so several findings can be present at once."""
         positive, negative = check_templates([positive_template, negative_template], "positive/negative templates")
-        pairs = torch.stack([self.cached_class_embeddings(class_names=class_names, processor=processor,
-                                                          prompt_template=template) for template in (positive, negative)])
+        pairs = torch.stack(
+            [
+                self.cached_class_embeddings(class_names=class_names, processor=processor, prompt_template=template)
+                for template in (positive, negative)
+            ]
+        )
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("zero_shot_multilabel needs pixel_values or image_embeds")

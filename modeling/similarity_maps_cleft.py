@@ -8,8 +8,9 @@ the `N` tokens. Maps are exact for a linear projection only (an MLP head or `cls
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,16 +87,24 @@ class CLEFTSimilarityMapsMixin:
         `pixel_values` `(batch, 3, H, W)` -> `CLEFTSimilarityMaps` (`patch_maps` `(batch, n_classes, gh, gw)`).
         """
         if self.config.image_pooling != "mean":
-            raise ValueError("similarity_maps needs image_pooling='mean' (the logit of 'cls' pooling does not "
-                             "decompose over tokens)")
+            raise ValueError(
+                "similarity_maps needs image_pooling='mean' (the logit of 'cls' pooling does not "
+                "decompose over tokens)"
+            )
         projection = self.visual_projection
         if not isinstance(projection, nn.Linear):
-            raise ValueError(f"similarity_maps needs a linear image projection, this model has "
-                             f"{type(projection).__name__} (an MLP head does not decompose over tokens)")
+            raise ValueError(
+                f"similarity_maps needs a linear image projection, this model has "
+                f"{type(projection).__name__} (an MLP head does not decompose over tokens)"
+            )
         if class_embeddings is None:
             class_embeddings = self.cached_class_embeddings(
-                class_names=class_names, processor=processor, prompt_template=prompt_template,
-                use_learned_prompts=use_learned_prompts, task=task, **prompt_kwargs,
+                class_names=class_names,
+                processor=processor,
+                prompt_template=prompt_template,
+                use_learned_prompts=use_learned_prompts,
+                task=task,
+                **prompt_kwargs,
             )
         tokens = self.vision_forward(pixel_values).last_hidden_state
         if tokens.ndim == 4:  # CNN feature map (B, C, h, w) -> tokens (B, h*w, C)
@@ -119,8 +128,9 @@ class CLEFTSimilarityMapsMixin:
             cls=terms[:, :, :n_cls].sum(-1) if n_cls else None,
             registers=terms[:, :, n_cls:prefix] if n_reg else None,
             logits=logits,
-            class_names=list(class_names) if class_names is not None else (
-                self.prompt_set(task)[1] if use_learned_prompts else None),
+            class_names=list(class_names)
+            if class_names is not None
+            else (self.prompt_set(task)[1] if use_learned_prompts else None),
         )
 
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
-from PIL import Image
 
-gradio_client = pytest.importorskip("gradio_client", reason="the app extra is not installed: pip install cleft-hf[app]")
+gradio_client = pytest.importorskip(
+    "gradio_client", reason="the app extra is not installed: pip install cleft-hf[app]"
+)
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install cleft-hf[app]")
 
 from conftest import FINDINGS  # noqa: E402
@@ -56,11 +58,21 @@ def served(tmp_path_factory, tokenizer_dirs):
     model.save_pretrained(folder / "model")
     processor.save_pretrained(folder / "model")
     port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+    }
     log = open(folder / "app.log", "w")
-    server = subprocess.Popen([sys.executable, str(APP), "--model", str(folder / "model")], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    server = subprocess.Popen(
+        [sys.executable, str(APP), "--model", str(folder / "model")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=folder,
+    )
     url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + STARTUP_S
     try:
         while True:
@@ -69,7 +81,7 @@ def served(tmp_path_factory, tokenizer_dirs):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start: {(folder / 'app.log').read_text()[-2000:]}")
+                    raise RuntimeError(f"the app did not start: {(folder / 'app.log').read_text()[-2000:]}") from None
                 time.sleep(0.5)
         yield {"url": url, "folder": folder, "server": server}
     finally:
@@ -104,8 +116,9 @@ def test_uploads_give_the_probabilities_of_zero_shot_classify(served):
         (png, "typed class names", "edema, cardiomegaly", {"class_names": ["edema", "cardiomegaly"]}),
     ]
     for path, prompt_set, typed, kwargs in cases:
-        message, label, model_input, maps = client.predict(gradio_client.handle_file(str(path)), prompt_set, typed, 2,
-                                                           api_name="/classify")
+        message, label, model_input, maps = client.predict(
+            gradio_client.handle_file(str(path)), prompt_set, typed, 2, api_name="/classify"
+        )
         assert message.startswith("Scored"), message
         expected = _expected(folder, path, **kwargs)
         assert _scores(label).keys() == expected.keys()
@@ -132,17 +145,23 @@ def test_bad_files_get_a_message_and_the_server_stays_up(served):
     header = dcmread(huge_header)
     header.Rows, header.Columns = 60000, 60000
     header.save_as(huge_header)
-    expected = {not_an_image: "not an image", folder / "empty.dcm": "no pixel data", bomb: "9000 x 9000 pixels",
-                huge_header: "60000 x 60000 pixels"}
+    expected = {
+        not_an_image: "not an image",
+        folder / "empty.dcm": "no pixel data",
+        bomb: "9000 x 9000 pixels",
+        huge_header: "60000 x 60000 pixels",
+    }
     for path, reason in expected.items():
-        message, label, model_input, maps = client.predict(gradio_client.handle_file(str(path)), "typed class names",
-                                                           "edema", 1, api_name="/classify")
+        message, label, model_input, maps = client.predict(
+            gradio_client.handle_file(str(path)), "typed class names", "edema", 1, api_name="/classify"
+        )
         assert message.startswith("**Cannot use this file:**") and reason in message, message
         assert not label and model_input is None and maps is None  # an empty Label reads back as {}
     assert served["server"].poll() is None  # still serving, and no bad file was decoded in full
     assert _peak_rss_mb(served["server"].pid) < 2000
     good = folder / "good.png"
     Image.fromarray(np.full((32, 32), 128, dtype=np.uint8)).save(good)
-    message, *_ = client.predict(gradio_client.handle_file(str(good)), "typed class names", "edema", 1,
-                                 api_name="/classify")
+    message, *_ = client.predict(
+        gradio_client.handle_file(str(good)), "typed class names", "edema", 1, api_name="/classify"
+    )
     assert message.startswith("Scored"), message

@@ -75,7 +75,9 @@ def test_zero_shot_records_carry_intervals_templates_and_round_trip():
         assert record.ci_low <= record.value <= record.ci_high and record.setting["prompt_templates"] == templates
         assert MetricRecord.from_dict(record.to_dict()) == record
     assert records[0].label == "zero-shot accuracy, hand prompts (2 templates)"
-    unbootstrapped = zero_shot_records(probabilities, labels, names, SimpleNamespace(bootstrap=0, seed=0), "hand", None)
+    unbootstrapped = zero_shot_records(
+        probabilities, labels, names, SimpleNamespace(bootstrap=0, seed=0), "hand", None
+    )
     assert all("ci_low" not in r.to_dict() for r in unbootstrapped)  # --bootstrap 0: records as before
     difference = paired_difference({"hand": probabilities[::-1].copy(), "learned": probabilities}, labels, args)
     table = markdown_table({"metrics": [r.to_dict() for r in records], "zero_shot_difference": difference})

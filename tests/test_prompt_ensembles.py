@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from conftest import FINDINGS
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FINDINGS
 
 TEMPLATES = ["a chest x ray showing {}.", "findings consistent with {}."]
 
@@ -20,7 +20,9 @@ def test_an_ensemble_averages_the_normalised_template_embeddings(model, processo
     expected = F.normalize(single[0] + single[1], dim=-1)
     ensemble = model.encode_class_prompts(FINDINGS, processor, prompt_templates=TEMPLATES)
     torch.testing.assert_close(ensemble, expected)
-    torch.testing.assert_close(model.encode_class_prompts(FINDINGS, processor, prompt_templates=TEMPLATES[:1]), single[0])
+    torch.testing.assert_close(
+        model.encode_class_prompts(FINDINGS, processor, prompt_templates=TEMPLATES[:1]), single[0]
+    )
     pixels = _pixels()
     image = F.normalize(model.get_image_features(pixels), dim=-1)
     probabilities = model.zero_shot_classify(pixels, FINDINGS, processor, prompt_templates=TEMPLATES)
@@ -42,6 +44,8 @@ def test_positive_negative_pairs_give_independent_probabilities(model, processor
     probabilities = model.zero_shot_multilabel(pixels, FINDINGS, processor, negative_template="no {}.")
     image = F.normalize(model.get_image_features(pixels), dim=-1)
     positive = model.similarity_logits(image, model.encode_class_prompts(FINDINGS, processor, prompt_template="{}"))
-    negative = model.similarity_logits(image, model.encode_class_prompts(FINDINGS, processor, prompt_template="no {}."))
+    negative = model.similarity_logits(
+        image, model.encode_class_prompts(FINDINGS, processor, prompt_template="no {}.")
+    )
     assert probabilities.shape == (3, len(FINDINGS))
     torch.testing.assert_close(probabilities, torch.sigmoid(positive - negative))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from conftest import FINDINGS
 import pytest
 import torch
-from conftest import FINDINGS
 from torch import nn
 
 TOWERS = {"vit": {}, "cnn": {"vision_model_name": "resnet10t", "vision_model_kwargs": {}}}

@@ -12,8 +12,14 @@ from ..evaluation.similarity_plots import plot_similarity_maps, processed_image
 from ..modeling import CLEFTModel, CLEFTProcessor
 
 
-def write_similarity_figure(model_dir: str | Path, dataset: str, data_root: str | Path, path: str | Path,
-                            task: str | None = None, split: str = "test") -> Path:
+def write_similarity_figure(
+    model_dir: str | Path,
+    dataset: str,
+    data_root: str | Path,
+    path: str | Path,
+    task: str | None = None,
+    split: str = "test",
+) -> Path:
     """Similarity maps (learned prompts of `task`, every class) of the first `split` image of the demo data,
     drawn over the model input, saved as the PNG `path`."""
     model = CLEFTModel.from_pretrained(model_dir).eval()
@@ -28,8 +34,13 @@ def write_similarity_figure(model_dir: str | Path, dataset: str, data_root: str 
     titles = [f"{name} ({p:.2f})" for name, p in zip(maps.class_names, probabilities.tolist())]
     image = processed_image(pixels[0], processor.image_processor.image_mean, processor.image_processor.image_std)
     with torch.no_grad():
-        return plot_similarity_maps(image, maps.patch_maps[0], titles, Path(path),
-                                    f"{dataset}{' ' + task if task else ''}, first {split} image: each map sums to its logit")
+        return plot_similarity_maps(
+            image,
+            maps.patch_maps[0],
+            titles,
+            Path(path),
+            f"{dataset}{' ' + task if task else ''}, first {split} image: each map sums to its logit",
+        )
 
 
 __all__ = ["write_similarity_figure"]

@@ -76,7 +76,10 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 
 
 def bootstrap_intervals(
-    probabilities: np.ndarray, labels: np.ndarray, draws: int = 1000, seed: int = 0,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    draws: int = 1000,
+    seed: int = 0,
     baseline: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
     """`{metric: (ci_low, ci_high)}` 95 % percentile intervals over `draws` image resamples. With `baseline`

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def processed_image(pixel_values: torch.Tensor, image_mean: Sequence[float], image_std: Sequence[float]) -> np.ndarray:
@@ -51,8 +51,9 @@ def figure_to_array(figure) -> np.ndarray:
     return array
 
 
-def plot_similarity_maps(image: np.ndarray, patch_maps: torch.Tensor, titles: Sequence[str], path: Path,
-                         suptitle: str = "") -> Path:
+def plot_similarity_maps(
+    image: np.ndarray, patch_maps: torch.Tensor, titles: Sequence[str], path: Path, suptitle: str = ""
+) -> Path:
     """`similarity_figure` saved as a PNG at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import torch
 from PIL import Image
+import torch
 
 from cleft_hf import CLEFTModel, CLEFTProcessor
 from cleft_hf.data.dicom import is_dicom, read_dicom_header
@@ -107,8 +107,10 @@ def build_app(model_name_or_path: str, examples: list[str] | None = None, max_pi
         return message, scores, (shown * 255).round().astype(np.uint8), maps_image
 
     with gr.Blocks(title="CLEFT zero-shot classification") as app:
-        gr.Markdown(f"# CLEFT zero-shot classification\nModel: `{model_name_or_path}`. Upload a PNG, JPEG or "
-                    "DICOM image; the maps show which image tokens raise (red) or lower (blue) each class's score.")
+        gr.Markdown(
+            f"# CLEFT zero-shot classification\nModel: `{model_name_or_path}`. Upload a PNG, JPEG or "
+            "DICOM image; the maps show which image tokens raise (red) or lower (blue) each class's score."
+        )
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="image (PNG, JPEG or DICOM)", type="filepath")
@@ -123,8 +125,12 @@ def build_app(model_name_or_path: str, examples: list[str] | None = None, max_pi
                 maps_image = gr.Image(label="similarity maps", type="numpy")
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[upload])
-        button.click(classify, [upload, prompt_set, typed, top_k], [message, scores, model_input, maps_image],
-                     api_name="classify")
+        button.click(
+            classify,
+            [upload, prompt_set, typed, top_k],
+            [message, scores, model_input, maps_image],
+            api_name="classify",
+        )
     return app
 
 
