@@ -13,6 +13,9 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from .pooling_cleft import TEXT_POOLINGS
+from .projection_cleft import PROJECTION_HEADS
+
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
 DEFAULT_TEXT_MODEL = "stanford-crfm/BioMedLM"
 DEFAULT_PROMPT_TEMPLATE = "this is a chest x ray of a patient with {}"
@@ -80,8 +83,16 @@ class CLEFTConfig(PretrainedConfig):
         peft_config (`dict`): PEFT config (`peft_type` LORA, IA3, PREFIX_TUNING or ADALORA); default LoRA r=8,
             alpha=32, dropout=0.1 on peft's default target modules for the LLM family.
         projection_dim (`int`): size of the shared image-text space.
+        projection_head (`str`): both towers' projection, `"linear"` (paper, `--linear_proj`) or `"mlp"` (the
+            reference's MLP head: Linear -> 2048, BatchNorm, ReLU, Linear, BatchNorm without affine; per-process
+            BatchNorm statistics).
+        projection_bias (`bool`): linear projections with a bias (the reference's checkpoints have one).
+        text_pooling (`str`): text feature, `"last"` (the appended EOS, attending to itself) or `"first_pad"` (the
+            reference's: that EOS as the first padding token, not attending to itself); see `pooling_cleft`.
         logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
         logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
+        logit_scale_max (`float`): clamp of `exp(logit_scale)` in `similarity_logits` (CLIP's 100); None: no clamp
+            (the reference code's).
         prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
         prompt_init_text (`str`): text whose token embeddings initialise the context (repeated to fill it).
         prompt_class_specific (`bool`): one context per class instead of one shared context.
@@ -98,6 +109,8 @@ class CLEFTConfig(PretrainedConfig):
         save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
         adapter_only_threshold (`int`): LLM parameter count from which saving is adapter-only by default.
         checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
+        source_checkpoint (`str`): the authors' checkpoint this model was converted from
+            (`cleft_hf.convert_original_checkpoint`).
     """
 
     model_type = "cleft"
@@ -114,8 +127,12 @@ class CLEFTConfig(PretrainedConfig):
     text_model_name_or_path: str | None = DEFAULT_TEXT_MODEL
     peft_config: dict | None = None
     projection_dim: int = 512
+    projection_head: str = "linear"
+    projection_bias: bool = False
+    text_pooling: str = "last"
     logit_scale_init_value: float = math.log(1 / 0.07)
     logit_bias_init_value: float = 0.0
+    logit_scale_max: float | None = 100.0
     prompt_num_context_tokens: int = 30
     prompt_init_text: str | None = DEFAULT_PROMPT_INIT_TEXT
     prompt_class_specific: bool = False
@@ -130,6 +147,7 @@ class CLEFTConfig(PretrainedConfig):
     save_base_model: bool | None = None
     adapter_only_threshold: int = 500_000_000
     checkpoint_has_base_model: bool = True
+    source_checkpoint: str | None = None
 
     def __post_init__(self, **kwargs: Any):
         if not _READING_SAVED_CONFIG.get():  # a keyword that is no field would be kept silently and do nothing
@@ -165,6 +183,14 @@ class CLEFTConfig(PretrainedConfig):
     def _validate(self) -> None:
         if self.image_pooling not in ("mean", "cls"):
             raise ValueError(f"image_pooling must be 'mean' or 'cls', got {self.image_pooling!r}")
+        if self.projection_head not in PROJECTION_HEADS:
+            raise ValueError(f"projection_head must be one of {PROJECTION_HEADS}, got {self.projection_head!r}")
+        if not isinstance(self.projection_bias, bool):
+            raise ValueError(f"projection_bias must be true or false, got {self.projection_bias!r}")
+        if self.logit_scale_max is not None and not self.logit_scale_max > 0:
+            raise ValueError(f"logit_scale_max must be positive or None (no clamp), got {self.logit_scale_max!r}")
+        if self.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {self.text_pooling!r}")
         if not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:
@@ -198,6 +224,8 @@ class CLEFTConfig(PretrainedConfig):
 
         if isinstance(peft_config, PeftConfig):
             peft_config = {k: v for k, v in peft_config.to_dict().items() if v is not None}
+        if peft_config is not None and not isinstance(peft_config, dict):
+            raise ValueError(f"peft_config must be a mapping such as {{peft_type: LORA, r: 8}}, got {peft_config!r}")
         resolved = dict(DEFAULT_LORA if peft_config is None else peft_config)
         peft_type = str(resolved.get("peft_type", "LORA")).upper().replace("PEFTTYPE.", "")
         if peft_type == "LORA":  # the paper's LoRA defaults fill what the user left out

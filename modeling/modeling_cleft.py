@@ -19,9 +19,11 @@ from .features_cleft import CLEFTFeaturesMixin
 from .loading_cleft import base_llm_tensors, check_attn_implementation, check_local_folder, resolve_llm_dtype
 from .loss_cleft import clip_loss
 from .outputs_cleft import CLEFTOutput
+from .projection_cleft import build_projection, init_projection, project
 from .prompt_ensembles_cleft import CLEFTPromptEnsembleMixin
 from .prompt_learning_cleft import CLEFTPromptLearner
 from .similarity_maps_cleft import CLEFTSimilarityMapsMixin
+from .weights_check_cleft import load_checked
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
 
@@ -81,8 +83,8 @@ class CLEFTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise CLEFT's own layers (projections, temperature, bias, prompts); the towers keep their own."""
         if isinstance(module, CLEFTModel):
-            for projection in (module.visual_projection, module.text_projection):
-                nn.init.normal_(projection.weight, std=projection.in_features**-0.5)
+            init_projection(module.visual_projection)
+            init_projection(module.text_projection)
             nn.init.constant_(module.logit_scale, self.config.logit_scale_init_value)
             nn.init.constant_(module.logit_bias, self.config.logit_bias_init_value)
         elif isinstance(module, CLEFTPromptLearner):
@@ -122,8 +124,8 @@ class CLEFTModel(
         self.text_model = build_text_tower(config, text_model)
         self.vision_embed_dim = self.vision_model.num_features
         self.text_embed_dim = config.text_hidden_size
-        self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
+        self.visual_projection = build_projection(config, self.vision_embed_dim)
+        self.text_projection = build_projection(config, self.text_embed_dim)
         # 1-element, not 0-d (as SigLIP): FSDP2's fully_shard cannot shard scalar parameters.
         self.logit_scale = nn.Parameter(torch.tensor([float(config.logit_scale_init_value)]))
         # Added to the scaled similarities: SigLIP's bias and the stage-2 BCE bias; trained only by those losses.
@@ -236,6 +238,8 @@ class CLEFTModel(
         """Load a CLEFT model (safetensors only); adapter-only checkpoints fetch the base LLM from
         `config.text_model_name_or_path` or the `text_model_name_or_path` override.
 
+        Weights missing, unexpected or of another shape than the config's model are an error naming them
+        (`allow_partial_weights=True`: a warning; adapter-only folders lack the base LLM by design).
         `dtype` is the frozen base LLM's (default: bfloat16 on GPU, float32 on CPU; "auto": as saved); trainable
         parts load as float32. An adapter-only checkpoint's base LLM is loaded once and put under the adapters
         (no second copy in memory). `attn_implementation` as in `from_vision_text_pretrained`.
@@ -246,8 +250,12 @@ class CLEFTModel(
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs)
-        loaded = model[0] if isinstance(model, tuple) else model
+        allow_partial, with_info = kwargs.pop("allow_partial_weights", False), kwargs.pop("output_loading_info", False)
+        loaded, info = load_checked(  # weights not covering the model: an error naming them (weights_check_cleft)
+            lambda **checks: super(CLEFTModel, cls).from_pretrained(
+                pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs, **checks),
+            pretrained_model_name_or_path, allow_partial)
+        model = (loaded, info) if with_info else loaded
         if not loaded.config.checkpoint_has_base_model:
             source = text_model_name_or_path or loaded.config.text_model_name_or_path
             loaded.load_base_llm_weights(source, token=kwargs.get("token"))
@@ -360,7 +368,7 @@ class CLEFTModel(
                 raise ValueError("forward needs pixel_values (or precomputed image_embeds)")
             vision_outputs = self.vision_forward(pixel_values, output_hidden_states=bool(output_hidden_states))
             pooled = vision_outputs.pooler_output
-            image_embeds = F.normalize(self.visual_projection(pooled.to(self.visual_projection.weight.dtype)), dim=-1)
+            image_embeds = F.normalize(project(self.visual_projection, pooled), dim=-1)
         text_kwargs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         if use_learned_prompts:
             text_outputs = self.prompt_forward(input_ids, attention_mask, **text_kwargs)
@@ -370,7 +378,7 @@ class CLEFTModel(
             mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
             text_outputs = self.text_forward(mask, input_ids=input_ids, **text_kwargs)
         pooled = text_outputs.pooler_output
-        text_embeds = F.normalize(self.text_projection(pooled.to(self.text_projection.weight.dtype)), dim=-1)
+        text_embeds = F.normalize(project(self.text_projection, pooled), dim=-1)
         logits_per_image = self.similarity_logits(image_embeds, text_embeds)
         loss = None
         if return_loss:

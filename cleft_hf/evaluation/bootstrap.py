@@ -48,8 +48,8 @@ def _auroc(weights: np.ndarray, probabilities: np.ndarray, one_hot: np.ndarray) 
 
 def weighted_metrics(weights: np.ndarray, probabilities: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Each of `BOOTSTRAP_METRICS` -> `(draws,)` for multiplicities `weights` `(draws, n)`, `probabilities`
-    `(n, n_classes)`, integer `labels` `(n,)`. Macro F1 averages all classes (0 where undefined, as
-    scikit-learn's `zero_division=0`); balanced accuracy the classes present in a draw."""
+    `(n, n_classes)`, integer `labels` `(n,)`. Macro F1 averages the classes with examples in `labels` (0 where
+    undefined in a draw, as scikit-learn's `zero_division=0`); balanced accuracy the classes present in a draw."""
     n_classes = probabilities.shape[1]
     one_hot = (labels[:, None] == np.arange(n_classes)[None, :]).astype(float)
     predicted = np.eye(n_classes)[probabilities.argmax(1)]
@@ -60,7 +60,7 @@ def weighted_metrics(weights: np.ndarray, probabilities: np.ndarray, labels: np.
     return {
         "accuracy": true_positive.sum(1) / weights.sum(1),
         "balanced_accuracy": recall.sum(1) / np.maximum(present, 1),
-        "macro_f1": _safe_divide(2 * true_positive, n_true + n_predicted).mean(1),
+        "macro_f1": _safe_divide(2 * true_positive, n_true + n_predicted)[:, one_hot.sum(0) > 0].mean(1),
         "auroc": _auroc(weights, probabilities, one_hot),
     }
 

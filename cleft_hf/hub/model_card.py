@@ -30,6 +30,9 @@ TEMPLATE_PATH = next((path for path in (Path(__file__).resolve().parent / "model
                      Path(__file__).resolve().parent / "model_card.md")
 NOT_EVALUATED = "not evaluated"
 PAPER_URL = "https://arxiv.org/abs/2407.21011"
+TEXT_POOLING_TEXT = {"last": "hidden state of the last non-padding token",
+                     "first_pad": "hidden state of the first padding EOS after the text, not attending to itself"}
+PROJECTION_TEXT = {"linear": "linear", "mlp": "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm)"}
 BASE_TAGS = ["medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft"]
 DIGITS = 4  # metric values in the card and its model-index
 # Record task -> (Hub task type, task name); record metric -> (Hub metric type, metric args).
@@ -124,8 +127,8 @@ def parameter_counts(model: Any) -> dict[str, int]:
         "vision": _count(model.vision_model.parameters()),
         "llm_base": sum(state[k].numel() for k in text_keys if k in base_keys),
         "adapter": sum(state[k].numel() for k in text_keys if k not in base_keys),
-        "projections": _count([model.visual_projection.weight, model.text_projection.weight, model.logit_scale,
-                               model.logit_bias]),
+        "projections": _count([*model.visual_projection.parameters(), *model.text_projection.parameters(),
+                               model.logit_scale, model.logit_bias]),
         "prompts": _count(model.prompt_learner.parameters()),
     }
 
@@ -326,6 +329,10 @@ def render_model_card(
         title=repo_id or "CLEFT model",
         model_ref=repo_id or "path/to/this/model",
         paper_url=PAPER_URL,
+        source_checkpoint=getattr(config, "source_checkpoint", None),
+        text_pooling_text=TEXT_POOLING_TEXT.get(getattr(config, "text_pooling", "last"), config.text_pooling),
+        projection_text=PROJECTION_TEXT[getattr(config, "projection_head", "linear")]
+        + (" with bias" if getattr(config, "projection_bias", False) else ""),
         modality_text=modality_text,
         vision_model=config.vision_model_name,
         vision_hub_id=vision_hub_id(config),
