@@ -20,7 +20,9 @@ from .loading_cleft import base_llm_tensors, check_attn_implementation, check_lo
 from .loss_cleft import clip_loss
 from .outputs_cleft import CLEFTOutput
 from .projection_cleft import build_projection, init_projection, project
+from .prompt_ensembles_cleft import CLEFTPromptEnsembleMixin
 from .prompt_learning_cleft import CLEFTPromptLearner
+from .similarity_maps_cleft import CLEFTSimilarityMapsMixin
 from .weights_check_cleft import load_checked
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
@@ -104,7 +106,9 @@ class CLEFTPreTrainedModel(PreTrainedModel):
             super().initialize_weights()
 
 
-class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
+class CLEFTModel(
+    CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPromptEnsembleMixin, CLEFTSimilarityMapsMixin, CLEFTPreTrainedModel
+):
     r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
 
     Image features: timm tower, mean of all final tokens before the last LayerNorm (or normalised CLS), then a

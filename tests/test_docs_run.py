@@ -51,6 +51,8 @@ def test_demo_writes_both_modalities_results(demo_dir):
         assert set(STAGES) <= set(results["demo_seconds"]) and results["demo_seconds"]["total"] > 0
     assert (demo_dir / "mammo" / "density" / "results.md").is_file()
     assert (demo_dir / "mammo" / "birads" / "results.md").is_file()
+    for modality in ("cxr", "mammo"):  # one similarity-map figure per modality
+        assert (demo_dir / "plots" / f"similarity_maps_{modality}.png").stat().st_size > 5000, modality
 
 
 def test_demo_mammography_model_carries_both_prompt_sets(demo_dir):

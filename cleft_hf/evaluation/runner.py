@@ -18,6 +18,7 @@ from ..modeling import CLEFTModel, CLEFTProcessor
 from ..run_lock import hold_output_dir
 from ..training_log import loss_curves, read_training_log
 from .arguments import EvaluateArguments
+from .bootstrap import bootstrap_intervals, point_metrics
 from .embeddings import compute_image_embeddings, compute_text_embeddings
 from .linear_probe import linear_probe
 from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves, plot_validation_curves
@@ -61,6 +62,26 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_
         "macro_f1": (load_metric("macro_f1").compute(predictions=predictions, references=labels, labels=[
             class_names.index(name) for name in present])["macro_f1"], present),
     }
+
+
+def zero_shot_records(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str], args: EvaluateArguments,
+                      prompts: str, ensemble: list[str] | None, extra: dict | None = None) -> list[MetricRecord]:
+    """The zero-shot records of one prompt mode, with `args.bootstrap`-draw 95 % intervals (none for 0)."""
+    metrics = classification_metrics(probabilities, labels, class_names)
+    metrics["balanced_accuracy"] = (point_metrics(probabilities, labels)["balanced_accuracy"],
+                                    classes_with_examples(labels, class_names))
+    intervals = bootstrap_intervals(probabilities, labels, args.bootstrap, args.seed) if args.bootstrap else {}
+    setting = {"prompts": prompts, **({"prompt_templates": list(ensemble)} if ensemble else {}), **(extra or {})}
+    return [MetricRecord("zero_shot", metric, value, used, setting, *intervals.get(metric, (None, None)))
+            for metric, (value, used) in metrics.items()]
+
+
+def paired_difference(scored: dict[str, np.ndarray], labels: np.ndarray, args: EvaluateArguments) -> dict[str, Any]:
+    """Per metric learned - hand prompts and its paired bootstrap interval (the same resamples for both)."""
+    learned, hand = point_metrics(scored["learned"], labels), point_metrics(scored["hand"], labels)
+    intervals = bootstrap_intervals(scored["learned"], labels, args.bootstrap, args.seed, baseline=scored["hand"])
+    return {metric: {"value": learned[metric] - hand[metric], "ci_low": low, "ci_high": high}
+            for metric, (low, high) in intervals.items()}
 
 
 def training_curves(model_dir: str) -> dict[str, Any]:
@@ -129,21 +150,32 @@ def _evaluate(args: EvaluateArguments, accelerator: Accelerator, plots: Path) ->
         modes = {"hand": False}
         if model.config.prompt_class_token_ids:
             modes["learned"] = True
+        scored = {}
         for prompts, learned in modes.items():
-            probabilities = model.zero_shot_classify(
-                image_embeds=image_embeds.to(accelerator.device), class_names=prompt_names if learned else hand_texts,
-                processor=processor, prompt_template=None if learned else hand_template, use_learned_prompts=learned,
-                task=task if learned and task in model.prompt_set_names() else None,
+            ensemble = args.prompt_templates if not learned else None
+            probabilities = scored[prompts] = model.zero_shot_classify(
+                image_embeds=image_embeds.to(accelerator.device),
+                class_names=prompt_names if learned or ensemble else hand_texts, processor=processor,
+                prompt_template=None if learned or ensemble else hand_template, use_learned_prompts=learned,
+                task=task if learned and task in model.prompt_set_names() else None, prompt_templates=ensemble,
             ).float().cpu().numpy()
-            metrics = classification_metrics(probabilities, labels, class_names)
-            records += [MetricRecord("zero_shot", metric, value, used, {"prompts": prompts})
-                        for metric, (value, used) in metrics.items()]
+            records += zero_shot_records(probabilities, labels, class_names, args, prompts, ensemble)
             if accelerator.is_main_process:
                 plot_roc_curves(probabilities, labels, class_names, plots / f"roc_zero_shot_{prompts}_prompts.png",
                                 title=f"zero-shot ROC, {prompts} prompts")
                 plot_confusion_matrix(probabilities.argmax(1), labels, class_names,
                                       plots / f"confusion_zero_shot_{prompts}_prompts.png",
                                       title=f"zero-shot, {prompts} prompts")
+        if args.negative_template:  # CheXzero's positive / negative pairs: per class "{}" vs "no {}"
+            pairs = model.zero_shot_multilabel(image_embeds=image_embeds.to(accelerator.device),
+                                               class_names=prompt_names, processor=processor,
+                                               negative_template=args.negative_template)
+            records += zero_shot_records(pairs.float().cpu().numpy(), labels, class_names, args, "hand", None,
+                                         {"negative_template": args.negative_template})
+        if args.bootstrap:
+            results["bootstrap"] = {"draws": args.bootstrap, "seed": args.seed, "confidence": 0.95}
+            if len(scored) == 2:
+                results["zero_shot_difference"] = paired_difference(scored, labels, args)
     if "linear_probe" in args.tasks:
         train, _ = single_label_split(get_split(datasets, args.train_split), spec, task, class_names)
         train_loader = accelerator.prepare(make_loader(train, processor, shuffle=False, batch_size=args.per_device_batch_size,

@@ -18,7 +18,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from ..data.registry import DATASET_REGISTRY, MODALITIES
-from ..evaluation.report import MetricRecord, format_value, metric_records
+from ..evaluation.report import MetricRecord, metric_records
 from ..training_log import read_training_log
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def build_eval_results(results: Mapping[str, Any]) -> list[EvalResult]:
 def evaluation_table(records: Sequence[MetricRecord]) -> str:
     """Markdown table `| task | result | value |` of the records (values rounded to `DIGITS`)."""
     lines = ["| task | result | value |", "|---|---|---:|"]
-    lines += [f"| {HUB_TASKS[r.task][1]} | {r.label} | {format_value(r.value, DIGITS)} |" for r in records]
+    lines += [f"| {HUB_TASKS[r.task][1]} | {r.label} | {r.display_value(DIGITS)} |" for r in records]
     return "\n".join(lines)
 
 
