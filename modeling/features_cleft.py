@@ -8,6 +8,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .loss_cleft import logit_scale_value
+from .text_tower_cleft import encoder_forward
 
 
 class CLEFTFeaturesMixin:
@@ -50,6 +51,9 @@ class CLEFTFeaturesMixin:
         empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"empty text (no tokens) at batch row(s) {empty}")
+        if self.config.text_is_encoder:  # BERT family: [CLS] (or mean) pooling
+            return encoder_forward(self.text_model, attention_mask, getattr(self.config, "text_pooling", "cls"),
+                                   **inputs)
         position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
         outputs = self.text_model(attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **inputs)
         hidden = outputs.last_hidden_state
@@ -101,6 +105,8 @@ class CLEFTFeaturesMixin:
             class_attention_mask = torch.ones_like(class_input_ids)
         bos = self.config.text_config.bos_token_id
         insert_at = int(bos is not None and bool((class_input_ids[:, 0] == bos).all()))
+        if self.config.text_is_encoder:  # after the encoder's [CLS], which stays the pooled first token
+            insert_at = 1
         embeddings = self.text_model.get_input_embeddings()(class_input_ids)
         embeds, mask = learner.insert_context(embeddings, class_attention_mask, insert_at, class_indices)
         return self.text_forward(mask, inputs_embeds=embeds, **text_kwargs)
