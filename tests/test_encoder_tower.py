@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertForMaskedLM
-
-from cleft_hf import CLEFTConfig, CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
-from cleft_hf.demo.language_model.masked_lm import tiny_bert_config, train_wordpiece_tokenizer
 from conftest import CORPUS, run_isolated
 from test_saving import ISOLATED
 from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
+from transformers import AutoTokenizer, BertForMaskedLM
+
+from cleft_hf import CLEFTConfig, CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
+from cleft_hf.demo.language_model.masked_lm import (
+    tiny_bert_config,
+    train_wordpiece_tokenizer,
+)
 
 WHOLE = {"peft_type": "NONE"}
 
@@ -122,7 +125,7 @@ def test_stage_two_context_after_cls_and_pipeline(bert_dir, bert_processor):
 
     model = _bert_clip(bert_dir).eval()
     model.setup_prompt_learning(["edema", "pleural effusion"], bert_processor, task="finding")
-    ids, mask = model.stored_class_inputs()
+    ids, _ = model.stored_class_inputs()
     assert (ids[:, 0] == bert_processor.tokenizer.cls_token_id).all()
     captured = {}
     hook = model.text_model.register_forward_pre_hook(lambda m, a, kw: captured.update(kw), with_kwargs=True)

@@ -21,11 +21,25 @@ from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-from .pretraining import SUMMARY_FILE, PretrainResult, _default_num_threads, _train_loop, split_train_eval
+from .pretraining import (
+    SUMMARY_FILE,
+    PretrainResult,
+    _default_num_threads,
+    _train_loop,
+    split_train_eval,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +170,7 @@ def pretrain_masked_lm(
                                   num_heads=num_heads, max_positions=seq_len, pad_token_id=tokenizer.pad_token_id)
         model = BertForMaskedLM(config)
         model.train()
-        encode = lambda batch: tokenizer(batch, truncation=True, max_length=seq_len)["input_ids"]  # noqa: E731
+        encode = lambda batch: tokenizer(batch, truncation=True, max_length=seq_len)["input_ids"]
         train_windows, eval_windows = encode(train_texts), encode(eval_texts)
         loss = MaskedLMLoss(tokenizer, seed)
         curve, stopped_by_budget, total_steps = _train_loop(
