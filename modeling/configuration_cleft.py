@@ -12,6 +12,9 @@ from transformers.configuration_utils import SubConfigSpec
 
 from .text_tower_cleft import NO_ADAPTER, check_text_family, is_encoder_config, keep_first_layers
 
+from .pooling_cleft import ENCODER_POOLINGS, TEXT_POOLINGS
+from .projection_cleft import PROJECTION_HEADS
+
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
 DEFAULT_TEXT_MODEL = "stanford-crfm/BioMedLM"
 DEFAULT_PROMPT_TEMPLATE = "this is a chest x ray of a patient with {}"
@@ -66,6 +69,14 @@ class CLEFTConfig(PretrainedConfig):
             alpha=32, dropout=0.1 on peft's default target modules for the LLM family. `{peft_type: NONE}`
             trains the whole text tower without an adapter (the BERT CLIP baseline).
         projection_dim (`int`): size of the shared image-text space.
+        projection_head (`str`): both towers' projection, `"linear"` (paper, `--linear_proj`) or `"mlp"` (the
+            reference's MLP head: Linear -> 2048, BatchNorm, ReLU, Linear, BatchNorm without affine; per-process
+            BatchNorm statistics).
+        projection_bias (`bool`): linear projections with a bias (the reference's checkpoints have one).
+        text_pooling (`str`): text feature, `"last"` (the appended EOS, attending to itself) or `"first_pad"` (the
+            reference's: that EOS as the first padding token, not attending to itself); see `pooling_cleft`.
+            Encoders take `"cls"` (their [CLS] token) or `"mean"` (of the attended tokens, causal LLMs too). Left
+            out: `"cls"` for an encoder, `"last"` for a causal LLM (the resolved value is saved).
         logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
         logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
         prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
@@ -101,6 +112,9 @@ class CLEFTConfig(PretrainedConfig):
     text_num_layers: int | None = None
     peft_config: dict | None = None
     projection_dim: int = 512
+    projection_head: str = "linear"
+    projection_bias: bool = False
+    text_pooling: str | None = None
     logit_scale_init_value: float = math.log(1 / 0.07)
     logit_bias_init_value: float = 0.0
     prompt_num_context_tokens: int = 30
@@ -137,6 +151,19 @@ class CLEFTConfig(PretrainedConfig):
     def _validate(self) -> None:
         if self.image_pooling not in ("mean", "cls"):
             raise ValueError(f"image_pooling must be 'mean' or 'cls', got {self.image_pooling!r}")
+        if self.projection_head not in PROJECTION_HEADS:
+            raise ValueError(f"projection_head must be one of {PROJECTION_HEADS}, got {self.projection_head!r}")
+        if not isinstance(self.projection_bias, bool):
+            raise ValueError(f"projection_bias must be true or false, got {self.projection_bias!r}")
+        if self.text_pooling is None:
+            self.text_pooling = "cls" if self.text_is_encoder else "last"
+        if self.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {self.text_pooling!r}")
+        if (self.text_pooling in ENCODER_POOLINGS) != self.text_is_encoder and self.text_pooling != "mean":
+            kind, allowed = ("an encoder", ENCODER_POOLINGS) if self.text_is_encoder else (
+                "a causal LLM", ("last", "first_pad", "mean"))
+            raise ValueError(f"text_pooling={self.text_pooling!r} does not fit {kind} text tower "
+                             f"({self.text_config.model_type}): use one of {allowed}")
         if not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:

@@ -8,7 +8,8 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .loss_cleft import logit_scale_value
-from .text_tower_cleft import encoder_forward
+from .pooling_cleft import pool_text, text_attention_inputs
+from .projection_cleft import project
 
 
 class CLEFTFeaturesMixin:
@@ -41,26 +42,25 @@ class CLEFTFeaturesMixin:
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """`(batch, 3, H, W)` -> projected image features `(batch, projection_dim)` (not normalised)."""
         pooled = self.vision_forward(pixel_values).pooler_output
-        return self.visual_projection(pooled.to(self.visual_projection.weight.dtype))
+        return project(self.visual_projection, pooled)
 
     def text_forward(self, attention_mask: torch.Tensor, **inputs: Any) -> BaseModelOutputWithPooling:
         """LLM on `input_ids` or `inputs_embeds` (+ `output_hidden_states` / `output_attentions`); `pooler_output`
-        is the hidden state at the last non-padding token, right or left padding alike -> `(batch, hidden)`."""
+        `(batch, hidden)` as `config.text_pooling` says (default: the last non-padding token, right or left
+        padding alike; see `pooling_cleft`)."""
         if attention_mask.ndim != 2:
             raise ValueError(f"attention_mask must be (batch, length), got {tuple(attention_mask.shape)}")
         empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"empty text (no tokens) at batch row(s) {empty}")
-        if self.config.text_is_encoder:  # BERT family: [CLS] (or mean) pooling
-            return encoder_forward(self.text_model, attention_mask, getattr(self.config, "text_pooling", "cls"),
-                                   **inputs)
-        position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        outputs = self.text_model(attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **inputs)
+        pooling = self.config.text_pooling
+        model_mask, position_ids = text_attention_inputs(attention_mask, pooling)
+        if not self.config.text_is_encoder:  # an encoder counts its own positions 0..L-1 (right padding)
+            inputs["position_ids"] = position_ids
+        outputs = self.text_model(attention_mask=model_mask, return_dict=True, **inputs)
         hidden = outputs.last_hidden_state
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        last = (attention_mask.long() * positions).argmax(dim=1)
         return BaseModelOutputWithPooling(
-            last_hidden_state=hidden, pooler_output=hidden[torch.arange(hidden.shape[0], device=hidden.device), last],
+            last_hidden_state=hidden, pooler_output=pool_text(hidden, attention_mask, pooling),
             hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"),
         )
 
@@ -71,7 +71,7 @@ class CLEFTFeaturesMixin:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         pooled = self.text_forward(attention_mask, input_ids=input_ids).pooler_output
-        return self.text_projection(pooled.to(self.text_projection.weight.dtype))
+        return project(self.text_projection, pooled)
 
     def get_prompt_features(
         self,
@@ -86,7 +86,7 @@ class CLEFTFeaturesMixin:
         class-specific context of each row (default: row i is class i); `task` a named prompt set.
         """
         pooled = self.prompt_forward(class_input_ids, class_attention_mask, class_indices, task=task).pooler_output
-        return self.text_projection(pooled.to(self.text_projection.weight.dtype))
+        return project(self.text_projection, pooled)
 
     def prompt_forward(
         self,

@@ -6,11 +6,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import torch
 from peft import PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -103,26 +101,6 @@ def unwrapped_text_model(text_model: nn.Module) -> nn.Module:
     return text_model.get_base_model() if isinstance(text_model, PeftModel) else text_model
 
 
-def encoder_forward(text_model: nn.Module, attention_mask: torch.Tensor, pooling: str,
-                    **inputs: Any) -> BaseModelOutputWithPooling:
-    """An encoder tower on `input_ids` or `inputs_embeds` (its own positions 0..L-1: right padding), pooled by
-    `pool_encoder_states` -> `pooler_output` `(batch, hidden)`."""
-    outputs = text_model(attention_mask=attention_mask, return_dict=True, **inputs)
-    hidden = outputs.last_hidden_state
-    return BaseModelOutputWithPooling(
-        last_hidden_state=hidden, pooler_output=pool_encoder_states(hidden, attention_mask, pooling),
-        hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
-
-
-def pool_encoder_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """`(batch, length, hidden)` -> `(batch, hidden)`: the first ([CLS]) token's state, or the mean of the
-    attended tokens' states."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-
-__all__ = ["NO_ADAPTER", "check_text_family", "encoder_forward", "is_encoder_config", "keep_first_layers", "new_text_model",
-           "pool_encoder_states", "pretrained_text_model", "text_layer_count", "unwrapped_text_model",
+__all__ = ["NO_ADAPTER", "check_text_family", "is_encoder_config", "keep_first_layers", "new_text_model",
+           "pretrained_text_model", "text_layer_count", "unwrapped_text_model",
            "wrap_text_model"]

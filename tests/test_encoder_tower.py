@@ -150,3 +150,30 @@ def test_stage_two_context_after_cls_and_pipeline(bert_dir, bert_processor):
                                       labels, bert_processor)
     got = torch.tensor([{r["label"]: r["score"] for r in result}[label] for result in results for label in labels])
     torch.testing.assert_close(got.view(2, 2), direct, atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_choices_and_mlp_head(bert_dir, bert_processor, tmp_path):
+    from cleft_hf.training.config import ConfigError, PretrainArguments
+
+    model = _bert_clip(bert_dir, text_pooling="mean", projection_head="mlp").eval()
+    batch = _batch(bert_processor)
+    with torch.no_grad():
+        states = model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        pooled = model.text_forward(batch["attention_mask"], input_ids=batch["input_ids"]).pooler_output
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    torch.testing.assert_close(pooled, (states.last_hidden_state * mask).sum(1) / mask.sum(1))
+    text_config = model.config.text_config.to_dict()
+    with pytest.raises(ValueError, match="does not fit an encoder text tower"):
+        CLEFTConfig(text_config=text_config, text_pooling="last", peft_config=WHOLE)
+    with pytest.raises(ValueError, match="does not fit a causal LLM text tower"):
+        CLEFTConfig(text_pooling="cls")
+    model.train()
+    one = {key: value[:1] for key, value in batch.items()}
+    with pytest.raises(ValueError, match="needs at least 2 examples per training batch"):
+        model(**one)
+    model.configure_for_prompt_tuning(freeze_vision=True)  # frozen heads: running statistics, any batch size
+    before = model.text_projection.head[1].running_mean.clone()
+    model(**one)
+    torch.testing.assert_close(model.text_projection.head[1].running_mean, before)
+    with pytest.raises(ConfigError, match="per_device_batch_size >= 2"):
+        PretrainArguments(data_root=str(tmp_path), per_device_batch_size=1, model_config={"projection_head": "mlp"})

@@ -122,8 +122,8 @@ def parameter_counts(model: Any) -> dict[str, int]:
         "vision": _count(model.vision_model.parameters()),
         "llm_base": sum(state[k].numel() for k in text_keys if k in base_keys),
         "adapter": sum(state[k].numel() for k in text_keys if k not in base_keys),
-        "projections": _count([model.visual_projection.weight, model.text_projection.weight, model.logit_scale,
-                               model.logit_bias]),
+        "projections": _count([*model.visual_projection.parameters(), *model.text_projection.parameters(),
+                               model.logit_scale, model.logit_bias]),
         "prompts": _count(model.prompt_learner.parameters()),
     }
 

@@ -207,6 +207,9 @@ class PretrainArguments(_TrainingArguments):
         if isinstance(peft_config, dict) and str(peft_config.get("peft_type", "")).upper() == "ADALORA":
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
         _check_model_config(self.model_config)
+        _require(self.model_config.get("projection_head") != "mlp" or self.per_device_batch_size >= 2,
+                 "model_config projection_head 'mlp' (BatchNorm) needs per_device_batch_size >= 2; raise it, or use "
+                 "projection_head 'linear'")
 
     @staticmethod
     def misplaced_key_hint(key: str) -> str | None:
