@@ -177,3 +177,15 @@ def test_pooling_choices_and_mlp_head(bert_dir, bert_processor, tmp_path):
     torch.testing.assert_close(model.text_projection.head[1].running_mean, before)
     with pytest.raises(ConfigError, match="per_device_batch_size >= 2"):
         PretrainArguments(data_root=str(tmp_path), per_device_batch_size=1, model_config={"projection_head": "mlp"})
+
+
+def test_model_card_describes_the_baseline(bert_dir, bert_processor, tmp_path):
+    from cleft_hf.hub import write_model_card
+
+    model = _bert_clip(bert_dir, projection_head="mlp")
+    model.save_pretrained(tmp_path / "model")
+    bert_processor.save_pretrained(tmp_path / "model")
+    card = write_model_card(tmp_path / "model").read_text()
+    assert "text encoder loaded from a local folder" in card and "hidden state of the [CLS] token" in card
+    assert "none: every text-tower parameter trains" in card and "trained whole (no frozen base)" in card
+    assert "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm without affine)" in card

@@ -128,6 +128,13 @@ def parameter_counts(model: Any) -> dict[str, int]:
     }
 
 
+TEXT_POOLING_TEXT = {
+    "last": "hidden state of the last non-padding token",
+    "first_pad": "hidden state of the first padding EOS (not attending to itself)",
+    "cls": "hidden state of the [CLS] token", "mean": "mean of the attended tokens' hidden states",
+}
+
+
 def _fmt_count(n: int) -> str:
     return f"{n:,}" if n < 1_000_000 else f"{n / 1e6:,.2f} M"
 
@@ -308,7 +315,8 @@ def render_model_card(
     full = model.should_save_base_model(save_base_model)
     counts = parameter_counts(model)
     text_config = config.text_config
-    layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", None)
+    layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", None) or getattr(
+        text_config, "n_layers", None)
     uploaded = sum(counts.values()) - (0 if full else counts["llm_base"])
     modality_text = " and ".join(MODALITIES[t].words for t in modalities) or "medical"
     text_hub = text_hub_id(config)
@@ -328,6 +336,12 @@ def render_model_card(
         text_model=text_hub,
         text_is_local=bool(config.text_model_name_or_path) and text_hub is None,
         text_family=text_config.model_type,
+        text_kind="text encoder" if config.text_is_encoder else "causal LLM",
+        text_is_encoder=config.text_is_encoder,
+        text_trained=config.text_tower_trained,
+        text_pooling_text=TEXT_POOLING_TEXT[config.text_pooling],
+        projection_text=("MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm without affine)"
+                         if config.projection_head == "mlp" else "linear"),
         text_layers=layers,
         text_hidden=config.text_hidden_size,
         peft_text=_peft_text(config.peft_config),
