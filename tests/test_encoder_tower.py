@@ -189,3 +189,21 @@ def test_model_card_describes_the_baseline(bert_dir, bert_processor, tmp_path):
     assert "text encoder loaded from a local folder" in card and "hidden state of the [CLS] token" in card
     assert "none: every text-tower parameter trains" in card and "trained whole (no frozen base)" in card
     assert "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm without affine)" in card
+
+
+@pytest.mark.parametrize("recipe", ["cxr_bert_clip.yaml", "embed_bert_clip.yaml"])
+def test_baseline_recipes_load(recipe, bert_dir, tmp_path):
+    from pathlib import Path
+
+    from cleft_hf.arguments import load_arguments
+    from cleft_hf.training.config import ConfigError, PretrainArguments
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "configs" / recipe
+    local = {"data_root": str(tmp_path), "model_config": {"text_model_name_or_path": str(bert_dir)}}
+    with pytest.raises(ConfigError, match="text_num_layers=6 is larger than the text model's 3 layers"):
+        load_arguments(PretrainArguments, path, local, section="pretrain")  # checked against the BERT's config
+    local["model_config"]["text_num_layers"] = 2
+    args = load_arguments(PretrainArguments, path, local, section="pretrain")
+    assert args.learning_rate == 2e-5 and args.weight_decay == 0.05 and args.warmup_steps == 0.4 * args.max_steps
+    assert args.model_config["peft_config"] == WHOLE and args.model_config["projection_head"] == "mlp"
+    assert args.max_text_length == 64 and args.per_device_batch_size == 72

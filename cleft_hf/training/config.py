@@ -164,8 +164,17 @@ def _check_model_config(model_config: dict[str, Any]) -> None:
     for key in model_config:
         if key not in known:
             raise did_you_mean(key, known, "in model_config, whose keys are CLEFTConfig fields")
+    fields = dict(model_config)
+    text = fields.get("text_model_name_or_path")
+    if text and "text_config" not in fields:  # family-dependent fields (text_pooling, LoRA targets) need its config
+        from transformers import AutoConfig
+
+        try:
+            fields["text_config"] = AutoConfig.from_pretrained(text).to_dict()
+        except (OSError, ValueError):
+            pass  # not reachable here: checked again when the model is built
     try:
-        CLEFTConfig(**model_config)
+        CLEFTConfig(**fields)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config field 'model_config': {error}") from None
 
