@@ -207,3 +207,23 @@ def test_baseline_recipes_load(recipe, bert_dir, tmp_path):
     assert args.learning_rate == 2e-5 and args.weight_decay == 0.05 and args.warmup_steps == 0.4 * args.max_steps
     assert args.model_config["peft_config"] == WHOLE and args.model_config["projection_head"] == "mlp"
     assert args.max_text_length == 64 and args.per_device_batch_size == 72
+
+
+def test_causal_llm_cut_to_its_first_layers(saved_llm, family, tmp_path):
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    model = CLEFTModel.from_vision_text_pretrained(
+        TINY_VISION_MODEL, str(saved_llm), vision_pretrained=False, vision_model_kwargs=tiny_vision_kwargs(),
+        image_size=32, projection_dim=16, prompt_num_context_tokens=4, text_num_layers=1)
+    full = AutoModel.from_pretrained(saved_llm)
+    inner = model.text_model.get_base_model()
+    layers = inner.h if family == "gpt2" else inner.layers
+    assert len(layers) == 1 and model.config.text_config.num_hidden_layers == 1
+    first = dict((full.h if family == "gpt2" else full.layers)[0].named_parameters())
+    for name, parameter in layers[0].named_parameters():
+        if "lora_" not in name:
+            torch.testing.assert_close(parameter, first[name.replace("base_layer.", "")])
+    model.save_pretrained(tmp_path / "model", save_base_model=False)  # adapter-only: the base's first layer again
+    loaded = CLEFTModel.from_pretrained(tmp_path / "model")
+    torch.testing.assert_close(loaded.text_model.state_dict(), model.text_model.state_dict())
