@@ -2,7 +2,8 @@
 
 `python -m cleft_hf.accounting` prints a markdown table (total, trainable and trainable-LM parameters) for
 CLEFT (DINOv2 ViT-B/14-reg + BioMedLM 2.7 B with LoRA + projections) and for CLIP baselines that fully train
-Bio_ClinicalBERT with the same ViT (the same `CLEFTModel` class and config, on the meta device), then the two headline figures of the paper against the reference code's
+Bio_ClinicalBERT with the same ViT (the same `CLEFTModel` class and config, on the meta device), then the two
+headline figures of the paper against the reference code's
 6-layer Bio_ClinicalBERT baseline.
 """
 
@@ -52,7 +53,8 @@ def count_cleft(config: CLEFTConfig | None = None) -> ParameterCount:
 def bert_clip_config(bert_layers: int = 6, vision_config: CLEFTConfig | None = None) -> CLEFTConfig:
     """The reference code's CLIP baseline as a CLEFTConfig: the vision tower of `vision_config` (default the
     paper's), Bio_ClinicalBERT cut to its first `bert_layers` layers and trained whole ([CLS] pooling, no pooler),
-    MLP projection heads (768 -> 2048 -> BatchNorm -> ReLU -> 512 -> BatchNorm), as `examples/configs/*_bert_clip.yaml`."""
+    MLP projection heads (768 -> 2048 -> BatchNorm -> ReLU -> 512 -> BatchNorm), as
+    `examples/configs/*_bert_clip.yaml`."""
     from .modeling import CLEFTConfig
 
     base = vision_config or CLEFTConfig()
