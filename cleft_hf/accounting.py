@@ -3,8 +3,7 @@
 `python -m cleft_hf.accounting` prints a markdown table (total, trainable and trainable-LM parameters) for
 CLEFT (DINOv2 ViT-B/14-reg + BioMedLM 2.7 B with LoRA + projections) and for CLIP baselines that fully train
 Bio_ClinicalBERT with the same ViT (the same `CLEFTModel` class and config, on the meta device), then the two
-headline figures of the paper against the reference code's
-6-layer Bio_ClinicalBERT baseline.
+headline figures of the paper against the reference code's 6-layer Bio_ClinicalBERT baseline.
 """
 
 from __future__ import annotations
