@@ -41,7 +41,7 @@ ROWS = (  # (label, key of a summary or measurement, format)
     ("trainable parameters", "trainable_params", "{:,.0f}"),
     ("training step (s, median of the timed steps)", "step_s", "{:.3f}"),
     ("peak memory of the measuring process (GB RSS)", "peak_rss_gb", "{:.2f}"),
-    ("memory growth from model load to after the steps (GB RSS)", "rss_growth_gb", "{:.2f}"),
+    ("peak RSS minus RSS before loading the model (GB)", "rss_growth_gb", "{:.3f}"),
     ("density zero-shot accuracy, hand prompts", "density_zero_shot_acc_hand_prompts", "{:.3f}"),
     ("density linear probe accuracy (all labels)", "density_linear_probe_acc", "{:.3f}"),
     ("BI-RADS zero-shot accuracy, hand prompts", "birads_zero_shot_acc_hand_prompts", "{:.3f}"),
@@ -123,7 +123,8 @@ def measure(model_dir: str, data_root: str, batch_size: int, steps: int, seed: i
     loader = make_loader(get_split(spec.load(data_root), "train"), processor, shuffle=True, batch_size=batch_size,
                          num_workers=0, seed=seed, spec=spec)
     batch = next(iter(loader))
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/statm", encoding="ascii") as handle:  # resident pages now (Linux)
+        rss_before_kib = int(handle.read().split()[1]) * resource.getpagesize() / 1024
     model = CLEFTModel.from_pretrained(model_dir).train()
     optimizer = build_optimizer(model)
     times = []
@@ -139,7 +140,7 @@ def measure(model_dir: str, data_root: str, batch_size: int, steps: int, seed: i
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
     return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "step_s": statistics.median(times), "peak_rss_gb": peak / 1024**2,
-            "rss_growth_gb": (peak - rss_before) / 1024**2, "threads": torch.get_num_threads()}
+            "rss_growth_gb": max(0.0, peak - rss_before_kib) / 1024**2, "threads": torch.get_num_threads()}
 
 
 def measure_in_process(model_dir: Path, data_root: Path, batch_size: int, steps: int, seed: int) -> dict:
