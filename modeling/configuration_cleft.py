@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
+import contextvars
 import copy
+import dataclasses
+import difflib
 import math
 from typing import Any
 
@@ -30,6 +32,23 @@ CUSTOM_PIPELINES = {"zero-shot-image-classification": {
     "type": "multimodal"}}
 SUPPORTED_PEFT_TYPES = ("LORA", "IA3", "PREFIX_TUNING", "ADALORA", NO_ADAPTER)
 DEFAULT_LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
+
+# Set while a config is read from a file (`from_dict`): unknown keys there are kept (a newer version's fields).
+_READING_SAVED_CONFIG = contextvars.ContextVar("reading_saved_cleft_config", default=False)
+# Keywords transformers' `PretrainedConfig.__post_init__` consumes besides its own fields.
+_BASE_CONFIG_KEYWORDS = ("name_or_path", "attn_implementation", "experts_implementation", "output_attentions",
+                         "torch_dtype", "num_labels", "per_layer_config", "rope_scaling", "rope_theta",
+                         "_commit_hash", "model_type", "auto_map")
+
+
+def transformers_config_keys() -> set[str]:
+    """The keywords transformers' own `PretrainedConfig` accepts (its fields, what its `__post_init__` reads,
+    the generation parameters it drops)."""
+    from transformers import GenerationConfig
+
+    return ({f.name for f in dataclasses.fields(PretrainedConfig)} | set(_BASE_CONFIG_KEYWORDS)
+            | set(GenerationConfig._get_default_generation_params()))
+
 
 def _default_target_modules(peft_type: str, family: str) -> dict[str, Any]:
     """peft's default target (and IA3 feed-forward) modules for an LLM family; {} when peft has none."""
@@ -79,6 +98,8 @@ class CLEFTConfig(PretrainedConfig):
             out: `"cls"` for an encoder, `"last"` for a causal LLM (the resolved value is saved).
         logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
         logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
+        logit_scale_max (`float`): clamp of `exp(logit_scale)` in `similarity_logits` (CLIP's 100); None: no clamp
+            (the reference code's).
         prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
         prompt_init_text (`str`): text whose token embeddings initialise the context (repeated to fill it).
         prompt_class_specific (`bool`): one context per class instead of one shared context.
@@ -95,6 +116,8 @@ class CLEFTConfig(PretrainedConfig):
         save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
         adapter_only_threshold (`int`): LLM parameter count from which saving is adapter-only by default.
         checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
+        source_checkpoint (`str`): the authors' checkpoint this model was converted from
+            (`cleft_hf.convert_original_checkpoint`).
     """
 
     model_type = "cleft"
@@ -117,6 +140,7 @@ class CLEFTConfig(PretrainedConfig):
     text_pooling: str | None = None
     logit_scale_init_value: float = math.log(1 / 0.07)
     logit_bias_init_value: float = 0.0
+    logit_scale_max: float | None = 100.0
     prompt_num_context_tokens: int = 30
     prompt_init_text: str | None = DEFAULT_PROMPT_INIT_TEXT
     prompt_class_specific: bool = False
@@ -131,13 +155,16 @@ class CLEFTConfig(PretrainedConfig):
     save_base_model: bool | None = None
     adapter_only_threshold: int = 500_000_000
     checkpoint_has_base_model: bool = True
+    source_checkpoint: str | None = None
 
     def __post_init__(self, **kwargs: Any):
-        own = [name for name in type(self).__annotations__ if not name.startswith("_")]
-        for key in kwargs:  # PretrainedConfig keeps unknown keys (a newer config.json); a near-miss is a typo
-            close = difflib.get_close_matches(key, own, n=1, cutoff=0.85)
-            if close and key not in own:
-                raise ValueError(f"CLEFTConfig got unknown field {key!r}: did you mean {close[0]!r}?")
+        if not _READING_SAVED_CONFIG.get():  # a keyword that is no field would be kept silently and do nothing
+            unknown = sorted(set(kwargs) - transformers_config_keys())
+            if unknown:
+                own = self.field_names()
+                close = difflib.get_close_matches(unknown[0], own, n=3, cutoff=0.5)
+                hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"its fields: {', '.join(own)}"
+                raise ValueError(f"CLEFTConfig got unknown field {unknown[0]!r}: {hint}")
         if isinstance(self.text_config, dict) and "model_type" not in self.text_config:
             raise ValueError("text_config needs a 'model_type' (e.g. 'gpt2', 'llama')")
         super().__post_init__(**kwargs)
@@ -147,6 +174,20 @@ class CLEFTConfig(PretrainedConfig):
         keep_first_layers(self.text_config, self.text_num_layers)
         self.peft_config = self._resolve_peft_config(self.peft_config)
 
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """CLEFT's own fields (the class annotations; transformers' base fields left out)."""
+        return [name for name in cls.__annotations__ if not name.startswith("_")]
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """As transformers' (a saved config.json): keys this version does not know are kept, not refused."""
+        token = _READING_SAVED_CONFIG.set(True)
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        finally:
+            _READING_SAVED_CONFIG.reset(token)
+
     # ----------------------------------------------------------------- validation
     def _validate(self) -> None:
         if self.image_pooling not in ("mean", "cls"):
@@ -155,6 +196,8 @@ class CLEFTConfig(PretrainedConfig):
             raise ValueError(f"projection_head must be one of {PROJECTION_HEADS}, got {self.projection_head!r}")
         if not isinstance(self.projection_bias, bool):
             raise ValueError(f"projection_bias must be true or false, got {self.projection_bias!r}")
+        if self.logit_scale_max is not None and not self.logit_scale_max > 0:
+            raise ValueError(f"logit_scale_max must be positive or None (no clamp), got {self.logit_scale_max!r}")
         if self.text_pooling is None:
             self.text_pooling = "cls" if self.text_is_encoder else "last"
         if self.text_pooling not in TEXT_POOLINGS:

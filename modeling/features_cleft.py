@@ -127,9 +127,11 @@ class CLEFTFeaturesMixin:
 
     # ----------------------------------------------------------------- scores
     def similarity_logits(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.FloatTensor:
-        """`(n_images, n_texts)` logits of L2-normalised embeddings: clamped `exp(logit_scale)` * cosine +
-        `logit_bias` (the bias is 0 unless a sigmoid loss trained it; softmax scores do not depend on it)."""
-        scale = logit_scale_value(self.logit_scale)
+        """`(n_images, n_texts)` logits of L2-normalised embeddings: `exp(logit_scale)` (clamped to
+        `config.logit_scale_max` unless None) * cosine + `logit_bias` (the bias is 0 unless a sigmoid loss trained
+        it; softmax scores do not depend on it)."""
+        limit = self.config.logit_scale_max
+        scale = logit_scale_value(self.logit_scale, float("inf") if limit is None else limit)
         return scale * image_embeds @ text_embeds.to(image_embeds.dtype).t() + self.logit_bias
 
 

@@ -14,7 +14,7 @@ from transformers import AutoModel, PreTrainedModel
 
 from .configuration_cleft import CLEFTConfig
 from .features_cleft import CLEFTFeaturesMixin
-from .loading_cleft import base_llm_tensors, check_attn_implementation, resolve_llm_dtype
+from .loading_cleft import base_llm_tensors, check_attn_implementation, check_local_folder, resolve_llm_dtype
 from .loss_cleft import clip_loss
 from .outputs_cleft import CLEFTOutput
 from .projection_cleft import build_projection, init_projection, project
@@ -246,6 +246,7 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         parts load as float32. An adapter-only checkpoint's base LLM is loaded once and put under the adapters
         (no second copy in memory). `attn_implementation` as in `from_vision_text_pretrained`.
         """
+        check_local_folder(pretrained_model_name_or_path)
         check_attn_implementation(attn_implementation)
         kwargs["use_safetensors"] = True
         if attn_implementation is not None:

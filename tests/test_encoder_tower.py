@@ -188,7 +188,7 @@ def test_model_card_describes_the_baseline(bert_dir, bert_processor, tmp_path):
     card = write_model_card(tmp_path / "model").read_text()
     assert "text encoder loaded from a local folder" in card and "hidden state of the [CLS] token" in card
     assert "none: every text-tower parameter trains" in card and "trained whole (no frozen base)" in card
-    assert "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm without affine)" in card
+    assert "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm)" in card
 
 
 @pytest.mark.parametrize("recipe", ["cxr_bert_clip.yaml", "embed_bert_clip.yaml"])

@@ -94,7 +94,7 @@ def baseline_arguments(paths: dict[str, Path], bert: Path, output_dir: Path) -> 
 def evaluate(model_dir: Path, paths: dict[str, Path], output_dir: Path, seed: int) -> dict[str, float]:
     """Density and BI-RADS: hand-prompt zero-shot and linear probe on the demo's balanced test sets."""
     from ..evaluation.runner import run_evaluation
-    from ..training.config import EvaluateArguments
+    from ..evaluation.arguments import EvaluateArguments
 
     summary: dict[str, float] = {}
     for task in MAMMO_TASKS:
@@ -113,7 +113,7 @@ def measure(model_dir: str, data_root: str, batch_size: int, steps: int, seed: i
     import torch
 
     from ..data import get_dataset_spec, get_split, make_loader
-    from ..losses import clip_loss
+    from ..modeling.loss_cleft import clip_loss
     from ..modeling import CLEFTModel, CLEFTProcessor
     from ..training.optim import build_optimizer
 
