@@ -161,7 +161,7 @@ class PretrainArguments(_TrainingArguments):
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
         _check_model_config(self.model_config)
         _check_augmentation(self.augmentation)
-        _require(self.model_config.get("projection_head") != "mlp" or self.per_device_batch_size >= 2,
+        require(self.model_config.get("projection_head") != "mlp" or self.per_device_batch_size >= 2,
                  "model_config projection_head 'mlp' (BatchNorm) needs per_device_batch_size >= 2; raise it, or use "
                  "projection_head 'linear'")
 
