@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from peft import PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig
 from transformers.models.auto.modeling_auto import (
@@ -89,6 +88,8 @@ def pretrained_text_model(source: str, text_config: PretrainedConfig | None = No
 def wrap_text_model(base_model: nn.Module, peft_config: Any | None) -> nn.Module:
     """The base model under PEFT (base frozen, adapter trainable), or, without a peft config, the base model
     itself, every parameter trainable."""
+    from peft import get_peft_model  # imported when a model is built: a config alone does not load peft
+
     if peft_config is None:
         return base_model.requires_grad_(True)
     with warnings.catch_warnings():  # peft still reads transformers' deprecated `is_gradient_checkpointing`
@@ -98,6 +99,8 @@ def wrap_text_model(base_model: nn.Module, peft_config: Any | None) -> nn.Module
 
 def unwrapped_text_model(text_model: nn.Module) -> nn.Module:
     """The transformers model inside the tower (under PEFT's wrapper, or the tower itself)."""
+    from peft import PeftModel
+
     return text_model.get_base_model() if isinstance(text_model, PeftModel) else text_model
 
 
