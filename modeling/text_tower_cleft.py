@@ -3,8 +3,8 @@ PEFT or trained whole (`peft_config: {peft_type: NONE}`, the CLIP baseline of th
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
+import warnings
 
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig

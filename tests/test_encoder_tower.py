@@ -3,11 +3,11 @@ LoRA, saving and loading (remote code too), stage-2 context after [CLS], zero-sh
 
 from __future__ import annotations
 
-import pytest
-import torch
 from conftest import CORPUS, run_isolated
+import pytest
 from test_saving import ISOLATED
 from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
+import torch
 from transformers import AutoTokenizer, BertForMaskedLM
 
 from cleft_hf import CLEFTConfig, CLEFTImageProcessor, CLEFTModel, CLEFTProcessor

@@ -20,15 +20,15 @@ Writes `--demo_dir/compare/`: `bert/` (the demo BERT), `stage1/model` (the basel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import json
 import logging
+from pathlib import Path
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from ..arguments import arg, load_arguments, read_config_file
@@ -93,8 +93,8 @@ def baseline_arguments(paths: dict[str, Path], bert: Path, output_dir: Path) -> 
 
 def evaluate(model_dir: Path, paths: dict[str, Path], output_dir: Path, seed: int) -> dict[str, float]:
     """Density and BI-RADS: hand-prompt zero-shot and linear probe on the demo's balanced test sets."""
-    from ..evaluation.runner import run_evaluation
     from ..evaluation.arguments import EvaluateArguments
+    from ..evaluation.runner import run_evaluation
 
     summary: dict[str, float] = {}
     for task in MAMMO_TASKS:
@@ -113,8 +113,8 @@ def measure(model_dir: str, data_root: str, batch_size: int, steps: int, seed: i
     import torch
 
     from ..data import get_dataset_spec, get_split, make_loader
-    from ..modeling.loss_cleft import clip_loss
     from ..modeling import CLEFTModel, CLEFTProcessor
+    from ..modeling.loss_cleft import clip_loss
     from ..training.optim import build_optimizer
 
     torch.manual_seed(seed)

@@ -10,17 +10,15 @@ demo LLM: a lower-cased WordPiece tokenizer trained with `tokenizers` ([PAD] [UN
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 import json
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 
-import torch
-import torch.nn.functional as F
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -30,7 +28,9 @@ from tokenizers import (
     processors,
     trainers,
 )
+import torch
 from torch import nn
+import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from .pretraining import (
