@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any
 
 import timm
 import torch
 import torch.nn.functional as F
-from peft import get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 
 from .configuration_cleft import CLEFTConfig
 from .features_cleft import CLEFTFeaturesMixin
@@ -23,6 +21,7 @@ from .projection_cleft import build_projection, init_projection, project
 from .prompt_ensembles_cleft import CLEFTPromptEnsembleMixin
 from .prompt_learning_cleft import CLEFTPromptLearner
 from .similarity_maps_cleft import CLEFTSimilarityMapsMixin
+from .text_tower_cleft import new_text_model, pretrained_text_model, unwrapped_text_model, wrap_text_model
 from .weights_check_cleft import load_checked
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
@@ -57,12 +56,11 @@ def vision_block_classes(vision_model: nn.Module) -> set[str]:
 
 
 def build_text_tower(config: CLEFTConfig, base_model: nn.Module | None = None) -> nn.Module:
-    """The LLM without its LM head, wrapped by PEFT (base weights frozen, adapter trainable)."""
+    """The LLM (or encoder) without its head, wrapped by PEFT (base weights frozen, adapter trainable), or
+    trained whole with `peft_type: NONE`."""
     if base_model is None:
-        base_model = AutoModel.from_config(config.text_config)
-    with warnings.catch_warnings():  # peft still reads transformers' deprecated `is_gradient_checkpointing`
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(base_model, config.build_peft_config())
+        base_model = new_text_model(config.text_config)
+    return wrap_text_model(base_model, config.build_peft_config())
 
 
 class CLEFTPreTrainedModel(PreTrainedModel):
@@ -148,7 +146,10 @@ class CLEFTModel(
 
     # ----------------------------------------------------------------- construction helpers
     def base_llm_state_keys(self) -> list[str]:
-        """State-dict keys of the frozen base LLM (everything in the text tower that PEFT did not add)."""
+        """State-dict keys of the frozen base LLM (everything in the text tower that PEFT did not add); none when
+        the whole text tower trains."""
+        if self.config.text_tower_trained:
+            return []
         adapter_keys = set()
         for name, module in self.text_model.named_modules():
             if isinstance(module, BaseTunerLayer):
@@ -196,17 +197,25 @@ class CLEFTModel(
             vision_model_name=vision, text_config=text_config.to_dict(), text_model_name_or_path=str(text),
             **config_kwargs,
         )
+        if config.text_tower_trained:  # a text tower trained whole keeps float32 masters, as the vision tower
+            text_kwargs["dtype"] = torch.float32
         vision_model = build_vision_tower(config, pretrained=vision_pretrained)
         if vision_pretrained:  # recorded for the model card's `base_model`
             source = vision_model.pretrained_cfg or {}
             config.vision_pretrained_source = source.get("hf_hub_id") or f"timm/{config.vision_model_name}"
-        language_model = AutoModelForCausalLM.from_pretrained(text, **text_kwargs).base_model
+        cut = config.text_num_layers is not None or config.text_is_encoder
+        language_model = pretrained_text_model(text, config.text_config if cut else None, **text_kwargs)
         return cls(config, vision_model=vision_model, text_model=language_model)
 
     # ----------------------------------------------------------------- saving and loading
     def should_save_base_model(self, save_base_model: bool | None = None) -> bool:
         """Full save below `adapter_only_threshold` LLM parameters, adapter-only above (unless told)."""
         choice = self.config.save_base_model if save_base_model is None else save_base_model
+        if self.config.text_tower_trained:  # no frozen base model: the trained text tower is always saved
+            if choice is False:
+                raise ValueError("save_base_model=False (adapter-only) needs an adapter, but peft_type NONE trains "
+                                 "the whole text tower: leave save_base_model unset or true")
+            return True
         if choice is None:
             n_llm = sum(p.numel() for p in self.text_model.get_base_model().parameters())
             choice = n_llm < self.config.adapter_only_threshold
@@ -276,11 +285,12 @@ class CLEFTModel(
         hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
         inner = self.text_model.get_base_model()
         dtype = next(inner.parameters()).dtype
+        cut = self.config.text_num_layers is not None or self.config.text_is_encoder  # first layers, no pooler
         attn = getattr(inner.config, "_attn_implementation", None)
         try:
-            language_model = AutoModel.from_pretrained(
-                source, dtype=dtype, attn_implementation=attn, use_safetensors=True, **hub_kwargs
-            )
+            language_model = pretrained_text_model(
+                source, inner.config if cut else None, dtype=dtype, attn_implementation=attn, use_safetensors=True,
+                base_only=True, **hub_kwargs)
         except (OSError, ValueError) as error:
             raise OSError(
                 f"cannot load the base LLM {source!r} needed by this adapter-only CLEFT checkpoint "
@@ -310,20 +320,20 @@ class CLEFTModel(
         """Checkpoint the LLM layers (non-reentrant: works with frozen embeddings) and the timm blocks.
         `gradient_checkpointing_enable` (transformers' older name) lands here too."""
         kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
-        self.text_model.get_base_model().activation_checkpointing_enable(
+        unwrapped_text_model(self.text_model).activation_checkpointing_enable(
             activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers, offload=offload
         )
         if hasattr(self.vision_model, "set_grad_checkpointing"):
             self.vision_model.set_grad_checkpointing(True)
 
     def activation_checkpointing_disable(self) -> None:
-        self.text_model.get_base_model().activation_checkpointing_disable()
+        unwrapped_text_model(self.text_model).activation_checkpointing_disable()
         if hasattr(self.vision_model, "set_grad_checkpointing"):
             self.vision_model.set_grad_checkpointing(False)
 
     @property
     def is_activation_checkpointing(self) -> bool:
-        return self.text_model.get_base_model().is_activation_checkpointing
+        return unwrapped_text_model(self.text_model).is_activation_checkpointing
 
     def configure_for_prompt_tuning(self, freeze_vision: bool = False, train_logit_bias: bool = True) -> None:
         """Stage 2: freeze the text side (LLM, adapter, text projection) and the stored prompt sets; train the

@@ -96,8 +96,17 @@ def _check_model_config(model_config: dict[str, Any]) -> None:
     for key in model_config:
         if key not in known:
             raise did_you_mean(key, known, "in model_config, whose keys are CLEFTConfig fields")
+    fields = dict(model_config)
+    text = fields.get("text_model_name_or_path")
+    if text and "text_config" not in fields:  # family-dependent fields (text_pooling, LoRA targets) need its config
+        from transformers import AutoConfig
+
+        try:
+            fields["text_config"] = AutoConfig.from_pretrained(text).to_dict()
+        except (OSError, ValueError):
+            pass  # not reachable here: checked again when the model is built
     try:
-        CLEFTConfig(**model_config)
+        CLEFTConfig(**fields)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config field 'model_config': {error}") from None
 
@@ -157,6 +166,9 @@ class PretrainArguments(_TrainingArguments):
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
         _check_model_config(self.model_config)
         _check_augmentation(self.augmentation)
+        require(self.model_config.get("projection_head") != "mlp" or self.per_device_batch_size >= 2,
+                 "model_config projection_head 'mlp' (BatchNorm) needs per_device_batch_size >= 2; raise it, or use "
+                 "projection_head 'linear'")
 
     @staticmethod
     def misplaced_key_hint(key: str, value: Any = None) -> str | None:
