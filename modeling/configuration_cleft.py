@@ -11,6 +11,8 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from .quantization_cleft import check_text_quantization
+
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
 DEFAULT_TEXT_MODEL = "stanford-crfm/BioMedLM"
 DEFAULT_PROMPT_TEMPLATE = "this is a chest x ray of a patient with {}"
@@ -79,6 +81,8 @@ class CLEFTConfig(PretrainedConfig):
         save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
         adapter_only_threshold (`int`): LLM parameter count from which saving is adapter-only by default.
         checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
+        text_quantization (`dict`): `BitsAndBytesConfig` fields loading the frozen base LLM in 4 bits (NF4/FP4,
+            double quant, compute dtype) or 8 bits (bitsandbytes); None: unquantised. Such models save adapter-only.
     """
 
     model_type = "cleft"
@@ -111,6 +115,7 @@ class CLEFTConfig(PretrainedConfig):
     save_base_model: bool | None = None
     adapter_only_threshold: int = 500_000_000
     checkpoint_has_base_model: bool = True
+    text_quantization: dict | None = None
 
     def __post_init__(self, **kwargs: Any):
         own = [name for name in type(self).__annotations__ if not name.startswith("_")]
@@ -124,6 +129,7 @@ class CLEFTConfig(PretrainedConfig):
         self.vision_model_kwargs = dict(self.vision_model_kwargs or {})
         self.custom_pipelines = self.custom_pipelines or copy.deepcopy(CUSTOM_PIPELINES)
         self._validate()
+        self.text_quantization = check_text_quantization(self.text_quantization)
         self.peft_config = self._resolve_peft_config(self.peft_config)
 
     # ----------------------------------------------------------------- validation
@@ -179,7 +185,8 @@ class CLEFTConfig(PretrainedConfig):
                 )
             resolved = {**defaults, **{k: v for k, v in resolved.items() if v is not None}}
         if family == "gpt2" and peft_type in ("LORA", "ADALORA", "IA3"):
-            resolved.setdefault("fan_in_fan_out", True)  # GPT-2 uses Conv1D (transposed) layers
+            # GPT-2 uses Conv1D (transposed) layers, which quantisation replaces by bitsandbytes' Linear layers
+            resolved.setdefault("fan_in_fan_out", not self.text_quantization)
         if isinstance(resolved.get("target_modules"), (set, tuple)):
             resolved["target_modules"] = sorted(resolved["target_modules"])
         resolved.pop("task_type", None)
