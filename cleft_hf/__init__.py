@@ -9,7 +9,7 @@ import logging
 __version__ = "0.1.0"
 # bitsandbytes, imported by peft and transformers whenever installed, logs on each import that it could not fetch an
 # optional CPU kernel from the Hub; it then runs its own CPU code (see cleft_hf.modeling.quantization_cleft).
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda record: "kernels-community" not in record.getMessage())
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda record: "kernels-community" not in record.msg)
 __all__ = ["CLEFTConfig", "CLEFTModel", "CLEFTOutput", "CLEFTProcessor", "CLEFTImageProcessor", "__version__"]
 
 

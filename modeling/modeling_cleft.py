@@ -59,6 +59,8 @@ def build_text_tower(config: CLEFTConfig, base_model: nn.Module | None = None) -
         base_model = AutoModel.from_config(config.text_config)
     with warnings.catch_warnings():  # peft still reads transformers' deprecated `is_gradient_checkpointing`
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        # peft fixes fan_in_fan_out itself: GPT-2's Conv1D layers are Linear once quantised (text_quantization)
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to", category=UserWarning)
         return get_peft_model(base_model, config.build_peft_config())
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -46,12 +46,14 @@ quiet_bitsandbytes_hub_kernel_notice()
 
 
 def _known_fields() -> list[str]:
-    return [name for name in inspect.signature(BitsAndBytesConfig.__init__).parameters if name not in ("self", "kwargs")]
+    parameters = inspect.signature(BitsAndBytesConfig.__init__).parameters
+    return [name for name in parameters if name not in ("self", "kwargs")]
 
 
 def check_text_quantization(value: Any) -> dict[str, Any] | None:
     """`text_quantization` as a plain JSON mapping (dtypes as names), or None (full precision; also for `{}` and
-    False). Raises ValueError (one line) for unknown fields, neither or both of 4 and 8 bits, an unknown 4-bit type."""
+    False). Raises ValueError (one line) for unknown fields, neither or both of 4 and 8 bits, an unknown 4-bit
+    type."""
     if value is None or value is False or (isinstance(value, dict) and not value):
         return None
     if isinstance(value, BitsAndBytesConfig):
@@ -61,8 +63,10 @@ def check_text_quantization(value: Any) -> dict[str, Any] | None:
         raise ValueError(f"text_quantization must be a BitsAndBytesConfig mapping, got {value!r}")
     unknown = sorted(set(value) - set(_known_fields()))
     if unknown:
-        raise ValueError(f"text_quantization has unknown field(s) {unknown}; BitsAndBytesConfig takes {_known_fields()}")
-    mapping = {k: str(v).removeprefix("torch.") if k in _DTYPE_FIELDS and v is not None else v for k, v in value.items()}
+        raise ValueError(f"text_quantization has unknown field(s) {unknown}; BitsAndBytesConfig takes "
+                         f"{_known_fields()}")
+    mapping = {k: str(v).removeprefix("torch.") if k in _DTYPE_FIELDS and v is not None else v
+               for k, v in value.items()}
     if bool(mapping.get("load_in_4bit")) == bool(mapping.get("load_in_8bit")):
         raise ValueError("text_quantization needs exactly one of load_in_4bit: true or load_in_8bit: true")
     if mapping.get("load_in_4bit") and mapping.get("bnb_4bit_quant_type", "fp4") not in FOUR_BIT_TYPES:
@@ -115,6 +119,23 @@ def load_quantized_llm(source: str, text_quantization: dict[str, Any], **load_kw
     return prepare_quantized_llm(causal_lm.base_model)
 
 
+def fsdp2_refusal(text_quantization: dict[str, Any] | None) -> str | None:
+    """Why FSDP2 cannot train with this quantised base LLM (None: it can). With the default uint8 storage of 4-bit
+    weights accelerate leaves them out of sharding (each GPU holds the whole 4-bit base; the rest is sharded)."""
+    if not text_quantization:
+        return None
+    if text_quantization.get("load_in_8bit"):
+        return ("text_quantization load_in_8bit does not train under FSDP2 (accelerate keeps only 4-bit weights out "
+                "of sharding, and FSDP2 cannot shard the int8 ones): use DDP (multi-GPU without FSDP) or load_in_4bit")
+    storage = text_quantization.get("bnb_4bit_quant_storage") or "uint8"
+    if storage != "uint8":
+        return (f"bnb_4bit_quant_storage={storage} makes FSDP2 shard the packed 4-bit weights as plain float tensors, "
+                "which a mixed-precision all-gather casts and 16-bit storage exposes to NaN canonicalisation "
+                "(bitsandbytes issue 1945): leave it at uint8 (each GPU then holds the whole 4-bit base, FSDP2 "
+                "shards the rest) or use DDP")
+    return None
+
+
 def put_quantized_base_llm(model: nn.Module, language_model: nn.Module, build_tower: Callable) -> None:
     """Replace `model.text_model` (loaded unquantised, base weights not yet loaded) by `build_tower(language_model)`
     around the quantised LLM, carrying over its loaded adapter tensors (and prompt encoder)."""
@@ -129,6 +150,7 @@ def put_quantized_base_llm(model: nn.Module, language_model: nn.Module, build_to
 
 
 __all__ = [
-    "QUANTIZATION_INSTALL_HINT", "check_text_quantization", "has_quantized_weights", "load_quantized_llm", "put_quantized_base_llm", "quantized_load_kwargs", "quiet_bitsandbytes_hub_kernel_notice",
-    "require_bitsandbytes",
+    "QUANTIZATION_INSTALL_HINT", "check_text_quantization", "fsdp2_refusal", "has_quantized_weights",
+    "load_quantized_llm", "prepare_quantized_llm", "put_quantized_base_llm", "quantized_load_kwargs",
+    "quiet_bitsandbytes_hub_kernel_notice", "require_bitsandbytes",
 ]

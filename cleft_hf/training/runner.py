@@ -19,8 +19,10 @@ from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import DistributedType, broadcast_object_list
 
+from ..arguments import ConfigError
+from ..modeling.quantization_cleft import fsdp2_refusal
 from .checkpointing import CheckpointError, CheckpointManager, compare_arguments
 from .config import save_arguments
 from .loop import LossLog, SkippedImages, batch_stream, make_accelerator, train_steps
@@ -73,6 +75,9 @@ def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str
     The scheduler stays out of `prepare` and out of checkpoints (see `optim.position_schedule`).
     Returns `(model, optimizer, scheduler, loader)`.
     """
+    refusal = fsdp2_refusal(getattr(model.config, "text_quantization", None))
+    if refusal and accelerator.distributed_type == DistributedType.FSDP:
+        raise ConfigError(refusal)
     optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
     scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
