@@ -1,8 +1,10 @@
 """The paper's model on one GPU: bf16 frozen BioMedLM-size LLM, sdpa, autocast, batch 72 x 256 tokens.
 
 DINOv2 ViT-B/14-reg at 224 px + BioMedLM's config (32 x 2560, vocabulary 28 896), random weights from the
-configs (nothing is downloaded), gradient checkpointing, AdamW. Two variants, each in its own process (clean
-peak memory): `lora` (CLEFT: LoRA r=8 on c_attn, the base LLM frozen in bf16) and `full` (the whole LLM trained,
+configs (nothing is downloaded), gradient checkpointing, AdamW. Three variants, each in its own process (clean
+peak memory): `lora` (CLEFT: LoRA r=8 on c_attn, the base LLM frozen in bf16), `nf4` (the same with the frozen
+LLM in 4 bits, `text_quantization` NF4 + double quant, bf16 compute: its random bf16 weights are written to a
+temporary folder and loaded quantised, as a user would; needs bitsandbytes) and `full` (the whole LLM trained,
 float32 masters, as a CLIP with a fully fine-tuned text encoder would).
 
     python benchmarks/gpu_paper_scale.py              # needs a CUDA GPU (~60 GB for `full` at batch 72)
@@ -10,7 +12,7 @@ float32 masters, as a CLIP with a fully fine-tuned text encoder would).
 
 Prints `name=value` lines per variant: images_per_s, step_s, peak_gpu_mem_gb, model_tflop_per_step (analytic,
 `cleft_hf.flops`, LoRA variant), gpu_bf16_matmul_tflops (measured in the same process), mfu_pct; then
-`full_vs_lora_peak_mem_ratio`.
+`full_vs_lora_peak_mem_ratio` and `nf4_vs_lora_peak_mem_ratio`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForCausalLM
 
 from cleft_hf.flops import training_step_flops
 from cleft_hf.modeling import CLEFTConfig, CLEFTModel
@@ -53,8 +56,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+NF4 = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+       "bnb_4bit_compute_dtype": "bfloat16"}
+
+
+def build_nf4(config: CLEFTConfig, device: torch.device) -> CLEFTModel:
+    """CLEFT whose frozen LLM (random bf16 weights written to a temporary folder) is loaded in NF4 on `device`."""
+    fields = {k: v for k, v in config.to_diff_dict().items() if k in ("vision_model_kwargs", "image_size",
+                                                                         "projection_dim")}
+    with tempfile.TemporaryDirectory(prefix="gpu_paper_scale_llm_") as folder:
+        AutoModelForCausalLM.from_config(config.text_config, dtype=torch.bfloat16).save_pretrained(folder)
+        model = CLEFTModel.from_vision_text_pretrained(
+            config.vision_model_name, folder, vision_pretrained=False, dtype=torch.bfloat16,
+            attn_implementation="sdpa", text_quantization=NF4, text_kwargs={"device_map": {"": device}}, **fields)
+    model.to(device).activation_checkpointing_enable()
+    return model.train()
+
+
 def build(config: CLEFTConfig, variant: str, device: torch.device) -> CLEFTModel:
-    """CLEFT with a bf16 frozen base LLM (lora) or a float32 fully trained LLM (full), built on `device`."""
+    """CLEFT with a bf16 frozen base LLM (lora), an NF4 one (nf4) or a float32 fully trained LLM (full), on
+    `device`."""
+    if variant == "nf4":
+        return build_nf4(config, device)
     dtype = torch.bfloat16 if variant == "lora" else torch.float32
     with torch.device(device):
         language_model = AutoModel.from_config(config.text_config, dtype=dtype, attn_implementation="sdpa")
@@ -116,7 +139,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny towers: checks the code path on any device")
-    parser.add_argument("--variant", choices=("lora", "full"), help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=("lora", "nf4", "full"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:  # child process: one variant
         print(json.dumps(run_variant(args)))
@@ -124,7 +147,7 @@ def main() -> None:
     if not args.tiny and not args.device.startswith("cuda"):
         raise SystemExit("gpu_paper_scale.py needs a CUDA GPU (or --tiny to check the code path on CPU)")
     results = {}
-    for variant in ("lora", "full"):
+    for variant in ("lora", "nf4", "full"):
         command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -135,6 +158,7 @@ def main() -> None:
                 print(f"{variant}_{key}={value:.3f}" if isinstance(value, float) else f"{variant}_{key}={value}")
     lora, full = results["lora"]["peak_gpu_mem_gb"], results["full"]["peak_gpu_mem_gb"]
     print(f"full_vs_lora_peak_mem_ratio={full / lora:.2f}")
+    print(f"nf4_vs_lora_peak_mem_ratio={results['nf4']['peak_gpu_mem_gb'] / lora:.2f}")
 
 
 if __name__ == "__main__":
