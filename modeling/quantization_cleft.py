@@ -105,7 +105,17 @@ def prepare_quantized_llm(language_model: nn.Module) -> nn.Module:
             module.float()
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+        if type(getattr(module, "weight", None)).__name__ == "Params4bit":
+            module._register_load_state_dict_pre_hook(_skip_saved_quant_state)
     return language_model
+
+
+def _skip_saved_quant_state(state_dict: dict, prefix: str, *args: Any) -> None:
+    """Loading a state dict (resuming from `accelerator.save_state`) into a 4-bit layer: its saved quantisation
+    state (`weight.absmax`, `weight.quant_map`, ...) is that of the same weights, quantised the same way, which the
+    layer already holds; bitsandbytes does not consume those keys, so they are left out here."""
+    for key in [k for k in state_dict if k.startswith(prefix + "weight.")]:
+        del state_dict[key]
 
 
 def has_quantized_weights(module: nn.Module) -> bool:

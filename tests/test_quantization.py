@@ -229,3 +229,27 @@ def test_fsdp2_with_a_4bit_base_trains_as_ddp(tmp_path, demo_tree, demo_llm):
     torch.testing.assert_close(_losses(tmp_path / "fsdp"), _losses(tmp_path / "ddp"), atol=1e-5, rtol=0)
     loaded = CLEFTModel.from_pretrained(tmp_path / "fsdp" / "model")
     assert quantization_cleft.has_quantized_weights(loaded.text_model)
+
+
+@needs_bnb
+def test_resume_with_a_4bit_base_is_exact(tmp_path, demo_tree, demo_llm):
+    """`accelerator.save_state` holds the 4-bit base with its quantisation state; resuming loads it back."""
+    import dataclasses
+
+    from cleft_hf.training.config import PretrainArguments, load_arguments
+    from cleft_hf.training.contrastive_pretraining import run_pretraining
+    from test_training import DEMO_CONFIG
+
+    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path / "whole"), "augment": False,
+                 "label_caption_prob": 0.0}
+    overrides["model_config"]["text_quantization"] = NF4
+    args = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
+    whole = run_pretraining(args)
+    run_pretraining(dataclasses.replace(args, output_dir=str(tmp_path / "cut"), max_steps=2))
+    resumed = run_pretraining(dataclasses.replace(args, output_dir=str(tmp_path / "cut"),
+                                                  resume_from_checkpoint="latest"))
+    assert resumed["loss_curve"] == whole["loss_curve"]
+    weights = [load_file(tmp_path / run / "model" / "model.safetensors") for run in ("whole", "cut")]
+    assert weights[0].keys() == weights[1].keys()
+    for name, weight in weights[0].items():
+        torch.testing.assert_close(weights[1][name], weight, atol=0, rtol=0, msg=name)
