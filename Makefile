@@ -6,12 +6,12 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 
-.PHONY: venv test demo docs-check bench clean
+.PHONY: venv lint test demo docs-check bench clean
 
 # PYTHONWARNINGS: setuptools prints a notice on every editable install of a flat layout; nothing to fix.
 QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
-$(STAMP): setup.py constraints.txt
+$(STAMP): setup.py constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
@@ -20,7 +20,12 @@ $(STAMP): setup.py constraints.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Lint first (seconds; settings in pyproject.toml): a formatting or lint error fails before the suite runs.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+test: lint
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -52,7 +52,7 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "dev": ["pytest>=8"],
+        "dev": ["pytest>=8", "ruff>=0.6,<1"],
         "bench": ["open-clip-torch>=2.24", "psutil>=5.9"],
         "dicom-compressed": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2"],
         "quantization": ["bitsandbytes>=0.46,<1"],  # text_quantization (4-bit NF4/FP4 and 8-bit; CPU since 0.46)

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from measure import time_steps  # noqa: E402
 
 from cleft_hf import CLEFTConfig, CLEFTModel  # noqa: E402
-from cleft_hf.losses import multilabel_bce_prompt_loss  # noqa: E402
+from cleft_hf.modeling.loss_cleft import multilabel_bce_prompt_loss  # noqa: E402
 
 SIZE = {"vision": "resnet18", "image": 128, "batch": 32, "classes": 5, "class_tokens": 4, "context": 30,
         "layers": 4, "hidden": 256, "vocab": 4000}

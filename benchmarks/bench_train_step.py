@@ -73,7 +73,7 @@ def child(variant: str) -> None:
             image, text, scale = model(pixels, input_ids)
             return loss_fn(image, text, scale)
     else:
-        from cleft_hf.losses import clip_loss
+        from cleft_hf.modeling.loss_cleft import clip_loss
 
         model = cleft_model(variant).train()
         mask = torch.ones_like(input_ids)

@@ -107,7 +107,7 @@ def _merge(cls: type, base: dict[str, Any], updates: dict[str, Any], where: str)
     known = [f.name for f in fields(cls) if f.init]
     merged = dict(base)
     for key, value in updates.items():
-        hint = getattr(cls, "misplaced_key_hint", lambda _: None)(key) if key not in known else None
+        hint = getattr(cls, "misplaced_key_hint", lambda *_: None)(key, value) if key not in known else None
         if hint:
             raise ConfigError(f"config key '{key}' ({where}) {hint}")
         if key not in known:
@@ -163,9 +163,15 @@ def parse_arguments(cls: type[ArgumentsT], argv: list[str] | None = None, sectio
     parser = make_parser(cls, defaults, config_file)
     namespace, unknown = parser.parse_known_args(argv)
     if unknown:
-        key = next((a for a in unknown if a.startswith("--")), unknown[0])
-        raise did_you_mean(key[2:].split("=")[0].replace("-", "_"), [f.name for f in fields(cls) if f.init],
-                            f"from {key.split('=')[0]}")
+        flag = next((a for a in unknown if a.startswith("--")), unknown[0])
+        name, _, value = flag.partition("=")
+        key = name[2:].replace("-", "_")
+        following = unknown[unknown.index(flag) + 1:]
+        value = value or (following[0] if following and not following[0].startswith("--") else None)
+        hint = getattr(cls, "misplaced_key_hint", lambda *_: None)(key, value)
+        if hint:
+            raise ConfigError(f"config key '{key}' (from {name}) {hint}")
+        raise did_you_mean(key, [f.name for f in fields(cls) if f.init], f"from {name}")
     hints = typing.get_type_hints(cls)
     values = {f.name: getattr(namespace, f.name) for f in fields(cls) if f.init}
     for name, value in values.items():  # a command-line mapping updates the file's mapping
@@ -195,7 +201,68 @@ def check_fields(arguments: Any) -> None:
             setattr(arguments, item.name, check_value(item.name, hints[item.name], getattr(arguments, item.name)))
 
 
+# --------------------------------------------------------------------------------------------- shared fields
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class CommonArguments:
+    """Fields shared by every entry script."""
+
+    dataset: str = arg(
+        "synthetic", "Dataset family of cleft_hf.data.registry, e.g. mimic_cxr, chexpert, embed, rsna, or synthetic "
+        "(the demo's MIMIC-CXR-like tree); an unknown name is an error listing them."
+    )
+    data_root: Optional[str] = arg(None, "Folder of the dataset's files and tables (required).")
+    dataset_kwargs: Mapping = arg(
+        None, "Extra loader options, e.g. {sections: [impression]} (MIMIC-CXR), {uncertain: ones}, {task: density}."
+    )
+    verify: Literal["none", "exists", "header", "decode"] = arg(
+        "exists", "Image file check when the dataset is loaded: none, exists, header (reads headers) or decode (all)."
+    )
+    skip_bad: bool = arg(
+        False, "Skip and count unreadable images (at load time and when decoded in the loader) instead of stopping."
+    )
+    output_dir: str = arg("outputs/run", "Run folder: checkpoints, logs, final model, results.")
+    seed: int = arg(42, "Seed of python, numpy and torch RNGs (accelerate.utils.set_seed).")
+    per_device_batch_size: int = arg(72, "Examples per process per forward pass.")
+    dataloader_num_workers: int = arg(2, "DataLoader worker processes per training process.")
+    dtype: Optional[str] = arg(
+        None, "dtype of the frozen base LLM: bfloat16, float16, float32 or auto (None: bfloat16 on a GPU, float32 on "
+        "CPU); trained parameters (vision tower, adapters, projections, prompts) stay float32."
+    )
+    attn_implementation: Optional[str] = arg(
+        None, "Attention of the LLM: sdpa (None: the default), eager, flash_attention_2 (needs flash-attn)."
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        from .data.registry import get_dataset_spec
+
+        try:
+            get_dataset_spec(self.dataset)
+        except ValueError as error:
+            raise ConfigError(f"config field 'dataset': {error}") from None
+        require(self.data_root is not None, f"config field 'data_root' is required (the {self.dataset} dataset's "
+                 "folder; for the demo data run `make demo` and use outputs/demo/data/mimic-cxr-demo)")
+        require(Path(self.data_root).is_dir(), f"config field 'data_root': folder {self.data_root} does not exist")
+        require(self.per_device_batch_size > 0, "config field 'per_device_batch_size' must be > 0")
+        require(self.dataloader_num_workers >= 0, "config field 'dataloader_num_workers' must be >= 0")
+        require(self.dtype in (None, "bfloat16", "float16", "float32", "auto"),
+                 f"config field 'dtype' must be bfloat16, float16, float32 or auto, got {self.dtype!r}")
+        doubled = sorted({"verify", "skip_bad"} & set(self.dataset_kwargs or {}))
+        require(not doubled, f"config field 'dataset_kwargs' holds {', '.join(doubled)}: use --verify / --skip_bad")
+
+    @property
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the dataset's loader: `dataset_kwargs` plus the image checks."""
+        return {**(self.dataset_kwargs or {}), "verify": self.verify, "skip_bad": self.skip_bad}
+
+
 __all__ = [
+    "CommonArguments",
     "ConfigError",
     "Mapping",
     "arg",
@@ -206,5 +273,6 @@ __all__ = [
     "make_parser",
     "parse_arguments",
     "read_config_file",
+    "require",
     "save_arguments",
 ]

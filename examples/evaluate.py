@@ -13,7 +13,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
 from cleft_hf.cli import run_cli  # noqa: E402
-from cleft_hf.training.config import EvaluateArguments  # noqa: E402
+from cleft_hf.evaluation.arguments import EvaluateArguments  # noqa: E402
 
 
 def main(args: EvaluateArguments) -> dict:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
+import contextvars
 import copy
+import dataclasses
+import difflib
 import math
 from typing import Any
 
@@ -11,6 +13,8 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from .pooling_cleft import TEXT_POOLINGS
+from .projection_cleft import PROJECTION_HEADS
 from .quantization_cleft import check_text_quantization
 
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
@@ -28,6 +32,23 @@ CUSTOM_PIPELINES = {"zero-shot-image-classification": {
     "type": "multimodal"}}
 SUPPORTED_PEFT_TYPES = ("LORA", "IA3", "PREFIX_TUNING", "ADALORA")
 DEFAULT_LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
+
+# Set while a config is read from a file (`from_dict`): unknown keys there are kept (a newer version's fields).
+_READING_SAVED_CONFIG = contextvars.ContextVar("reading_saved_cleft_config", default=False)
+# Keywords transformers' `PretrainedConfig.__post_init__` consumes besides its own fields.
+_BASE_CONFIG_KEYWORDS = ("name_or_path", "attn_implementation", "experts_implementation", "output_attentions",
+                         "torch_dtype", "num_labels", "per_layer_config", "rope_scaling", "rope_theta",
+                         "_commit_hash", "model_type", "auto_map")
+
+
+def transformers_config_keys() -> set[str]:
+    """The keywords transformers' own `PretrainedConfig` accepts (its fields, what its `__post_init__` reads,
+    the generation parameters it drops)."""
+    from transformers import GenerationConfig
+
+    return ({f.name for f in dataclasses.fields(PretrainedConfig)} | set(_BASE_CONFIG_KEYWORDS)
+            | set(GenerationConfig._get_default_generation_params()))
+
 
 def _default_target_modules(peft_type: str, family: str) -> dict[str, Any]:
     """peft's default target (and IA3 feed-forward) modules for an LLM family; {} when peft has none."""
@@ -63,8 +84,16 @@ class CLEFTConfig(PretrainedConfig):
         peft_config (`dict`): PEFT config (`peft_type` LORA, IA3, PREFIX_TUNING or ADALORA); default LoRA r=8,
             alpha=32, dropout=0.1 on peft's default target modules for the LLM family.
         projection_dim (`int`): size of the shared image-text space.
+        projection_head (`str`): both towers' projection, `"linear"` (paper, `--linear_proj`) or `"mlp"` (the
+            reference's MLP head: Linear -> 2048, BatchNorm, ReLU, Linear, BatchNorm without affine; per-process
+            BatchNorm statistics).
+        projection_bias (`bool`): linear projections with a bias (the reference's checkpoints have one).
+        text_pooling (`str`): text feature, `"last"` (the appended EOS, attending to itself) or `"first_pad"` (the
+            reference's: that EOS as the first padding token, not attending to itself); see `pooling_cleft`.
         logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
         logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
+        logit_scale_max (`float`): clamp of `exp(logit_scale)` in `similarity_logits` (CLIP's 100); None: no clamp
+            (the reference code's).
         prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
         prompt_init_text (`str`): text whose token embeddings initialise the context (repeated to fill it).
         prompt_class_specific (`bool`): one context per class instead of one shared context.
@@ -81,6 +110,8 @@ class CLEFTConfig(PretrainedConfig):
         save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
         adapter_only_threshold (`int`): LLM parameter count from which saving is adapter-only by default.
         checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
+        source_checkpoint (`str`): the authors' checkpoint this model was converted from
+            (`cleft_hf.convert_original_checkpoint`).
         text_quantization (`dict`): `BitsAndBytesConfig` fields loading the frozen base LLM in 4 bits (NF4/FP4,
             double quant, compute dtype) or 8 bits (bitsandbytes); None: unquantised. Such models save adapter-only.
     """
@@ -99,8 +130,12 @@ class CLEFTConfig(PretrainedConfig):
     text_model_name_or_path: str | None = DEFAULT_TEXT_MODEL
     peft_config: dict | None = None
     projection_dim: int = 512
+    projection_head: str = "linear"
+    projection_bias: bool = False
+    text_pooling: str = "last"
     logit_scale_init_value: float = math.log(1 / 0.07)
     logit_bias_init_value: float = 0.0
+    logit_scale_max: float | None = 100.0
     prompt_num_context_tokens: int = 30
     prompt_init_text: str | None = DEFAULT_PROMPT_INIT_TEXT
     prompt_class_specific: bool = False
@@ -115,14 +150,17 @@ class CLEFTConfig(PretrainedConfig):
     save_base_model: bool | None = None
     adapter_only_threshold: int = 500_000_000
     checkpoint_has_base_model: bool = True
+    source_checkpoint: str | None = None
     text_quantization: dict | None = None
 
     def __post_init__(self, **kwargs: Any):
-        own = [name for name in type(self).__annotations__ if not name.startswith("_")]
-        for key in kwargs:  # PretrainedConfig keeps unknown keys (a newer config.json); a near-miss is a typo
-            close = difflib.get_close_matches(key, own, n=1, cutoff=0.85)
-            if close and key not in own:
-                raise ValueError(f"CLEFTConfig got unknown field {key!r}: did you mean {close[0]!r}?")
+        if not _READING_SAVED_CONFIG.get():  # a keyword that is no field would be kept silently and do nothing
+            unknown = sorted(set(kwargs) - transformers_config_keys())
+            if unknown:
+                own = self.field_names()
+                close = difflib.get_close_matches(unknown[0], own, n=3, cutoff=0.5)
+                hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"its fields: {', '.join(own)}"
+                raise ValueError(f"CLEFTConfig got unknown field {unknown[0]!r}: {hint}")
         if isinstance(self.text_config, dict) and "model_type" not in self.text_config:
             raise ValueError("text_config needs a 'model_type' (e.g. 'gpt2', 'llama')")
         super().__post_init__(**kwargs)
@@ -132,10 +170,32 @@ class CLEFTConfig(PretrainedConfig):
         self.text_quantization = check_text_quantization(self.text_quantization)
         self.peft_config = self._resolve_peft_config(self.peft_config)
 
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """CLEFT's own fields (the class annotations; transformers' base fields left out)."""
+        return [name for name in cls.__annotations__ if not name.startswith("_")]
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """As transformers' (a saved config.json): keys this version does not know are kept, not refused."""
+        token = _READING_SAVED_CONFIG.set(True)
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        finally:
+            _READING_SAVED_CONFIG.reset(token)
+
     # ----------------------------------------------------------------- validation
     def _validate(self) -> None:
         if self.image_pooling not in ("mean", "cls"):
             raise ValueError(f"image_pooling must be 'mean' or 'cls', got {self.image_pooling!r}")
+        if self.projection_head not in PROJECTION_HEADS:
+            raise ValueError(f"projection_head must be one of {PROJECTION_HEADS}, got {self.projection_head!r}")
+        if not isinstance(self.projection_bias, bool):
+            raise ValueError(f"projection_bias must be true or false, got {self.projection_bias!r}")
+        if self.logit_scale_max is not None and not self.logit_scale_max > 0:
+            raise ValueError(f"logit_scale_max must be positive or None (no clamp), got {self.logit_scale_max!r}")
+        if self.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {self.text_pooling!r}")
         if not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:

@@ -8,6 +8,8 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .loss_cleft import logit_scale_value
+from .pooling_cleft import pool_text, text_attention_inputs
+from .projection_cleft import project
 
 
 class CLEFTFeaturesMixin:
@@ -40,23 +42,23 @@ class CLEFTFeaturesMixin:
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """`(batch, 3, H, W)` -> projected image features `(batch, projection_dim)` (not normalised)."""
         pooled = self.vision_forward(pixel_values).pooler_output
-        return self.visual_projection(pooled.to(self.visual_projection.weight.dtype))
+        return project(self.visual_projection, pooled)
 
     def text_forward(self, attention_mask: torch.Tensor, **inputs: Any) -> BaseModelOutputWithPooling:
         """LLM on `input_ids` or `inputs_embeds` (+ `output_hidden_states` / `output_attentions`); `pooler_output`
-        is the hidden state at the last non-padding token, right or left padding alike -> `(batch, hidden)`."""
+        `(batch, hidden)` as `config.text_pooling` says (default: the last non-padding token, right or left
+        padding alike; see `pooling_cleft`)."""
         if attention_mask.ndim != 2:
             raise ValueError(f"attention_mask must be (batch, length), got {tuple(attention_mask.shape)}")
         empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"empty text (no tokens) at batch row(s) {empty}")
-        position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        outputs = self.text_model(attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **inputs)
+        pooling = self.config.text_pooling
+        model_mask, position_ids = text_attention_inputs(attention_mask, pooling)
+        outputs = self.text_model(attention_mask=model_mask, position_ids=position_ids, return_dict=True, **inputs)
         hidden = outputs.last_hidden_state
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        last = (attention_mask.long() * positions).argmax(dim=1)
         return BaseModelOutputWithPooling(
-            last_hidden_state=hidden, pooler_output=hidden[torch.arange(hidden.shape[0], device=hidden.device), last],
+            last_hidden_state=hidden, pooler_output=pool_text(hidden, attention_mask, pooling),
             hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"),
         )
 
@@ -67,7 +69,7 @@ class CLEFTFeaturesMixin:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         pooled = self.text_forward(attention_mask, input_ids=input_ids).pooler_output
-        return self.text_projection(pooled.to(self.text_projection.weight.dtype))
+        return project(self.text_projection, pooled)
 
     def get_prompt_features(
         self,
@@ -82,7 +84,7 @@ class CLEFTFeaturesMixin:
         class-specific context of each row (default: row i is class i); `task` a named prompt set.
         """
         pooled = self.prompt_forward(class_input_ids, class_attention_mask, class_indices, task=task).pooler_output
-        return self.text_projection(pooled.to(self.text_projection.weight.dtype))
+        return project(self.text_projection, pooled)
 
     def prompt_forward(
         self,
@@ -121,9 +123,11 @@ class CLEFTFeaturesMixin:
 
     # ----------------------------------------------------------------- scores
     def similarity_logits(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.FloatTensor:
-        """`(n_images, n_texts)` logits of L2-normalised embeddings: clamped `exp(logit_scale)` * cosine +
-        `logit_bias` (the bias is 0 unless a sigmoid loss trained it; softmax scores do not depend on it)."""
-        scale = logit_scale_value(self.logit_scale)
+        """`(n_images, n_texts)` logits of L2-normalised embeddings: `exp(logit_scale)` (clamped to
+        `config.logit_scale_max` unless None) * cosine + `logit_bias` (the bias is 0 unless a sigmoid loss trained
+        it; softmax scores do not depend on it)."""
+        limit = self.config.logit_scale_max
+        scale = logit_scale_value(self.logit_scale, float("inf") if limit is None else limit)
         return scale * image_embeds @ text_embeds.to(image_embeds.dtype).t() + self.logit_bias
 
 

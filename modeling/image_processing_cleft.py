@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
+from .reference_preprocessing_cleft import reference_eval_pixels
+
 try:  # PIL is a transformers dependency for vision, but keep the processor usable without it.
     from PIL import Image
 except ImportError:  # pragma: no cover
@@ -16,6 +18,8 @@ except ImportError:  # pragma: no cover
 
 
 HIGH_BIT_DEPTH_SCALINGS = ("min_max", "max_value")
+# "cleft": the steps below; "reference": the authors' CheXpert evaluation steps (converted checkpoints).
+PREPROCESSINGS = ("cleft", "reference")
 
 
 def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
@@ -66,6 +70,9 @@ class CLEFTImageProcessor(BaseImageProcessor):
     integer factor that keeps them >= `size`, then antialiased bilinear) -> centre crop -> grey replicated to 3 channels, `(x - mean) / std`.
     Training transforms add augmentation on top of `prepare` (everything up to the resize).
 
+    `preprocessing="reference"` replaces all steps by the reference code's evaluation preprocessing (256
+    letterbox, Otsu crop, 224 x 224 bilinear; for models converted from the authors' checkpoints).
+
     Accepts PIL images (L, I;16, I, F, RGB, RGBA), numpy arrays (uint8, uint16 or float; HW, HWC or CHW) and
     torch tensors. Output: `pixel_values` of shape `(batch, 3, crop_height, crop_width)`, float32.
     """
@@ -85,6 +92,7 @@ class CLEFTImageProcessor(BaseImageProcessor):
         do_otsu_crop: bool = False,
         otsu_min_fraction: float = 0.005,
         high_bit_depth_scaling: str = "min_max",
+        preprocessing: str = "cleft",
         **kwargs: Any,
     ):
         kwargs.pop("image_processor_type", None)
@@ -105,6 +113,9 @@ class CLEFTImageProcessor(BaseImageProcessor):
         self.do_otsu_crop = bool(do_otsu_crop)
         self.otsu_min_fraction = float(otsu_min_fraction)
         self.high_bit_depth_scaling = high_bit_depth_scaling
+        if preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
+        self.preprocessing = preprocessing
 
     # ----------------------------------------------------------------- single-image steps
     def to_float_tensor(self, image: Any) -> torch.Tensor:
@@ -193,7 +204,10 @@ class CLEFTImageProcessor(BaseImageProcessor):
         return (tensor - mean) / std
 
     def preprocess_one(self, image: Any) -> torch.Tensor:
-        """One image -> `(3, crop_h, crop_w)` normalised tensor (all steps)."""
+        """One image -> `(3, crop_h, crop_w)` normalised tensor (all steps; `preprocessing="reference"`: the
+        reference code's evaluation steps instead, see `reference_preprocessing_cleft`)."""
+        if self.preprocessing == "reference":
+            return reference_eval_pixels(image, self.image_mean, self.image_std, self.crop_size["height"])
         return self.normalize_tensor(self.resize_and_crop(self.prepare(image)))
 
     # ----------------------------------------------------------------- batch entry point

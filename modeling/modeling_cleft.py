@@ -16,9 +16,10 @@ from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 
 from .configuration_cleft import CLEFTConfig
 from .features_cleft import CLEFTFeaturesMixin
-from .loading_cleft import base_llm_tensors, check_attn_implementation, resolve_llm_dtype
+from .loading_cleft import base_llm_tensors, check_attn_implementation, check_local_folder, resolve_llm_dtype
 from .loss_cleft import clip_loss
 from .outputs_cleft import CLEFTOutput
+from .projection_cleft import build_projection, init_projection, project
 from .prompt_learning_cleft import CLEFTPromptLearner
 from .quantization_cleft import check_text_quantization, load_quantized_llm, put_quantized_base_llm
 from .zero_shot_cleft import CLEFTZeroShotMixin
@@ -82,8 +83,8 @@ class CLEFTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise CLEFT's own layers (projections, temperature, bias, prompts); the towers keep their own."""
         if isinstance(module, CLEFTModel):
-            for projection in (module.visual_projection, module.text_projection):
-                nn.init.normal_(projection.weight, std=projection.in_features**-0.5)
+            init_projection(module.visual_projection)
+            init_projection(module.text_projection)
             nn.init.constant_(module.logit_scale, self.config.logit_scale_init_value)
             nn.init.constant_(module.logit_bias, self.config.logit_bias_init_value)
         elif isinstance(module, CLEFTPromptLearner):
@@ -121,8 +122,8 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         self.text_model = build_text_tower(config, text_model)
         self.vision_embed_dim = self.vision_model.num_features
         self.text_embed_dim = config.text_hidden_size
-        self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
+        self.visual_projection = build_projection(config, self.vision_embed_dim)
+        self.text_projection = build_projection(config, self.text_embed_dim)
         # 1-element, not 0-d (as SigLIP): FSDP2's fully_shard cannot shard scalar parameters.
         self.logit_scale = nn.Parameter(torch.tensor([float(config.logit_scale_init_value)]))
         # Added to the scaled similarities: SigLIP's bias and the stage-2 BCE bias; trained only by those losses.
@@ -248,6 +249,7 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         `text_quantization` (a `BitsAndBytesConfig` mapping; `{}`: none) overrides the recorded one: an adapter-only
         checkpoint's base LLM is then loaded quantised from its original weights.
         """
+        check_local_folder(pretrained_model_name_or_path)
         check_attn_implementation(attn_implementation)
         kwargs["use_safetensors"] = True
         if attn_implementation is not None:
@@ -378,7 +380,7 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
                 raise ValueError("forward needs pixel_values (or precomputed image_embeds)")
             vision_outputs = self.vision_forward(pixel_values, output_hidden_states=bool(output_hidden_states))
             pooled = vision_outputs.pooler_output
-            image_embeds = F.normalize(self.visual_projection(pooled.to(self.visual_projection.weight.dtype)), dim=-1)
+            image_embeds = F.normalize(project(self.visual_projection, pooled), dim=-1)
         text_kwargs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         if use_learned_prompts:
             text_outputs = self.prompt_forward(input_ids, attention_mask, **text_kwargs)
@@ -388,7 +390,7 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
             text_outputs = self.text_forward(mask, input_ids=input_ids, **text_kwargs)
         pooled = text_outputs.pooler_output
-        text_embeds = F.normalize(self.text_projection(pooled.to(self.text_projection.weight.dtype)), dim=-1)
+        text_embeds = F.normalize(project(self.text_projection, pooled), dim=-1)
         logits_per_image = self.similarity_logits(image_embeds, text_embeds)
         loss = None
         if return_loss:

@@ -171,8 +171,8 @@ class CLEFTZeroShotMixin:
 
     def _text_side_version(self) -> tuple[int, ...]:
         """In-place update counters of every text-side tensor: the cache key goes stale after any step."""
-        tensors = [*self.text_model.parameters(), self.text_projection.weight, self.prompt_learner.ctx,
-                   *(learner.ctx for learner in self.prompt_sets.values())]
+        tensors = [*self.text_model.parameters(), *self.text_projection.parameters(), *self.text_projection.buffers(),
+                   self.prompt_learner.ctx, *(learner.ctx for learner in self.prompt_sets.values())]
         return tuple(t._version for t in tensors)
 
     def cached_class_embeddings(self, **prompt_kwargs: Any) -> torch.FloatTensor:

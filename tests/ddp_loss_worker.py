@@ -5,7 +5,7 @@ INPUTS (written by the test) holds the global batch and the initial weights of t
 For every scenario each rank takes its rows of the global batch, computes the loss, backpropagates through
 the DDP-wrapped model and writes `(mean loss over ranks, gradients after DDP averaging)` to
 `OUT_DIR/rank<r>.pt`. The test compares them with a single process on the concatenated batch. Finally a NaN
-loss on one rank is fed to `CheckpointManager.check_finite`, which must stop both ranks.
+loss on one rank is fed to `step_loop.stop_if_not_finite`, which must stop both ranks.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class TinyTowers(nn.Module):
 
 def scenario_loss(model: nn.Module, kind: str, local_loss: bool, images, texts, text_ids, gather: bool = True):
     """Loss of one scenario; `model` may be DDP-wrapped (its forward runs the towers)."""
-    from cleft_hf.losses import clip_loss, siglip_loss
+    from cleft_hf.modeling.loss_cleft import clip_loss, siglip_loss
 
     core = model.module if hasattr(model, "module") else model
     image_embeds, text_embeds = model(images, texts)
@@ -57,13 +57,14 @@ def scenario_loss(model: nn.Module, kind: str, local_loss: bool, images, texts, 
 
 def _non_finite_stop(accelerator, out_dir: str) -> dict:
     """A NaN loss on rank 1 only must stop BOTH ranks after one shared state save (no deadlock)."""
-    from cleft_hf.training.checkpointing import CheckpointManager, NonFiniteLossError
+    from cleft_hf.training.checkpointing import CheckpointManager
+    from cleft_hf.training.step_loop import NonFiniteLossError, stop_if_not_finite
 
     manager = CheckpointManager(accelerator, f"{out_dir}/run", save_every=1)
-    manager.maybe_save(1)
+    manager.save(1)
     loss = torch.tensor(float("nan") if accelerator.process_index == 1 else 0.5)
     try:
-        manager.check_finite(loss, step=2)
+        stop_if_not_finite(loss, 2, manager)
     except NonFiniteLossError as error:
         return {"raised_at": error.step, "state_dir": str(error.state_dir)}
     return {"raised_at": None}

@@ -20,15 +20,15 @@ import sys
 from accelerate import FullyShardedDataParallelPlugin, PartialState
 from accelerate.utils import DistributedType
 
-from cleft_hf.training import loop, runner
+from cleft_hf.training import runner
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 
 seen: dict = {}
-runner_prepare_run = runner.prepare_run
+runner_make_accelerator, runner_prepare_run = runner.make_accelerator, runner.prepare_run
 
 
 def make_accelerator_allowing_cpu_fsdp(args):
-    accelerator = loop.make_accelerator(args)
+    accelerator = runner_make_accelerator(args)
     if os.environ.get("ACCELERATE_USE_FSDP") == "true" and accelerator.distributed_type == DistributedType.MULTI_CPU:
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         PartialState().distributed_type = DistributedType.FSDP  # AcceleratorState() re-reads PartialState's

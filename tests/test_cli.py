@@ -10,15 +10,9 @@ import sys
 import pytest
 import yaml
 
-from cleft_hf.training.config import (
-    ConfigError,
-    EvaluateArguments,
-    PretrainArguments,
-    PromptTuneArguments,
-    load_arguments,
-    parse_arguments,
-    save_arguments,
-)
+from cleft_hf.arguments import ConfigError, load_arguments, parse_arguments, save_arguments
+from cleft_hf.evaluation.arguments import EvaluateArguments
+from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "examples" / "configs"

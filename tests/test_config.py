@@ -62,6 +62,15 @@ def test_unknown_llm_family_needs_target_modules():
 
 
 def test_keys_of_a_newer_transformers_are_kept(tmp_path):
-    config = CLEFTConfig(some_future_base_key=True)
-    config.save_pretrained(tmp_path)
+    CLEFTConfig().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "some_future_base_key": True}))
     assert CLEFTConfig.from_pretrained(tmp_path).some_future_base_key is True
+
+
+@pytest.mark.parametrize("keyword, message", [("image_pooler", "did you mean 'image_pooling'"),
+                                              ("frobnicate", "unknown field 'frobnicate': its fields: ")])
+def test_keywords_that_are_no_field_are_refused(keyword, message):
+    with pytest.raises(ValueError, match=message):
+        CLEFTConfig(**{keyword: "cls"})
+    assert CLEFTConfig(output_hidden_states=True, attn_implementation="eager").output_hidden_states  # transformers' own

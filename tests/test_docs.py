@@ -13,8 +13,10 @@ from cleft_hf.arguments import make_parser, read_config_file
 
 ENTRY_CLASSES = {"examples/pretrain.py": ("cleft_hf.training.config", "PretrainArguments", "pretrain"),
                  "examples/prompt_tune.py": ("cleft_hf.training.config", "PromptTuneArguments", "prompt_tune"),
-                 "examples/evaluate.py": ("cleft_hf.training.config", "EvaluateArguments", "evaluate"),
+                 "examples/evaluate.py": ("cleft_hf.evaluation.arguments", "EvaluateArguments", "evaluate"),
                  "examples/push_to_hub.py": (str(REPO / "examples" / "push_to_hub.py"), "PushArguments", None)}
+MODULE_ENTRY_CLASSES = {"cleft_hf.convert_original_checkpoint": ("cleft_hf.convert_original_checkpoint",
+                                                                 "ConvertArguments")}
 ALL = [(document.name, command) for document in DOCUMENTS for command in commands(document)]
 
 
@@ -50,6 +52,14 @@ def test_every_command_parses(name, command):
     words = shlex.split(command)
     if script == "python -c":
         compile(words[2], "<README>", "exec")
+        return
+    if not script.endswith(".py"):  # python -m <module>
+        assert importlib.util.find_spec(script) is not None, f"{name}: `{command}` runs a missing module"
+        if script in MODULE_ENTRY_CLASSES:
+            module, class_name = MODULE_ENTRY_CLASSES[script]
+            cls = getattr(importlib.import_module(module), class_name)
+            _, unknown = make_parser(cls, {}, config_file=False).parse_known_args(words[words.index(script) + 1:])
+            assert not unknown, f"{name}: `{command}`: unknown arguments {unknown}"
         return
     assert (REPO / script).is_file(), f"{name}: `{command}` runs a missing script"
     cls, section = _arguments_class(script)

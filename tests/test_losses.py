@@ -1,4 +1,4 @@
-"""Tests of cleft_hf.losses: formulas on one process, and 2-process CPU DDP equal to one process."""
+"""Tests of the losses (modeling/loss_cleft.py): formulas on one process, and 2-process CPU DDP equal to one process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cleft_hf.losses import clip_loss, multilabel_bce_prompt_loss, siglip_loss
+from cleft_hf.modeling.loss_cleft import clip_loss, multilabel_bce_prompt_loss, siglip_loss
 
 WORKER = Path(__file__).with_name("ddp_loss_worker.py")
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from cleft_hf import CLEFTModel
-from cleft_hf.losses import MAX_LOGIT_SCALE, clip_loss
+from cleft_hf.modeling.loss_cleft import MAX_LOGIT_SCALE, clip_loss
 
 
 def test_return_loss_is_clip_loss_on_clamped_logits(model, batch):

@@ -10,7 +10,8 @@ import torch
 from cleft_hf import CLEFTModel
 from cleft_hf.data import get_dataset_spec
 from cleft_hf.demo.synthetic import write_demo_embed
-from cleft_hf.training.config import PretrainArguments, PromptTuneArguments, load_arguments
+from cleft_hf.arguments import load_arguments
+from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
 from conftest import tiny_run_overrides

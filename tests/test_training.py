@@ -13,9 +13,12 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from cleft_hf import CLEFTModel
-from cleft_hf.training import contrastive_pretraining, loop
-from cleft_hf.training.checkpointing import NonFiniteLossError, list_checkpoints
-from cleft_hf.training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments, load_arguments
+from cleft_hf.training import contrastive_pretraining, run_log
+from cleft_hf.training.checkpointing import list_checkpoints
+from cleft_hf.training.step_loop import NonFiniteLossError
+from cleft_hf.arguments import load_arguments
+from cleft_hf.evaluation.arguments import EvaluateArguments
+from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
 from cleft_hf.data import load_mimic_cxr
@@ -60,18 +63,18 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_tr
     uninterrupted = tmp_path / "uninterrupted"
     run_pretraining(_pretrain_args(demo_tree, demo_llm, uninterrupted, augment=False, label_caption_prob=0.0))
     interrupted = tmp_path / "interrupted"
-    original_end_step = loop.LossLog.end_step
+    original_end_step = run_log.TrainingLog.end_step
 
     def crash_after_step_2(self, step, lr, progress=None):
         original_end_step(self, step, lr, progress)
         if step == 3:  # after the checkpoint of step 2 and one more step: simulate a pre-emption
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop.LossLog, "end_step", crash_after_step_2)
+    monkeypatch.setattr(run_log.TrainingLog, "end_step", crash_after_step_2)
     with pytest.raises(KeyboardInterrupt):
         run_pretraining(_pretrain_args(demo_tree, demo_llm, interrupted, augment=False, label_caption_prob=0.0))
     assert not (interrupted / "model").exists()
-    monkeypatch.setattr(loop.LossLog, "end_step", original_end_step)
+    monkeypatch.setattr(run_log.TrainingLog, "end_step", original_end_step)
     run_pretraining(_pretrain_args(demo_tree, demo_llm, interrupted, augment=False, label_caption_prob=0.0,
                                    resume_from_checkpoint="latest"))
     resumed = load_file(interrupted / "model" / "model.safetensors")

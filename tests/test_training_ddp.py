@@ -16,7 +16,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 
-from cleft_hf.training.config import PretrainArguments, load_arguments
+from cleft_hf.arguments import load_arguments
+from cleft_hf.training.config import PretrainArguments
 from conftest import tiny_run_overrides
 from ddp_train_worker import first_step
 

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from cleft_hf import CLEFTModel, CLEFTProcessor
-from cleft_hf.training.config import PretrainArguments, load_arguments
+from cleft_hf.arguments import load_arguments
+from cleft_hf.training.config import PretrainArguments
 from conftest import tiny_run_overrides
 
 HERE = Path(__file__).resolve().parent

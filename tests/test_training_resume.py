@@ -17,13 +17,15 @@ import torch
 from safetensors.torch import load_file
 
 from cleft_hf.data import ImageDecodeError
-from cleft_hf.training import loop
+from cleft_hf.training import run_log
 from cleft_hf.training.checkpoint_files import CheckpointError
-from cleft_hf.training.checkpointing import NonFiniteLossError, list_checkpoints
-from cleft_hf.training.config import PretrainArguments, load_arguments
+from cleft_hf.training.checkpointing import list_checkpoints
+from cleft_hf.arguments import load_arguments
+from cleft_hf.training.config import PretrainArguments
 from cleft_hf.training.contrastive_pretraining import ContrastivePretraining, run_pretraining
 from cleft_hf.training.optim import build_scheduler
 from cleft_hf.training.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
+from cleft_hf.training.step_loop import NonFiniteLossError
 from cleft_hf.training.stop_signals import TrainingInterrupted
 from conftest import tiny_run_overrides
 
@@ -58,7 +60,8 @@ def uninterrupted(tmp_path_factory, demo_tree, demo_llm):
 KILL_DURING_SAVE = """
 import json, os, signal, sys
 from cleft_hf.training import checkpointing
-from cleft_hf.training.config import PretrainArguments, load_arguments
+from cleft_hf.arguments import load_arguments
+from cleft_hf.training.config import PretrainArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 
 real_write_marker = checkpointing.write_marker
@@ -90,20 +93,20 @@ def test_kill_9_during_a_save_then_resume_is_exact(tmp_path, demo_tree, demo_llm
 
 def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(tmp_path, demo_tree, demo_llm, uninterrupted,
                                                                monkeypatch):
-    original_end_step = loop.LossLog.end_step
+    original_end_step = run_log.TrainingLog.end_step
 
     def signalled_at_step_3(self, step, lr, progress=None):
         original_end_step(self, step, lr, progress)
         if step == 3:  # not a save step (save_every 2): the signal itself makes the checkpoint
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(loop.LossLog, "end_step", signalled_at_step_3)
+    monkeypatch.setattr(run_log.TrainingLog, "end_step", signalled_at_step_3)
     with pytest.raises(TrainingInterrupted) as stopped:
         run_pretraining(_args(demo_tree, demo_llm, tmp_path))
     assert stopped.value.code == 128 + signal.SIGTERM and "stopped by SIGTERM after step 3" in str(stopped.value)
     assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 3] and not (tmp_path / "model").exists()
     assert not (tmp_path / LOCK_FILE).exists()
-    monkeypatch.setattr(loop.LossLog, "end_step", original_end_step)
+    monkeypatch.setattr(run_log.TrainingLog, "end_step", original_end_step)
     run_pretraining(_args(demo_tree, demo_llm, tmp_path, resume_from_checkpoint="latest"))
     _assert_same_weights(tmp_path / "model", uninterrupted)
 

@@ -9,13 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from cleft_hf.training.checkpointing import (
-    CheckpointManager,
-    NonFiniteLossError,
-    list_checkpoints,
-    resolve_resume_checkpoint,
-    save_pretrained_atomic,
-)
+from cleft_hf.training.checkpointing import CheckpointManager, list_checkpoints, resolve_resume_checkpoint
+from cleft_hf.training.model_folder import save_pretrained_atomic
+from cleft_hf.training.step_loop import NonFiniteLossError, stop_if_not_finite
 from cleft_hf.training.optim import build_optimizer, build_scheduler, parameter_groups, position_schedule
 
 
@@ -145,12 +141,13 @@ def _train(output_dir, steps, save_every=0, keep_last=2, resume=None, init_seed=
     for step in range(start + 1, steps + 1):
         inputs, targets = _batch(step)
         loss = nn.functional.mse_loss(model(inputs), targets)
-        manager.check_finite(loss, step)
+        stop_if_not_finite(loss, step, manager)
         accelerator.backward(loss)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        manager.maybe_save(step, {"epoch": 0})
+        if manager.should_save(step):
+            manager.save(step, {"epoch": 0})
     return {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}, manager
 
 
@@ -191,9 +188,9 @@ def test_non_finite_loss_saves_state_then_raises(tmp_path):
     accelerator = Accelerator(cpu=True)
     model = accelerator.prepare(nn.Linear(2, 1))
     manager = CheckpointManager(accelerator, tmp_path, save_every=1)
-    manager.check_finite(torch.tensor(1.5), step=4)
+    stop_if_not_finite(torch.tensor(1.5), 4, manager)
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 5") as raised:
-        manager.check_finite(model(torch.tensor([[float("nan"), 0.0]])).sum(), step=5)
+        stop_if_not_finite(model(torch.tensor([[float("nan"), 0.0]])).sum(), 5, manager)
     assert raised.value.step == 5
     assert (raised.value.state_dir / "trainer_state.json").is_file()
     assert raised.value.state_dir.name == "nonfinite_step_5"

@@ -9,7 +9,8 @@ import pytest
 
 from cleft_hf import CLEFTModel
 from cleft_hf.evaluation.plots import plot_validation_curves
-from cleft_hf.training.config import PretrainArguments, PromptTuneArguments, load_arguments
+from cleft_hf.arguments import load_arguments
+from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
 from conftest import tiny_run_overrides

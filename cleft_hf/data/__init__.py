@@ -23,11 +23,11 @@ from .registry import (
 from .reports import extract_sections, report_text
 from .rsna import RSNA_CLASSES, build_rsna_balanced_test, load_rsna_pneumonia
 from .splits import build_balanced_split, exclude_images
-from .transforms import ImageDecodeError, make_eval_transform, make_train_transform, with_image_transform
+from .transforms import Augmentation, ImageDecodeError, make_eval_transform, make_train_transform, with_image_transform
 
 __all__ = [
     "CHEXPERT_5X200_CLASSES", "CHEXPERT_CLASSES", "DATASET_REGISTRY", "EMBED_BIRADS_CLASSES", "EMBED_DENSITY_CLASSES",
-    "EMBED_PROMPT_TEMPLATE", "MODALITIES", "RSNA_CLASSES", "DatasetSpec", "ImageDecodeError", "ImageTextCollator",
+    "Augmentation", "EMBED_PROMPT_TEMPLATE", "MODALITIES", "RSNA_CLASSES", "DatasetSpec", "ImageDecodeError", "ImageTextCollator",
     "caption_ids", "LoadReport",
     "Modality", "TaskSpec", "add_label_captions", "build_balanced_split", "build_chexpert_5x200", "exclude_images",
     "build_embed_birads_7x200", "build_embed_density_4x500", "build_rsna_balanced_test", "chexpert_caption",

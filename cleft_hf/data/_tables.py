@@ -3,7 +3,6 @@ multi-label encoding, patient-level splits and the load report."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image, List, Value
 from datasets.table import InMemoryTable
 
@@ -41,10 +39,6 @@ class LoadReport:
     @property
     def n_bad_images(self) -> int:
         return len(self.bad_images)
-
-    @property
-    def n_no_text(self) -> int:
-        return len(self.no_text)
 
     def drop(self, reason: str, count: int) -> None:
         if count:
@@ -75,18 +69,6 @@ class LoadReport:
                 "%s: %d studies have no usable report text and were dropped, e.g. %s",
                 self.dataset, len(self.no_text), self.no_text[:5],
             )
-
-
-@contextlib.contextmanager
-def quiet_progress():
-    """Silence datasets' progress bars for small internal operations, restoring the previous setting."""
-    were_disabled = datasets.utils.logging.is_progress_bar_enabled() is False
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not were_disabled:
-            datasets.enable_progress_bars()
 
 
 def require_root(root: str | os.PathLike, what: str) -> Path:

@@ -20,13 +20,11 @@ class ImageTextCollator:
     `skipped_images` (the batch is then smaller; the training loop counts them).
     """
 
-    def __init__(self, processor: Any, max_length: int | None = None, tokenize: bool = True,
-                 label_caption_prob: float = 0.0):
+    def __init__(self, processor: Any, max_length: int | None = None, label_caption_prob: float = 0.0):
         if not 0.0 <= label_caption_prob <= 1.0:
             raise ValueError(f"label_caption_prob must be in [0, 1], got {label_caption_prob}")
         self.processor = processor
         self.max_length = max_length
-        self.tokenize = tokenize
         self.label_caption_prob = label_caption_prob
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -45,9 +43,8 @@ class ImageTextCollator:
             texts = [row["label_caption"] if swap else text for row, text, swap in zip(rows, texts, use_caption)]
         if texts is not None:
             batch["text"] = texts
-            if self.tokenize:
-                encoded = self.processor(text=texts, max_length=self.max_length)
-                batch["input_ids"], batch["attention_mask"] = encoded["input_ids"], encoded["attention_mask"]
+            encoded = self.processor(text=texts, max_length=self.max_length)
+            batch["input_ids"], batch["attention_mask"] = encoded["input_ids"], encoded["attention_mask"]
         if "labels" in rows[0]:
             labels = [row["labels"] for row in rows]
             dtype = torch.float32 if isinstance(labels[0], (list, tuple)) else torch.long

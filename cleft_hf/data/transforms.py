@@ -9,6 +9,7 @@ and ``labels`` when the batch has them, plus the ``keep_columns`` present. Token
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import io
 import math
 import os
@@ -132,6 +133,42 @@ def augment_text(text: str, mode: str | None, rng: np.random.Generator) -> str:
     return " ".join(s for s, k in zip(sentences, keep) if k)
 
 
+@dataclass
+class Augmentation:
+    """The options of the training transform (`augmentation` of stage 1), with their defaults: random resized
+    crop of area fraction `scale` and aspect `ratio`, rotation up to `max_rotation` degrees, translation up to
+    `max_translate` of the size, brightness/contrast jitter, horizontal flip, report `text_augment`."""
+
+    scale: tuple[float, float] = (0.6, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    max_rotation: float = 10.0
+    max_translate: float = 0.05
+    brightness: float = 0.2
+    contrast: float = 0.2
+    hflip: bool = False
+    text_augment: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.text_augment not in TEXT_AUGMENTS:
+            raise ValueError(f"text_augment must be one of {TEXT_AUGMENTS}, got {self.text_augment!r}")
+        for name in ("scale", "ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise ValueError(f"{name} takes two numbers [min, max], got {value!r}")
+            setattr(self, name, (float(value[0]), float(value[1])))
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {self.scale}")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < min <= max, got {self.ratio}")
+        for name in ("max_rotation", "max_translate", "brightness", "contrast"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            setattr(self, name, float(value))
+        if not isinstance(self.hflip, bool):
+            raise ValueError(f"hflip must be true or false, got {self.hflip!r}")
+
+
 class ImageTextTransform:
     """Callable for ``Dataset.set_transform``; build it with :func:`make_train_transform` / :func:`make_eval_transform`."""
 
@@ -140,29 +177,19 @@ class ImageTextTransform:
         image_processor,
         *,
         train: bool,
-        scale: tuple[float, float] = (0.6, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        max_rotation: float = 10.0,
-        max_translate: float = 0.05,
-        brightness: float = 0.2,
-        contrast: float = 0.2,
-        hflip: bool = False,
-        text_augment: str | None = None,
+        augmentation: Augmentation | None = None,
         keep_columns: Sequence[str] = ("label_mask",),
         image_column: str = "image",
         seed: int | None = None,
         skip_bad: bool = False,
     ):
-        if text_augment not in TEXT_AUGMENTS:
-            raise ValueError(f"text_augment must be one of {TEXT_AUGMENTS}, got {text_augment!r}")
-        if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+        augmentation = augmentation or Augmentation()
         self.image_processor = image_processor
         self.train = train
-        self.scale, self.ratio = tuple(scale), tuple(ratio)
-        self.max_rotation, self.max_translate = float(max_rotation), float(max_translate)
-        self.brightness, self.contrast = float(brightness), float(contrast)
-        self.hflip, self.text_augment = hflip, text_augment
+        self.scale, self.ratio = augmentation.scale, augmentation.ratio
+        self.max_rotation, self.max_translate = augmentation.max_rotation, augmentation.max_translate
+        self.brightness, self.contrast = augmentation.brightness, augmentation.contrast
+        self.hflip, self.text_augment = augmentation.hflip, augmentation.text_augment
         self.keep_columns, self.image_column, self.seed = tuple(keep_columns), image_column, seed
         self.skip_bad = skip_bad  # undecodable images: skipped (counted by the training loop) instead of raising
         self._rng: np.random.Generator | None = None
@@ -282,25 +309,17 @@ class ImageTextTransform:
 def make_train_transform(
     image_processor,
     *,
-    scale: tuple[float, float] = (0.6, 1.0),
-    max_rotation: float = 10.0,
-    max_translate: float = 0.05,
-    brightness: float = 0.2,
-    contrast: float = 0.2,
-    hflip: bool = False,
-    text_augment: str | None = None,
     keep_columns: Sequence[str] = ("label_mask",),
     seed: int | None = None,
     skip_bad: bool = False,
+    **augmentation: Any,
 ) -> ImageTextTransform:
-    """Training transform: random resized crop (area ``scale``), small rotation/translation, brightness/contrast,
-    optional horizontal flip, optional report sentence shuffle/sample. Deterministic for a ``seed`` in one process;
-    DataLoader workers mix in torch's per-worker seed (reproducible under ``torch.manual_seed``)."""
-    return ImageTextTransform(
-        image_processor, train=True, scale=scale, max_rotation=max_rotation, max_translate=max_translate,
-        brightness=brightness, contrast=contrast, hflip=hflip, text_augment=text_augment,
-        keep_columns=keep_columns, seed=seed, skip_bad=skip_bad,
-    )
+    """Training transform with the `Augmentation` options given as keywords (the rest keep their defaults):
+    random resized crop, small rotation/translation, brightness/contrast, optional horizontal flip, optional
+    report sentence shuffle/sample. Deterministic for a ``seed`` in one process; DataLoader workers mix in
+    torch's per-worker seed (reproducible under ``torch.manual_seed``)."""
+    return ImageTextTransform(image_processor, train=True, augmentation=Augmentation(**augmentation),
+                              keep_columns=keep_columns, seed=seed, skip_bad=skip_bad)
 
 
 def make_eval_transform(

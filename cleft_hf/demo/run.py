@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 from ..arguments import arg, load_arguments
 from ..cli import run_cli
-from ..training.config import EvaluateArguments, PretrainArguments, PromptTuneArguments
+from ..evaluation.arguments import EvaluateArguments
+from ..training.config import PretrainArguments, PromptTuneArguments
 
 logger = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo.yaml"  # package data

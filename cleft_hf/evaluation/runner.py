@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from accelerate import Accelerator
 from ..data import get_dataset_spec, get_split, make_loader, single_label_split
 from ..metrics import load_metric
 from ..modeling import CLEFTModel, CLEFTProcessor
-from ..training.config import EvaluateArguments
-from ..training.loop import TRAINING_LOG
+from ..training_log import loss_curves, read_training_log
+from .arguments import EvaluateArguments
 from .embeddings import compute_image_embeddings, compute_text_embeddings
 from .linear_probe import linear_probe
 from .plots import plot_confusion_matrix, plot_loss_curve, plot_roc_curves, plot_validation_curves
@@ -51,9 +50,8 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_
 def training_curves(model_dir: str) -> dict[str, Any]:
     """Loss curves of the stages that produced the model, and under `validation` their validation curves
     (`training_log.json` in a local model folder)."""
-    path = Path(model_dir) / TRAINING_LOG
-    logged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    curves = {name: points for name, points in logged.items() if isinstance(points, list)}  # not "skipped_images"
+    logged = read_training_log(model_dir)
+    curves = loss_curves(logged)
     if isinstance(logged.get("validation"), dict):
         curves["validation"] = logged["validation"]
     return curves

@@ -2,6 +2,7 @@
 
 from .model_card import (
     NOT_EVALUATED,
+    arguments_summary,
     build_eval_results,
     evaluation_table,
     load_results,
@@ -9,7 +10,6 @@ from .model_card import (
     write_model_card,
 )
 from .upload import (
-    arguments_summary,
     build_upload_folder,
     check_repo_id,
     maybe_push_to_hub,

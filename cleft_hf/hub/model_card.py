@@ -4,6 +4,7 @@ true of the model: base models only where pretrained weights were used, no local
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from ..data.registry import DATASET_REGISTRY, MODALITIES
 from ..evaluation.report import MetricRecord, format_value, metric_records
+from ..training_log import read_training_log
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ TEMPLATE_PATH = next((path for path in (Path(__file__).resolve().parent / "model
                      Path(__file__).resolve().parent / "model_card.md")
 NOT_EVALUATED = "not evaluated"
 PAPER_URL = "https://arxiv.org/abs/2407.21011"
+TEXT_POOLING_TEXT = {"last": "hidden state of the last non-padding token",
+                     "first_pad": "hidden state of the first padding EOS after the text, not attending to itself"}
+PROJECTION_TEXT = {"linear": "linear", "mlp": "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm)"}
 BASE_TAGS = ["medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft"]
 DIGITS = 4  # metric values in the card and its model-index
 # Record task -> (Hub task type, task name); record metric -> (Hub metric type, metric args).
@@ -122,8 +127,8 @@ def parameter_counts(model: Any) -> dict[str, int]:
         "vision": _count(model.vision_model.parameters()),
         "llm_base": sum(state[k].numel() for k in text_keys if k in base_keys),
         "adapter": sum(state[k].numel() for k in text_keys if k not in base_keys),
-        "projections": _count([model.visual_projection.weight, model.text_projection.weight, model.logit_scale,
-                               model.logit_bias]),
+        "projections": _count([*model.visual_projection.parameters(), *model.text_projection.parameters(),
+                               model.logit_scale, model.logit_bias]),
         "prompts": _count(model.prompt_learner.parameters()),
     }
 
@@ -217,6 +222,14 @@ def _peft_text(peft_config: Mapping[str, Any]) -> str:
     return f"{peft_config['peft_type']} (`{json.dumps(details, sort_keys=True)}`)"
 
 
+def arguments_summary(args: Any) -> dict[str, Any]:
+    """Run arguments (dataclass, argparse namespace or mapping) as a plain dict for the card's recipe table (a
+    training run records them with their stage's title, see `cleft_hf.training.run_log`)."""
+    if dataclasses.is_dataclass(args) and not isinstance(args, type):
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
+    return dict(args) if isinstance(args, Mapping) else dict(vars(args))
+
+
 def training_stages(summary: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     """`[{"title", "rows"}]`, one per stage: `summary` is one stage's run arguments or a list of them."""
     stages = [summary] if isinstance(summary, Mapping) else list(summary or [])
@@ -238,10 +251,7 @@ def _as_list(results: Any) -> list[Any]:
 def recorded_recipes(model: Any) -> list[dict[str, Any]]:
     """The run arguments of every stage that produced `model`, in order, as its training wrote them into the
     model folder's `training_log.json` under "recipes" (empty when the model was not loaded from a folder)."""
-    path = Path(str(getattr(model, "name_or_path", "") or "")) / "training_log.json"
-    if not path.is_file():
-        return []
-    recipes = json.loads(path.read_text(encoding="utf-8")).get("recipes")
+    recipes = read_training_log(getattr(model, "name_or_path", None)).get("recipes")
     return [recipe for recipe in recipes.values() if isinstance(recipe, Mapping)] if isinstance(recipes, dict) else []
 
 
@@ -319,6 +329,10 @@ def render_model_card(
         title=repo_id or "CLEFT model",
         model_ref=repo_id or "path/to/this/model",
         paper_url=PAPER_URL,
+        source_checkpoint=getattr(config, "source_checkpoint", None),
+        text_pooling_text=TEXT_POOLING_TEXT.get(getattr(config, "text_pooling", "last"), config.text_pooling),
+        projection_text=PROJECTION_TEXT[getattr(config, "projection_head", "linear")]
+        + (" with bias" if getattr(config, "projection_bias", False) else ""),
         modality_text=modality_text,
         vision_model=config.vision_model_name,
         vision_hub_id=vision_hub_id(config),
@@ -343,7 +357,6 @@ def render_model_card(
         example_labels=_example_labels(model, results_dict, modalities),
         adapter_only=not full,
         training_stages=stages,
-        evaluated=evaluated,
         not_evaluated=NOT_EVALUATED,
         evaluations=evaluated,
     )
@@ -368,5 +381,5 @@ def write_model_card(
 
 __all__ = [
     "NOT_EVALUATED", "TEMPLATE_PATH", "build_eval_results", "evaluation_table", "load_results", "parameter_counts",
-    "render_model_card", "training_rows", "training_stages", "write_model_card",
+    "arguments_summary", "render_model_card", "training_rows", "training_stages", "write_model_card",
 ]

@@ -7,7 +7,6 @@ handed to `HfApi`: never printed, logged or written.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from huggingface_hub.errors import HFValidationError, LocalTokenNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 from ..atomic_folder import atomic_folder
-from .model_card import recorded_recipes, render_model_card
+from .model_card import arguments_summary, recorded_recipes, render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -168,23 +167,6 @@ def push_to_hub(
     return url
 
 
-def arguments_summary(args: Any, task: str | None = None) -> dict[str, Any]:
-    """Run arguments (dataclass, argparse namespace or mapping) as a plain dict for the card's recipe table;
-    a stage's arguments are titled with the stage (and `task`, the prompt set a stage 2 learned)."""
-    if dataclasses.is_dataclass(args) and not isinstance(args, type):
-        summary = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
-    elif isinstance(args, Mapping):
-        summary = dict(args)
-    else:
-        summary = dict(vars(args))
-    stage = {"PretrainArguments": ("1", "contrastive pretraining"),
-             "PromptTuneArguments": ("2", "context prompt learning")}
-    if type(args).__name__ in stage:
-        number, what = stage[type(args).__name__]
-        summary = {"stage": f"{number} ({what}{f', {task}' if task else ''})", **summary}
-    return summary
-
-
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -230,6 +212,6 @@ def maybe_push_to_hub(
 
 
 __all__ = [
-    "WEIGHT_PATTERNS", "arguments_summary", "build_upload_folder", "check_repo_id", "maybe_push_to_hub",
+    "WEIGHT_PATTERNS", "build_upload_folder", "check_repo_id", "maybe_push_to_hub",
     "push_to_hub", "resolve_token",
 ]

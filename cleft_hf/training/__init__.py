@@ -1,1 +1,1 @@
-"""Training utilities: configuration, optimiser and schedule, checkpointing, collation."""
+"""The trainer: both stages through one runner (`runner.run_stage`), its step loop, log, checkpoints and arguments."""

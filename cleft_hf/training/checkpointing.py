@@ -1,16 +1,16 @@
-"""Training checkpoints with Accelerate (every N steps, keep the last K, resume), the NaN stop, the final save.
+"""Training checkpoints with Accelerate: every N steps, keep the last K, verified resumption.
 
 Layout under `output_dir`:
     checkpoints/step_<n>/              `accelerator.save_state` + `trainer_state.json` + `checkpoint_complete.json`
-    checkpoints/nonfinite_step_<n>/    the last finite state when step n produced a NaN/inf (never rotated or
-                                       picked by `latest`; resume from it by path, e.g. with a lower learning rate)
+    checkpoints/nonfinite_step_<n>/    the last finite state when step n produced a NaN/inf (`step_loop`; never
+                                       rotated or picked by `latest`; resume from it by path)
 A checkpoint is written to a staging folder unique to the run (`cleft_hf.atomic_folder`), completed by its
 marker (written last, see `checkpoint_files`) and renamed into place; rotation renames old checkpoints to a trash
 name before deleting them, so a folder without its marker never counts. Renames and rotation run on the main
 process: `output_dir` must be on a filesystem shared by all processes (as with `accelerator.save_state` itself).
 Accelerate's own rotation (`ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=K)`) is not used:
 it writes in place, deletes file by file (`shutil.rmtree`) before the new save, and resumes from the highest
-number whether complete or not.
+number whether complete or not. Which arguments may change on resume: `resume`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,14 @@ from typing import Any, Callable
 import torch
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
-from ..atomic_folder import atomic_folder, discard_folder, publish_folder, remove_leftovers, staging_path, unique_tag
+from ..atomic_folder import discard_folder, publish_folder, remove_leftovers, staging_path, unique_tag
 from .checkpoint_files import (
-    COMPLETE_MARKER, TRAINER_STATE_FILE, CheckpointError, is_complete, rng_states_restored, verify_checkpoint,
+    COMPLETE_MARKER,
+    TRAINER_STATE_FILE,
+    CheckpointError,
+    is_complete,
+    rng_states_restored,
+    verify_checkpoint,
     write_marker,
 )
 
@@ -37,26 +42,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIRNAME = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-# Arguments that may change when resuming (applied from the new values); any other change is refused.
-RESUME_CHANGEABLE = (
-    "learning_rate", "max_steps", "warmup_steps", "lr_scheduler", "min_lr_ratio", "max_grad_norm", "log_every",
-    "save_every", "keep_last", "report_to", "resume_from_checkpoint", "allow_inexact_resume", "output_dir",
-    "data_root", "dataloader_num_workers", "push_to_hub", "hub_model_id", "eval_every", "save_best",
-)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Step `step` gave a NaN/inf (loss or gradient norm); the last finite state was saved to `state_dir`."""
-
-    def __init__(self, step: int, value: float, state_dir: Path | None, what: str = "loss"):
-        self.step, self.loss_value, self.state_dir = step, value, state_dir
-        if state_dir is not None:
-            advice = (f"; the state before this step (finite) is in {state_dir}: resume with --resume_from_checkpoint "
-                      f"{state_dir} and a lower --learning_rate, or check the batch")
-        else:
-            advice = ("; the weights themselves are no longer finite (an earlier update overflowed), so nothing was "
-                      "saved: resume from an earlier checkpoint with a lower --learning_rate")
-        super().__init__(f"non-finite {what} at step {step} (on this process: {value}){advice}")
 
 
 def checkpoints_root(output_dir: str | os.PathLike) -> Path:
@@ -113,53 +98,12 @@ def resolve_resume_checkpoint(
     return path
 
 
-def compare_arguments(saved: dict[str, Any] | None, current: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Fields whose value differs between a checkpoint's run arguments and the resumed run's: `(changeable,
-    refused)` (see `RESUME_CHANGEABLE`). Fields only one side has are ignored (added or removed options)."""
-    if not saved:
-        return [], []
-    current = json.loads(json.dumps(current, default=str))
-    differing = sorted(k for k in saved.keys() & current.keys() if saved[k] != current[k])
-    return [k for k in differing if k in RESUME_CHANGEABLE], [k for k in differing if k not in RESUME_CHANGEABLE]
-
-
-def batch_norm_statistics(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the running statistics (BatchNorm buffers) that a forward pass in training mode changes."""
-    return {
-        f"{prefix}.{name}": buffer.detach().clone()
-        for prefix, module in model.named_modules()
-        if isinstance(module, torch.nn.modules.batchnorm._NormBase)
-        for name, buffer in module.named_buffers(recurse=False)
-        if buffer is not None
-    }
-
-
-def restore_tensors(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    buffers = dict(model.named_buffers())
-    with torch.no_grad():
-        for name, value in saved.items():
-            buffers[name].copy_(value)
-
-
-def save_pretrained_atomic(output_path: str | os.PathLike, *savables: Any) -> Path:
-    """Write a final model folder atomically: everything goes to a temp folder that is renamed into place.
-
-    `savables` are objects with `save_pretrained(path)` (model, processor) or callables `fn(path)` (e.g. a
-    closure calling `model.save_pretrained(path, state_dict=accelerator.get_state_dict(model))` for sharded
-    models). If any of them raises, the temp folder is removed and an existing `output_path` is untouched.
-    Call on the main process only.
-    """
-    if not savables:
-        raise ValueError("save_pretrained_atomic needs at least one object to save")
-    with atomic_folder(output_path) as staging:
-        for savable in savables:
-            if hasattr(savable, "save_pretrained"):
-                savable.save_pretrained(staging)
-            elif callable(savable):
-                savable(staging)
-            else:
-                raise TypeError(f"cannot save {type(savable).__name__}: no save_pretrained and not callable")
-    return Path(output_path)
+def any_process(accelerator, flag: bool) -> bool:
+    """`flag` OR-ed over all processes (one scalar all-reduce; also a barrier)."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
 
 
 def _size(n_bytes: int) -> str:
@@ -167,7 +111,7 @@ def _size(n_bytes: int) -> str:
 
 
 class CheckpointManager:
-    """Periodic `accelerator.save_state` with rotation, verified resumption and the non-finite stop.
+    """Periodic `accelerator.save_state` with rotation, and verified resumption.
 
     Args:
         accelerator: the run's `accelerate.Accelerator` (models and optimisers prepared).
@@ -198,17 +142,6 @@ class CheckpointManager:
     def should_save(self, step: int) -> bool:
         return self.save_every > 0 and step > 0 and step % self.save_every == 0
 
-    def maybe_save(self, step: int, extra_state: dict[str, Any] | None = None) -> Path | None:
-        """Save if `step` is a multiple of `save_every`; returns the checkpoint folder or None."""
-        return self.save(step, extra_state) if self.should_save(step) else None
-
-    def _anywhere(self, flag: bool) -> bool:
-        """`flag` OR-ed over all processes (one scalar all-reduce; also a barrier)."""
-        if self.accelerator.num_processes == 1:
-            return flag
-        value = torch.tensor([float(flag)], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
-
     def _run_everywhere(self, action: Callable[[], None], final: Path) -> None:
         """Run `action`; if it fails on any process, remove the staging folder and raise on every process."""
         error = None
@@ -216,7 +149,7 @@ class CheckpointManager:
             action()
         except Exception as caught:  # turned into one line below when it is a full or read-only disk
             error = caught
-        if self._anywhere(error is not None):
+        if any_process(self.accelerator, error is not None):
             if self.accelerator.is_main_process:
                 shutil.rmtree(staging_path(final, self.tag), ignore_errors=True)
             raise self._save_error(error, final) from (None if error is None else error)
@@ -312,43 +245,13 @@ class CheckpointManager:
         logger.info("resumed from %s at step %d", path, state["step"])
         return state
 
-    def check_finite(self, value: torch.Tensor, step: int, *, what: str = "loss", model: torch.nn.Module | None = None,
-                     statistics: dict[str, torch.Tensor] | None = None,
-                     extra_state: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> None:
-        """Raise `NonFiniteLossError` if `value` is NaN/inf on ANY process, after saving the last finite state.
-
-        Call before `accelerator.backward(loss)` (and on the gradient norm before `optimizer.step()`). With
-        `model` and `statistics` (`batch_norm_statistics` taken before the step's first forward), the step's
-        gradients are dropped and its BatchNorm statistics restored, so `checkpoints/nonfinite_step_<step>` is
-        the state at the START of the step (trainer step `step - 1`): resuming from it redoes the step. When the
-        weights themselves are not finite, nothing is saved. Costs one scalar all-reduce.
-        """
-        bad = (~torch.isfinite(value.detach())).any().to(torch.float32).reshape(1)
-        if not self._anywhere(bool(bad.item())):
-            return
-        weights_finite = True
-        if model is not None:
-            restore_tensors(model, statistics or {})
-            for parameter in model.parameters():
-                parameter.grad = None
-            weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-        state_dir = None
-        if not self._anywhere(not weights_finite):
-            state = extra_state() if callable(extra_state) else extra_state
-            state_dir = self.save(step - 1, state, name=f"nonfinite_step_{step}")
-        raise NonFiniteLossError(step, float(value.detach().float().sum()), state_dir, what)
-
 
 __all__ = [
-    "CheckpointError",
+    "CHECKPOINTS_DIRNAME",
     "CheckpointManager",
-    "NonFiniteLossError",
-    "RESUME_CHANGEABLE",
-    "batch_norm_statistics",
+    "any_process",
     "checkpoints_root",
-    "compare_arguments",
     "list_checkpoints",
     "read_trainer_state",
     "resolve_resume_checkpoint",
-    "save_pretrained_atomic",
 ]

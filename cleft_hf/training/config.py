@@ -1,4 +1,4 @@
-"""Run arguments of the entry scripts (stage 1, stage 2, evaluation) as dataclasses with help texts.
+"""Run arguments of the two training scripts (stage 1, stage 2) as dataclasses with help texts.
 
 They are read by `cleft_hf.arguments` (transformers' `HfArgumentParser`, YAML `common` + per-script sections as
 defaults, then the command line):
@@ -9,93 +9,21 @@ defaults, then the command line):
 The new model's fields are one `model_config` mapping of `CLEFTConfig` fields (vision_model_name, image_size,
 text_model_name_or_path, peft_config, projection_dim, ...); the fields it leaves out keep CLEFTConfig's
 defaults (the paper's), which live only there. Mixed precision, number of processes and the distributed
-backend come from `accelerate launch` / its config file.
+backend come from `accelerate launch` / its config file. The evaluation's arguments are
+`cleft_hf.evaluation.arguments.EvaluateArguments`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+import json
 from typing import Any, Literal, Optional
 
-from ..arguments import (
-    ConfigError,
-    Mapping,
-    arg,
-    arguments_to_dict,
-    check_fields,
-    did_you_mean,
-    load_arguments,
-    parse_arguments,
-    read_config_file,
-    save_arguments,
-)
-
-EVALUATION_TASKS = ("zero_shot", "linear_probe", "retrieval")
-
-
-# --------------------------------------------------------------------------------------------- argument classes
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+from ..arguments import CommonArguments, ConfigError, Mapping, arg, did_you_mean, require
 
 
 @dataclass
-class _CommonArguments:
-    """Fields shared by every entry script."""
-
-    dataset: str = arg(
-        "synthetic", "Dataset family of cleft_hf.data.registry, e.g. mimic_cxr, chexpert, embed, rsna, or synthetic "
-        "(the demo's MIMIC-CXR-like tree); an unknown name is an error listing them."
-    )
-    data_root: Optional[str] = arg(None, "Folder of the dataset's files and tables (required).")
-    dataset_kwargs: Mapping = arg(
-        None, "Extra loader options, e.g. {sections: [impression]} (MIMIC-CXR), {uncertain: ones}, {task: density}."
-    )
-    verify: Literal["none", "exists", "header", "decode"] = arg(
-        "exists", "Image file check when the dataset is loaded: none, exists, header (reads headers) or decode (all)."
-    )
-    skip_bad: bool = arg(
-        False, "Skip and count unreadable images (at load time and when decoded in the loader) instead of stopping."
-    )
-    output_dir: str = arg("outputs/run", "Run folder: checkpoints, logs, final model, results.")
-    seed: int = arg(42, "Seed of python, numpy and torch RNGs (accelerate.utils.set_seed).")
-    per_device_batch_size: int = arg(72, "Examples per process per forward pass.")
-    dataloader_num_workers: int = arg(2, "DataLoader worker processes per training process.")
-    dtype: Optional[str] = arg(
-        None, "dtype of the frozen base LLM: bfloat16, float16, float32 or auto (None: bfloat16 on a GPU, float32 on "
-        "CPU); trained parameters (vision tower, adapters, projections, prompts) stay float32."
-    )
-    attn_implementation: Optional[str] = arg(
-        None, "Attention of the LLM: sdpa (None: the default), eager, flash_attention_2 (needs flash-attn)."
-    )
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        from ..data.registry import get_dataset_spec
-
-        try:
-            get_dataset_spec(self.dataset)
-        except ValueError as error:
-            raise ConfigError(f"config field 'dataset': {error}") from None
-        _require(self.data_root is not None, f"config field 'data_root' is required (the {self.dataset} dataset's "
-                 "folder; for the demo data run `make demo` and use outputs/demo/data/mimic-cxr-demo)")
-        _require(Path(self.data_root).is_dir(), f"config field 'data_root': folder {self.data_root} does not exist")
-        _require(self.per_device_batch_size > 0, "config field 'per_device_batch_size' must be > 0")
-        _require(self.dataloader_num_workers >= 0, "config field 'dataloader_num_workers' must be >= 0")
-        _require(self.dtype in (None, "bfloat16", "float16", "float32", "auto"),
-                 f"config field 'dtype' must be bfloat16, float16, float32 or auto, got {self.dtype!r}")
-        doubled = sorted({"verify", "skip_bad"} & set(self.dataset_kwargs or {}))
-        _require(not doubled, f"config field 'dataset_kwargs' holds {', '.join(doubled)}: use --verify / --skip_bad")
-
-    @property
-    def loader_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the dataset's loader: `dataset_kwargs` plus the image checks."""
-        return {**(self.dataset_kwargs or {}), "verify": self.verify, "skip_bad": self.skip_bad}
-
-
-@dataclass
-class _TrainingArguments(_CommonArguments):
+class _TrainingArguments(CommonArguments):
     """Optimisation, checkpointing and logging fields of both training stages."""
 
     train_split: str = arg("train", "Split used for training.")
@@ -138,16 +66,16 @@ class _TrainingArguments(_CommonArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("learning_rate", "max_steps", "gradient_accumulation_steps", "log_every"):
-            _require(getattr(self, name) > 0, f"config field '{name}' must be > 0, got {getattr(self, name)!r}")
-        _require(0 <= self.warmup_steps <= self.max_steps, f"config field 'warmup_steps' must be in [0, max_steps="
+            require(getattr(self, name) > 0, f"config field '{name}' must be > 0, got {getattr(self, name)!r}")
+        require(0 <= self.warmup_steps <= self.max_steps, f"config field 'warmup_steps' must be in [0, max_steps="
                  f"{self.max_steps}], got {self.warmup_steps} (lower it with --warmup_steps)")
-        _require(0.0 <= self.min_lr_ratio <= 1.0, f"config field 'min_lr_ratio' must be in [0, 1], got {self.min_lr_ratio}")
-        _require(self.weight_decay >= 0 and self.save_every >= 0, "config fields 'weight_decay' and 'save_every' must be >= 0")
-        _require(self.eval_every >= 0, f"config field 'eval_every' must be >= 0, got {self.eval_every}")
-        _require(not self.eval_every or self.eval_split is not None,
+        require(0.0 <= self.min_lr_ratio <= 1.0, f"config field 'min_lr_ratio' must be in [0, 1], got {self.min_lr_ratio}")
+        require(self.weight_decay >= 0 and self.save_every >= 0, "config fields 'weight_decay' and 'save_every' must be >= 0")
+        require(self.eval_every >= 0, f"config field 'eval_every' must be >= 0, got {self.eval_every}")
+        require(not self.eval_every or self.eval_split is not None,
                  "config field 'eval_split' is required when eval_every > 0 (or set eval_every: 0)")
-        _require(len(self.betas) == 2, f"config field 'betas' takes 2 values, got {self.betas}")
-        _require(not self.push_to_hub or bool(self.hub_model_id), "config field 'hub_model_id' is required when push_to_hub is true")
+        require(len(self.betas) == 2, f"config field 'betas' takes 2 values, got {self.betas}")
+        require(not self.push_to_hub or bool(self.hub_model_id), "config field 'hub_model_id' is required when push_to_hub is true")
 
     @property
     def trackers(self) -> list[str]:
@@ -160,7 +88,7 @@ def _check_model_config(model_config: dict[str, Any]) -> None:
     """Keys are CLEFTConfig fields (closest ones suggested) and CLEFTConfig accepts the values."""
     from ..modeling import CLEFTConfig
 
-    known = [name for name in CLEFTConfig.__annotations__ if not name.startswith("_")]
+    known = CLEFTConfig.field_names()
     for key in model_config:
         if key not in known:
             raise did_you_mean(key, known, "in model_config, whose keys are CLEFTConfig fields")
@@ -168,6 +96,22 @@ def _check_model_config(model_config: dict[str, Any]) -> None:
         CLEFTConfig(**model_config)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config field 'model_config': {error}") from None
+
+
+def _check_augmentation(augmentation: dict[str, Any] | None) -> None:
+    """Keys are `cleft_hf.data.transforms.Augmentation` options (closest ones suggested), values it accepts."""
+    from dataclasses import fields
+
+    from ..data.transforms import Augmentation
+
+    known = [item.name for item in fields(Augmentation)]
+    for key in augmentation or {}:
+        if key not in known:
+            raise did_you_mean(key, known, "in augmentation, whose keys are the train transform's options")
+    try:
+        Augmentation(**(augmentation or {}))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config field 'augmentation': {error}") from None
 
 
 @dataclass
@@ -202,21 +146,23 @@ class PretrainArguments(_TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.max_text_length > 0, "config field 'max_text_length' must be > 0")
+        require(self.max_text_length > 0, "config field 'max_text_length' must be > 0")
         peft_config = self.model_config.get("peft_config")
         if isinstance(peft_config, dict) and str(peft_config.get("peft_type", "")).upper() == "ADALORA":
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
         _check_model_config(self.model_config)
+        _check_augmentation(self.augmentation)
 
     @staticmethod
-    def misplaced_key_hint(key: str) -> str | None:
-        """A CLEFTConfig field given at the top level belongs under model_config."""
+    def misplaced_key_hint(key: str, value: Any = None) -> str | None:
+        """A CLEFTConfig field given at the top level belongs under model_config (the hint shows `value`)."""
         from ..modeling import CLEFTConfig
 
-        if key in CLEFTConfig.__annotations__:
-            return (f"is a model field: put it under model_config (YAML `model_config: {{{key}: ...}}`, command "
-                    f"line `--model_config '{{{key}: ...}}'`)")
-        return None
+        if key not in CLEFTConfig.field_names():
+            return None
+        shown = "..." if value is None else value if isinstance(value, str) else json.dumps(value)
+        return (f"is a model field: put it under model_config (command line `--model_config \"{{{key}: {shown}}}\"`"
+                f", YAML `model_config: {{{key}: {shown}}}`)")
 
     def model_field(self, name: str) -> Any:
         """A field of the new model: `model_config[name]`, else CLEFTConfig's default."""
@@ -249,52 +195,8 @@ class PromptTuneArguments(_TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(bool(self.model_name_or_path), "config field 'model_name_or_path' (the stage-1 model) is required")
-        _require(self.num_context_tokens > 0, "config field 'num_context_tokens' must be > 0")
+        require(bool(self.model_name_or_path), "config field 'model_name_or_path' (the stage-1 model) is required")
+        require(self.num_context_tokens > 0, "config field 'num_context_tokens' must be > 0")
 
 
-@dataclass
-class EvaluateArguments(_CommonArguments):
-    """Evaluation: zero-shot (hand and learned prompts), linear probe on frozen features, retrieval."""
-
-    model_name_or_path: Optional[str] = arg(None, "Model folder or Hub id to evaluate (required).")
-    per_device_batch_size: int = arg(64, "Examples per process per forward pass.")
-    train_split: str = arg("train", "Split the linear probe trains on.")
-    eval_split: str = arg("test", "Split evaluated.")
-    tasks: list[str] = arg(list(EVALUATION_TASKS), "Any of zero_shot, linear_probe, retrieval.")
-    class_names: Optional[list[str]] = arg(None, "Classes for zero-shot (none: the dataset's).")
-    class_prompts: Optional[list[str]] = arg(
-        None, "Hand prompts, one per class, instead of prompt_template (default for embed: the paper's prompts)."
-    )
-    balanced_per_class: Optional[int] = arg(
-        None, "Evaluate on a balanced subset with this many images per class (200: CheXpert 5x200; none: all)."
-    )
-    prompt_template: Optional[str] = arg(None, "Hand prompt with {} for the class (none: the model's template).")
-    linear_probe_fractions: list[float] = arg([0.01, 0.1, 1.0], "Fractions of training labels for the probe.")
-    retrieval_ks: list[int] = arg([1, 5, 10], "K values of recall@K.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(bool(self.model_name_or_path), "config field 'model_name_or_path' (the model to evaluate) is required")
-        unknown = [task for task in self.tasks if task not in EVALUATION_TASKS]
-        _require(bool(self.tasks) and not unknown,
-                 f"config field 'tasks' takes {', '.join(EVALUATION_TASKS)}; got {self.tasks}")
-        _require(all(0.0 < f <= 1.0 for f in self.linear_probe_fractions),
-                 f"config field 'linear_probe_fractions' must be in (0, 1], got {self.linear_probe_fractions}")
-        _require(all(k >= 1 for k in self.retrieval_ks), f"config field 'retrieval_ks' must be >= 1, got {self.retrieval_ks}")
-        _require(self.prompt_template is None or "{}" in self.prompt_template,
-                 f"config field 'prompt_template' must contain '{{}}', got {self.prompt_template!r}")
-
-
-__all__ = [
-    "EVALUATION_TASKS",
-    "ConfigError",
-    "EvaluateArguments",
-    "PretrainArguments",
-    "PromptTuneArguments",
-    "arguments_to_dict",
-    "load_arguments",
-    "parse_arguments",
-    "read_config_file",
-    "save_arguments",
-]
+__all__ = ["PretrainArguments", "PromptTuneArguments"]

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoTokenizer
 
 from ..data import caption_ids, get_dataset_spec, get_split, make_loader
-from ..losses import clip_loss, siglip_loss
+from ..modeling.loss_cleft import clip_loss, siglip_loss
 from ..modeling import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
 from .config import PretrainArguments
 from .runner import Stage, run_stage
@@ -58,8 +58,9 @@ class ContrastivePretraining(Stage):
     """Stage 1: symmetric InfoNCE (or SigLIP) between images and their reports."""
 
     name, project, arguments_file = "stage 1 (contrastive)", "cleft_pretrain", "pretrain_args.yaml"
+    recipe_title = "1 (contrastive pretraining)"
 
-    def build(self):
+    def build(self, datasets):
         args = self.args
         processor = build_processor(args)
         model = build_model(args)
@@ -68,8 +69,8 @@ class ContrastivePretraining(Stage):
                 model.logit_scale.fill_(torch.log(torch.tensor(10.0)))
                 model.logit_bias.fill_(-10.0)
             model.logit_bias.requires_grad_(True)
-        spec = get_dataset_spec(args.dataset)
-        dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
+        spec = self.spec
+        dataset = get_split(datasets, args.train_split)
         loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
                              num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
                              augment=dict(args.augmentation or {}) if args.augment else None,

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import DatasetSpec, caption_ids, get_dataset_spec, get_split, label_names, make_loader, restrict_labels
-from ..losses import clip_loss, multilabel_bce_prompt_loss
+from ..data import DatasetSpec, caption_ids, get_split, label_names, make_loader, restrict_labels
+from ..modeling.loss_cleft import clip_loss, multilabel_bce_prompt_loss
 from ..modeling import CLEFTModel, CLEFTProcessor
 from .config import PromptTuneArguments
 from .runner import Stage, run_stage
@@ -72,25 +72,25 @@ class PromptTuning(Stage):
     """Stage 2: learn the context prompts of the class names on a frozen stage-1 text side."""
 
     name, project, arguments_file = "stage 2 (prompts)", "cleft_prompt_tune", "prompt_tune_args.yaml"
+    recipe_title = "2 (context prompt learning)"
     learned_prompts = True
 
     def __init__(self, args: PromptTuneArguments):
         super().__init__(args)
         self.previous_model = args.model_name_or_path
-        self.spec = get_dataset_spec(args.dataset)
         if self.spec.task_argument:  # one prompt set per task (EMBED density, BI-RADS): its own curves and recipe
             self.task = self.spec.task_name(args.dataset_kwargs)
             self.name = f"stage 2 (prompts, {self.task})"
-        self.class_names: list[str] = []
+            self.recipe_title = f"2 (context prompt learning, {self.task})"
         self.processor: CLEFTProcessor | None = None
 
-    def build(self):
+    def build(self, datasets):
         args = self.args
         model = CLEFTModel.from_pretrained(args.model_name_or_path, dtype=args.dtype,
                                            attn_implementation=args.attn_implementation)
         self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
         spec, task = self.spec, self.spec.task_name(args.dataset_kwargs)
-        dataset = get_split(spec.load(args.data_root, **args.loader_kwargs), args.train_split)
+        dataset = get_split(datasets, args.train_split)
         self.class_names = list(args.class_names or default_class_names(dataset, spec, task))
         dataset = restrict_labels(dataset, self.class_names)
         prompt_names = [name.lower() for name in self.class_names]  # as written in prompts ("pleural effusion")
