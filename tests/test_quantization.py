@@ -156,16 +156,12 @@ _LOAD_REMOTE = textwrap.dedent(
 
 @needs_bnb
 def test_quantized_stage1_stage2_validation_and_remote_code(tmp_path, demo_tree, demo_llm):
-    from test_training import DEMO_CONFIG
-
     from cleft_hf import CLEFTProcessor
-    from cleft_hf.training.config import (
-        PretrainArguments,
-        PromptTuneArguments,
-        load_arguments,
-    )
+    from cleft_hf.arguments import load_arguments
+    from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
     from cleft_hf.training.contrastive_pretraining import run_pretraining
     from cleft_hf.training.prompt_tuning import run_prompt_tuning
+    from test_training import DEMO_CONFIG
 
     overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path / "stage1"), "eval_every": 2, "save_every": 0}
     overrides["model_config"]["text_quantization"] = NF4
@@ -217,7 +213,8 @@ def test_fsdp2_with_a_4bit_base_trains_as_ddp(tmp_path, demo_tree, demo_llm):
 
     from test_training_fsdp import DEMO_CONFIG, _launch, _losses
 
-    from cleft_hf.training.config import PretrainArguments, load_arguments
+    from cleft_hf.arguments import load_arguments
+    from cleft_hf.training.config import PretrainArguments
 
     overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "augment": False, "per_device_batch_size": 4,
                  "max_steps": 2, "save_every": 0}
@@ -236,7 +233,8 @@ def test_resume_with_a_4bit_base_is_exact(tmp_path, demo_tree, demo_llm):
     """`accelerator.save_state` holds the 4-bit base with its quantisation state; resuming loads it back."""
     import dataclasses
 
-    from cleft_hf.training.config import PretrainArguments, load_arguments
+    from cleft_hf.arguments import load_arguments
+    from cleft_hf.training.config import PretrainArguments
     from cleft_hf.training.contrastive_pretraining import run_pretraining
     from test_training import DEMO_CONFIG
 
