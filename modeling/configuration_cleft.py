@@ -229,6 +229,8 @@ class CLEFTConfig(PretrainedConfig):
 
         if isinstance(peft_config, PeftConfig):
             peft_config = {k: v for k, v in peft_config.to_dict().items() if v is not None}
+        if peft_config is not None and not isinstance(peft_config, dict):
+            raise ValueError(f"peft_config must be a mapping such as {{peft_type: LORA, r: 8}}, got {peft_config!r}")
         resolved = dict(DEFAULT_LORA if peft_config is None else peft_config)
         peft_type = str(resolved.get("peft_type", "LORA")).upper().replace("PEFTTYPE.", "")
         if peft_type == "LORA":  # the paper's LoRA defaults fill what the user left out

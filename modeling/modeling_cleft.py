@@ -22,6 +22,7 @@ from .outputs_cleft import CLEFTOutput
 from .projection_cleft import build_projection, init_projection, project
 from .prompt_learning_cleft import CLEFTPromptLearner
 from .quantization_cleft import check_text_quantization, load_quantized_llm, put_quantized_base_llm
+from .weights_check_cleft import load_checked
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
 
@@ -243,6 +244,8 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         """Load a CLEFT model (safetensors only); adapter-only checkpoints fetch the base LLM from
         `config.text_model_name_or_path` or the `text_model_name_or_path` override.
 
+        Weights missing, unexpected or of another shape than the config's model are an error naming them
+        (`allow_partial_weights=True`: a warning; adapter-only folders lack the base LLM by design).
         `dtype` is the frozen base LLM's (default: bfloat16 on GPU, float32 on CPU; "auto": as saved); trainable
         parts load as float32. An adapter-only checkpoint's base LLM is loaded once and put under the adapters
         (no second copy in memory). `attn_implementation` as in `from_vision_text_pretrained`.
@@ -255,8 +258,12 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs)
-        loaded = model[0] if isinstance(model, tuple) else model
+        allow_partial, with_info = kwargs.pop("allow_partial_weights", False), kwargs.pop("output_loading_info", False)
+        loaded, info = load_checked(  # weights not covering the model: an error naming them (weights_check_cleft)
+            lambda **checks: super(CLEFTModel, cls).from_pretrained(
+                pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs, **checks),
+            pretrained_model_name_or_path, allow_partial)
+        model = (loaded, info) if with_info else loaded
         if text_quantization is not None:
             loaded.config.text_quantization = check_text_quantization(text_quantization)
         if loaded.config.text_quantization and loaded.config.checkpoint_has_base_model:

@@ -15,6 +15,9 @@ class EvaluateArguments(CommonArguments):
     """Evaluation: zero-shot (hand and learned prompts), linear probe on frozen features, retrieval."""
 
     model_name_or_path: Optional[str] = arg(None, "Model folder or Hub id to evaluate (required).")
+    allow_partial_weights: bool = arg(
+        False, "Evaluate even when the model's weights do not cover it (missing ones randomly initialised)."
+    )
     per_device_batch_size: int = arg(64, "Examples per process per forward pass.")
     train_split: str = arg("train", "Split the linear probe trains on.")
     eval_split: str = arg("test", "Split evaluated.")

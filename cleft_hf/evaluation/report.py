@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..atomic_folder import write_text_atomically
+
 TASKS = ("zero_shot", "linear_probe", "retrieval")
 METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "auroc": "AUROC",
                 "macro_f1": "macro F1", "recall": "recall"}
@@ -86,14 +88,14 @@ def markdown_table(results: Mapping[str, Any]) -> str:
 
 
 def write_results(results: Mapping[str, Any], output_dir: str | Path) -> tuple[Path, Path]:
-    """Write `results.json` and `results.md`; returns both paths."""
+    """Write `results.md`, then `results.json` (each atomically); returns both paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / "results.json", output_dir / "results.md"
-    json_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
     header = (f"Evaluation of `{results.get('model', '?')}` on {results.get('dataset', '?')} "
               f"({results.get('split', '?')}, {results.get('n_images', '?')} images)\n\n")
-    md_path.write_text(header + markdown_table(results) + "\n", encoding="utf-8")
+    write_text_atomically(md_path, header + markdown_table(results) + "\n")
+    write_text_atomically(json_path, json.dumps(results, indent=2))  # last: a results.json is always complete
     return json_path, md_path
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+import shutil
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 
+from ..atomic_folder import publish_folder, remove_leftovers, staging_path
 from ..data import get_dataset_spec, get_split, make_loader, single_label_split
 from ..metrics import load_metric
 from ..modeling import CLEFTModel, CLEFTProcessor
+from ..run_lock import hold_output_dir
 from ..training_log import loss_curves, read_training_log
 from .arguments import EvaluateArguments
 from .embeddings import compute_image_embeddings, compute_text_embeddings
@@ -35,15 +38,28 @@ def hand_prompts(args: EvaluateArguments, class_names: list[str]) -> tuple[list[
     return spec.hand_prompts(spec.task_name(args.dataset_kwargs), class_names, args.prompt_template), "{}"
 
 
-def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, float]:
-    """Accuracy, macro one-vs-rest AUROC and macro F1 through the local evaluate modules."""
+def classes_with_examples(labels: np.ndarray, class_names: list[str]) -> list[str]:
+    """The classes that have at least one example in `labels` (class indices), in class order."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    return [name for name, count in zip(class_names, counts) if count > 0]
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]
+                           ) -> dict[str, tuple[float, list[str]]]:
+    """`{metric: (value, classes it averaged over)}`: accuracy (all classes are candidates), macro one-vs-rest
+    AUROC and macro F1 over the classes that have test examples (a class without any has neither), through the
+    local evaluate modules."""
     predictions = probabilities.argmax(1)
+    present = classes_with_examples(labels, class_names)
+    auroc = load_metric("auroc", "multiclass").compute(
+        predictions=probabilities.tolist(), references=labels.tolist(), class_names=class_names)
+    scored = [name for name in present if not np.isnan(auroc["auroc_per_class"][name])]
     return {
-        "accuracy": load_metric("accuracy").compute(predictions=predictions, references=labels)["accuracy"],
-        "auroc": load_metric("auroc", "multiclass").compute(
-            predictions=probabilities.tolist(), references=labels.tolist(), class_names=class_names)["auroc"],
-        "macro_f1": load_metric("macro_f1").compute(
-            predictions=predictions, references=labels, labels=list(range(len(class_names))))["macro_f1"],
+        "accuracy": (load_metric("accuracy").compute(predictions=predictions, references=labels)["accuracy"],
+                     list(class_names)),
+        "auroc": (auroc["auroc"], scored),
+        "macro_f1": (load_metric("macro_f1").compute(predictions=predictions, references=labels, labels=[
+            class_names.index(name) for name in present])["macro_f1"], present),
     }
 
 
@@ -58,11 +74,37 @@ def training_curves(model_dir: str) -> dict[str, Any]:
 
 
 def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
-    """Evaluate `args.model_name_or_path`; writes results.json, results.md and PNG plots to `output_dir`."""
+    """Evaluate `args.model_name_or_path`; writes results.json, results.md and PNG plots to `output_dir`.
+
+    The output_dir is held for the whole evaluation (`cleft_hf.run_lock`: a second run on it is refused); the
+    plots are written to a hidden staging folder published as `plots/` at the end, then results.md and
+    results.json (each atomically, results.json last), so one folder never mixes two evaluations.
+    """
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    output_dir = Path(args.output_dir)
+    lock = hold_output_dir(accelerator, args.output_dir)
+    plots = staging_path(Path(args.output_dir) / "plots")
+    try:
+        if accelerator.is_main_process:
+            remove_leftovers(args.output_dir)  # staging folders of killed evaluations (we hold the lock)
+        results = _evaluate(args, accelerator, plots)
+        if accelerator.is_main_process:
+            if plots.is_dir():
+                publish_folder(plots, Path(args.output_dir) / "plots")
+            write_results(results, args.output_dir)
+            logger.info("results:\n%s", markdown_table(results))
+        return results
+    finally:
+        if accelerator.is_main_process:
+            shutil.rmtree(plots, ignore_errors=True)
+        if lock is not None:
+            lock.release()
+
+
+def _evaluate(args: EvaluateArguments, accelerator: Accelerator, plots: Path) -> dict[str, Any]:
+    """The evaluation itself (results dict); plots go to the folder `plots`."""
     model = CLEFTModel.from_pretrained(args.model_name_or_path, dtype=args.dtype,
-                                       attn_implementation=args.attn_implementation).to(accelerator.device).eval()
+                                       attn_implementation=args.attn_implementation,
+                                       allow_partial_weights=args.allow_partial_weights).to(accelerator.device).eval()
     processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
     spec = get_dataset_spec(args.dataset)
     task = spec.task_name(args.dataset_kwargs)
@@ -77,7 +119,11 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     results: dict[str, Any] = {"model": str(args.model_name_or_path), "dataset": args.dataset, "task": task,
                                "split": args.eval_split, "class_names": class_names, "n_images": int(len(labels))}
     records: list[MetricRecord] = []
-    plots = output_dir / "plots"
+    missing = [name for name in class_names if name not in classes_with_examples(labels, class_names)]
+    if missing:
+        logger.warning("no %s images of class %s: macro AUROC and macro F1 average over the other classes "
+                       "(each record's `classes` lists the classes it used)", args.eval_split, ", ".join(missing))
+        results["classes_without_examples"] = missing
     if "zero_shot" in args.tasks:
         modes = {"hand": False}
         if model.config.prompt_class_token_ids:
@@ -88,8 +134,9 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
                 processor=processor, prompt_template=None if learned else hand_template, use_learned_prompts=learned,
                 task=task if learned and task in model.prompt_set_names() else None,
             ).float().cpu().numpy()
-            records += [MetricRecord("zero_shot", metric, value, class_names, {"prompts": prompts})
-                        for metric, value in classification_metrics(probabilities, labels, class_names).items()]
+            metrics = classification_metrics(probabilities, labels, class_names)
+            records += [MetricRecord("zero_shot", metric, value, used, {"prompts": prompts})
+                        for metric, (value, used) in metrics.items()]
             if accelerator.is_main_process:
                 plot_roc_curves(probabilities, labels, class_names, plots / f"roc_zero_shot_{prompts}_prompts.png",
                                 title=f"zero-shot ROC, {prompts} prompts")
@@ -106,7 +153,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
                               fractions=args.linear_probe_fractions, seed=args.seed)
         for fraction, probe in probes.items():
             metrics = classification_metrics(probe["probabilities"], labels, class_names)
-            records += [MetricRecord("linear_probe", metric, metrics[metric], class_names, {"label_fraction": fraction})
+            records += [MetricRecord("linear_probe", metric, *metrics[metric], {"label_fraction": fraction})
                         for metric in ("accuracy", "auroc")]
             records.append(MetricRecord("linear_probe", "balanced_accuracy", probe["balanced_accuracy"], class_names,
                                         {"label_fraction": fraction}))  # class-weighted probe: per-class recall mean
@@ -127,6 +174,4 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
             plot_loss_curve(curves, plots / "training_loss.png")
         if validation:
             plot_validation_curves(validation, plots / "validation.png")
-        write_results(results, output_dir)
-        logger.info("results:\n%s", markdown_table(results))
     return results

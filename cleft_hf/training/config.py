@@ -20,6 +20,7 @@ import json
 from typing import Any, Literal, Optional
 
 from ..arguments import CommonArguments, ConfigError, Mapping, arg, did_you_mean, require
+from ..number_checks import check_range
 
 
 @dataclass
@@ -66,11 +67,14 @@ class _TrainingArguments(CommonArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("learning_rate", "max_steps", "gradient_accumulation_steps", "log_every"):
-            require(getattr(self, name) > 0, f"config field '{name}' must be > 0, got {getattr(self, name)!r}")
+            check_range(name, getattr(self, name), low=0, low_open=True)
+        for name in ("weight_decay", "save_every", "max_grad_norm"):
+            check_range(name, getattr(self, name), low=0)
+        check_range("momentum", self.momentum, low=0, high=1, high_open=True)
+        check_range("betas", self.betas, low=0, high=1, high_open=True)
         require(0 <= self.warmup_steps <= self.max_steps, f"config field 'warmup_steps' must be in [0, max_steps="
                  f"{self.max_steps}], got {self.warmup_steps} (lower it with --warmup_steps)")
         require(0.0 <= self.min_lr_ratio <= 1.0, f"config field 'min_lr_ratio' must be in [0, 1], got {self.min_lr_ratio}")
-        require(self.weight_decay >= 0 and self.save_every >= 0, "config fields 'weight_decay' and 'save_every' must be >= 0")
         require(self.eval_every >= 0, f"config field 'eval_every' must be >= 0, got {self.eval_every}")
         require(not self.eval_every or self.eval_split is not None,
                  "config field 'eval_split' is required when eval_every > 0 (or set eval_every: 0)")
@@ -147,6 +151,7 @@ class PretrainArguments(_TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.max_text_length > 0, "config field 'max_text_length' must be > 0")
+        check_range("label_caption_prob", self.label_caption_prob, low=0, high=1)
         peft_config = self.model_config.get("peft_config")
         if isinstance(peft_config, dict) and str(peft_config.get("peft_type", "")).upper() == "ADALORA":
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
@@ -176,6 +181,9 @@ class PromptTuneArguments(_TrainingArguments):
     """Stage 2: learn context prompts on top of a frozen stage-1 text side (reference recipe defaults)."""
 
     model_name_or_path: Optional[str] = arg(None, "Stage-1 model folder or Hub id (required).")
+    allow_partial_weights: bool = arg(
+        False, "Load the stage-1 model even when its weights do not cover it (missing ones randomly initialised)."
+    )
     optimizer: Literal["adamw", "sgd"] = arg("sgd", "Optimiser: adamw or sgd (momentum).")
     learning_rate: float = arg(1e-4, "Peak learning rate after warm-up.")
     min_lr_ratio: float = arg(0.1, "Final learning rate as a fraction of the peak (1e-4 -> 1e-5).")

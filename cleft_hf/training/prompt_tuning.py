@@ -87,7 +87,8 @@ class PromptTuning(Stage):
     def build(self, datasets):
         args = self.args
         model = CLEFTModel.from_pretrained(args.model_name_or_path, dtype=args.dtype,
-                                           attn_implementation=args.attn_implementation)
+                                           attn_implementation=args.attn_implementation,
+                                           allow_partial_weights=args.allow_partial_weights)
         self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
         spec, task = self.spec, self.spec.task_name(args.dataset_kwargs)
         dataset = get_split(datasets, args.train_split)

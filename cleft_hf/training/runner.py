@@ -17,23 +17,18 @@ from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import (
-    DataLoaderConfiguration,
-    DistributedType,
-    ProjectConfiguration,
-    broadcast_object_list,
-    set_seed,
-)
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
 
 from ..arguments import ConfigError, save_arguments
+from ..run_lock import hold_output_dir
 from ..data import get_dataset_spec
 from ..modeling.quantization_cleft import fsdp2_refusal
 from .batches import SkippedImages, batch_stream
 from .checkpointing import CheckpointManager
+from .final_save import SignalsDeferred, save_final_or_keep_state
 from .model_folder import save_model_folder
 from .optim import build_optimizer, build_scheduler
 from .resume import resume_training, run_arguments
-from .run_lock import OutputDirInUseError, RunLock
 from .run_log import TrainingLog
 from .run_state import RunState
 from .step_loop import train_steps
@@ -100,23 +95,6 @@ def make_accelerator(args: Any) -> Accelerator:
     return accelerator
 
 
-def hold_output_dir(accelerator: Accelerator, output_dir: str | Path) -> RunLock | None:
-    """The main process locks `output_dir` (see `run_lock`); a refusal is raised on every process."""
-    lock, refusal = None, None
-    if accelerator.is_main_process:
-        try:
-            lock = RunLock(output_dir).acquire()
-        except OutputDirInUseError as error:
-            refusal = str(error)
-    if accelerator.num_processes > 1:
-        refusal = [refusal]
-        broadcast_object_list(refusal)
-        refusal = refusal[0]
-    if refusal:
-        raise OutputDirInUseError(refusal)
-    return lock
-
-
 def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str):
     """Optimiser (parameter groups) and schedule from `args`, `accelerator.prepare`, trackers.
 
@@ -171,7 +149,9 @@ def run_stage(stage: Stage) -> dict[str, Any]:
     try:
         run = start_run(stage, accelerator)
         train_steps(run)
-        final_dir = save_model_folder(run, Path(args.output_dir) / "model")
+        with SignalsDeferred():  # SIGTERM/SIGINT: the model folder is finished first, then the run stops
+            final_dir = save_final_or_keep_state(lambda: save_model_folder(run, Path(args.output_dir) / "model"),
+                                                 run.checkpoints, args.max_steps, run.trainer_state)
         accelerator.end_training()
     finally:
         if lock is not None:
