@@ -56,6 +56,7 @@ setup(
         "bench": ["open-clip-torch>=2.24", "psutil>=5.9"],
         "dicom-compressed": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2"],
         "app": ["gradio>=6,<7", "gradio_client>=2,<3"],  # examples/app (a Space); gradio 6 needs pillow < 13
+        "quantization": ["bitsandbytes>=0.46,<1"],  # text_quantization (4-bit NF4/FP4 and 8-bit; CPU since 0.46)
     },
     entry_points={"console_scripts": ["cleft-accounting=cleft_hf.accounting:main"]},
 )

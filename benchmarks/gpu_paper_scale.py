@@ -2,7 +2,9 @@
 
 DINOv2 ViT-B/14-reg at 224 px + BioMedLM's config (32 x 2560, vocabulary 28 896), random weights from the
 configs (nothing is downloaded), gradient checkpointing, AdamW. Three variants, each in its own process (clean
-peak memory): `lora` (CLEFT: LoRA r=8 on c_attn, the base LLM frozen in bf16), `full` (the whole LLM trained,
+peak memory): `lora` (CLEFT: LoRA r=8 on c_attn, the base LLM frozen in bf16), `nf4` (the same with the frozen
+LLM in 4 bits, `text_quantization` NF4 + double quant, bf16 compute: its random bf16 weights are written to a
+temporary folder and loaded quantised, as a user would; needs bitsandbytes), `full` (the whole LLM trained,
 float32 masters, as a CLIP with a fully fine-tuned text encoder would) and `bert` (the paper's baseline: the same
 ViT + Bio_ClinicalBERT's config cut to 6 layers, trained whole, MLP heads, float32 masters;
 `cleft_hf.accounting.bert_clip_config`).
@@ -12,8 +14,8 @@ ViT + Bio_ClinicalBERT's config cut to 6 layers, trained whole, MLP heads, float
 
 Prints `name=value` lines per variant: images_per_s, step_s, peak_gpu_mem_gb, model_tflop_per_step (analytic,
 `cleft_hf.flops`, LoRA variant), gpu_bf16_matmul_tflops (measured in the same process), mfu_pct; then
-`full_vs_lora_peak_mem_ratio`, `lora_vs_bert_peak_mem_ratio`, `lora_vs_bert_step_time_ratio` and
-`lora_vs_bert_trainable_ratio`.
+`full_vs_lora_peak_mem_ratio`, `nf4_vs_lora_peak_mem_ratio`, `lora_vs_bert_peak_mem_ratio`,
+`lora_vs_bert_step_time_ratio` and `lora_vs_bert_trainable_ratio`.
 """
 
 from __future__ import annotations
@@ -22,17 +24,18 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForCausalLM
 
 from cleft_hf.accounting import bert_clip_config
 from cleft_hf.flops import training_step_flops
 from cleft_hf.modeling import CLEFTConfig, CLEFTModel
 from cleft_hf.training.optim import build_optimizer
 
-VARIANTS = ("lora", "full", "bert")
+VARIANTS = ("lora", "nf4", "full", "bert")
 TINY = {"vision_model_name": "vit_small_patch16_224", "image_size": 32, "projection_dim": 32,
         "vision_model_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4},
         "text_config": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 500}}
@@ -68,9 +71,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+NF4 = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+       "bnb_4bit_compute_dtype": "bfloat16"}
+
+
+def build_nf4(config: CLEFTConfig, device: torch.device) -> CLEFTModel:
+    """CLEFT whose frozen LLM (random bf16 weights written to a temporary folder) is loaded in NF4 on `device`."""
+    fields = {k: v for k, v in config.to_diff_dict().items() if k in ("vision_model_kwargs", "image_size",
+                                                                         "projection_dim")}
+    with tempfile.TemporaryDirectory(prefix="gpu_paper_scale_llm_") as folder:
+        AutoModelForCausalLM.from_config(config.text_config, dtype=torch.bfloat16).save_pretrained(folder)
+        model = CLEFTModel.from_vision_text_pretrained(
+            config.vision_model_name, folder, vision_pretrained=False, dtype=torch.bfloat16,
+            attn_implementation="sdpa", text_quantization=NF4, text_kwargs={"device_map": {"": device}}, **fields)
+    model.to(device).activation_checkpointing_enable()
+    return model.train()
+
+
 def build(config: CLEFTConfig, variant: str, device: torch.device) -> CLEFTModel:
-    """CLEFT with a bf16 frozen base LLM (lora), a float32 fully trained LLM (full) or the BERT baseline
-    (bert, float32), built on `device`."""
+    """CLEFT with a bf16 frozen base LLM (lora), an NF4 one (nf4), a float32 fully trained LLM (full) or the
+    BERT baseline (bert, float32), built on `device`."""
+    if variant == "nf4":
+        return build_nf4(config, device)
     if variant == "bert":  # `config` is the baseline's (`baseline_config`)
         with torch.device(device):
             model = CLEFTModel(config)
@@ -162,6 +184,7 @@ def main() -> None:
     print(f"lora_vs_bert_peak_mem_ratio={lora / bert['peak_gpu_mem_gb']:.2f}")
     print(f"lora_vs_bert_step_time_ratio={results['lora']['step_s'] / bert['step_s']:.2f}")
     print(f"lora_vs_bert_trainable_ratio={results['lora']['trainable_params_m'] / bert['trainable_params_m']:.3f}")
+    print(f"nf4_vs_lora_peak_mem_ratio={results['nf4']['peak_gpu_mem_gb'] / lora:.2f}")
 
 
 if __name__ == "__main__":

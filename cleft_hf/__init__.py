@@ -4,7 +4,12 @@ The model classes load on first use (`from cleft_hf import CLEFTModel`), so entr
 importing torch.
 """
 
+import logging
+
 __version__ = "0.1.0"
+# bitsandbytes, imported by peft and transformers whenever installed, logs on each import that it could not fetch an
+# optional CPU kernel from the Hub; it then runs its own CPU code (see cleft_hf.modeling.quantization_cleft).
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda record: "kernels-community" not in record.msg)
 __all__ = ["CLEFTConfig", "CLEFTModel", "CLEFTOutput", "CLEFTProcessor", "CLEFTImageProcessor", "__version__"]
 
 

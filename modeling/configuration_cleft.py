@@ -16,6 +16,7 @@ from .text_tower_cleft import NO_ADAPTER, check_text_family, is_encoder_config, 
 
 from .pooling_cleft import ENCODER_POOLINGS, TEXT_POOLINGS
 from .projection_cleft import PROJECTION_HEADS
+from .quantization_cleft import check_text_quantization
 
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
 DEFAULT_TEXT_MODEL = "stanford-crfm/BioMedLM"
@@ -118,6 +119,8 @@ class CLEFTConfig(PretrainedConfig):
         checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
         source_checkpoint (`str`): the authors' checkpoint this model was converted from
             (`cleft_hf.convert_original_checkpoint`).
+        text_quantization (`dict`): `BitsAndBytesConfig` fields loading the frozen base LLM in 4 bits (NF4/FP4,
+            double quant, compute dtype) or 8 bits (bitsandbytes); None: unquantised. Such models save adapter-only.
     """
 
     model_type = "cleft"
@@ -156,6 +159,7 @@ class CLEFTConfig(PretrainedConfig):
     adapter_only_threshold: int = 500_000_000
     checkpoint_has_base_model: bool = True
     source_checkpoint: str | None = None
+    text_quantization: dict | None = None
 
     def __post_init__(self, **kwargs: Any):
         if not _READING_SAVED_CONFIG.get():  # a keyword that is no field would be kept silently and do nothing
@@ -172,6 +176,7 @@ class CLEFTConfig(PretrainedConfig):
         self.custom_pipelines = self.custom_pipelines or copy.deepcopy(CUSTOM_PIPELINES)
         self._validate()
         keep_first_layers(self.text_config, self.text_num_layers)
+        self.text_quantization = check_text_quantization(self.text_quantization)
         self.peft_config = self._resolve_peft_config(self.peft_config)
 
     @classmethod
@@ -264,7 +269,8 @@ class CLEFTConfig(PretrainedConfig):
                 )
             resolved = {**defaults, **{k: v for k, v in resolved.items() if v is not None}}
         if family == "gpt2" and peft_type in ("LORA", "ADALORA", "IA3"):
-            resolved.setdefault("fan_in_fan_out", True)  # GPT-2 uses Conv1D (transposed) layers
+            # GPT-2 uses Conv1D (transposed) layers, which quantisation replaces by bitsandbytes' Linear layers
+            resolved.setdefault("fan_in_fan_out", not self.text_quantization)
         if isinstance(resolved.get("target_modules"), (set, tuple)):
             resolved["target_modules"] = sorted(resolved["target_modules"])
         resolved.pop("task_type", None)

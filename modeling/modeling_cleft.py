@@ -20,6 +20,7 @@ from .outputs_cleft import CLEFTOutput
 from .projection_cleft import build_projection, init_projection, project
 from .prompt_ensembles_cleft import CLEFTPromptEnsembleMixin
 from .prompt_learning_cleft import CLEFTPromptLearner
+from .quantization_cleft import check_text_quantization, load_quantized_llm, put_quantized_base_llm
 from .similarity_maps_cleft import CLEFTSimilarityMapsMixin
 from .text_tower_cleft import new_text_model, pretrained_text_model, unwrapped_text_model, wrap_text_model
 from .weights_check_cleft import load_checked
@@ -184,7 +185,8 @@ class CLEFTModel(
         projections, logit scale and prompts are float32 (masters under autocast). `attn_implementation` is the
         LLM's ("sdpa" by default, "flash_attention_2" where flash-attn is installed, "eager").
         `text_kwargs` go to `AutoModelForCausalLM.from_pretrained` (default `use_safetensors=True`, so no pickle
-        is ever loaded); `config_kwargs` are `CLEFTConfig` fields (peft_config, projection_dim, image_size...).
+        is ever loaded); `config_kwargs` are `CLEFTConfig` fields (peft_config, projection_dim, image_size...;
+        `text_quantization` loads the LLM in 4 or 8 bits, `dtype` then being that of its unquantised parts).
         """
         from transformers import AutoConfig
 
@@ -204,7 +206,10 @@ class CLEFTModel(
             source = vision_model.pretrained_cfg or {}
             config.vision_pretrained_source = source.get("hf_hub_id") or f"timm/{config.vision_model_name}"
         cut = config.text_num_layers is not None or config.text_is_encoder
-        language_model = pretrained_text_model(text, config.text_config if cut else None, **text_kwargs)
+        if config.text_quantization:
+            language_model = load_quantized_llm(text, config.text_quantization, **text_kwargs)
+        else:
+            language_model = pretrained_text_model(text, config.text_config if cut else None, **text_kwargs)
         return cls(config, vision_model=vision_model, text_model=language_model)
 
     # ----------------------------------------------------------------- saving and loading
@@ -218,7 +223,10 @@ class CLEFTModel(
             return True
         if choice is None:
             n_llm = sum(p.numel() for p in self.text_model.get_base_model().parameters())
-            choice = n_llm < self.config.adapter_only_threshold
+            choice = n_llm < self.config.adapter_only_threshold and not self.config.text_quantization
+        if choice and self.config.text_quantization:
+            raise ValueError("a CLEFT model with a quantised base LLM saves adapter-only (save_base_model=False): "
+                             "loading re-quantises the base LLM from text_model_name_or_path")
         if not choice and not self.config.text_model_name_or_path:
             raise ValueError("adapter-only saving needs config.text_model_name_or_path to find the base LLM again")
         return bool(choice)
@@ -242,7 +250,7 @@ class CLEFTModel(
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path, *args: Any, text_model_name_or_path=None, dtype=None,
-        attn_implementation: str | None = None, **kwargs,
+        attn_implementation: str | None = None, text_quantization: dict | None = None, **kwargs,
     ):
         """Load a CLEFT model (safetensors only); adapter-only checkpoints fetch the base LLM from
         `config.text_model_name_or_path` or the `text_model_name_or_path` override.
@@ -252,6 +260,8 @@ class CLEFTModel(
         `dtype` is the frozen base LLM's (default: bfloat16 on GPU, float32 on CPU; "auto": as saved); trainable
         parts load as float32. An adapter-only checkpoint's base LLM is loaded once and put under the adapters
         (no second copy in memory). `attn_implementation` as in `from_vision_text_pretrained`.
+        `text_quantization` (a `BitsAndBytesConfig` mapping; `{}`: none) overrides the recorded one: an adapter-only
+        checkpoint's base LLM is then loaded quantised from its original weights.
         """
         check_local_folder(pretrained_model_name_or_path)
         check_attn_implementation(attn_implementation)
@@ -265,6 +275,11 @@ class CLEFTModel(
                 pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs, **checks),
             pretrained_model_name_or_path, allow_partial)
         model = (loaded, info) if with_info else loaded
+        if text_quantization is not None:
+            loaded.config.text_quantization = check_text_quantization(text_quantization)
+        if loaded.config.text_quantization and loaded.config.checkpoint_has_base_model:
+            raise ValueError("text_quantization needs an adapter-only checkpoint (its base LLM is quantised from its "
+                             "original weights): save this model with save_base_model=False first")
         if not loaded.config.checkpoint_has_base_model:
             source = text_model_name_or_path or loaded.config.text_model_name_or_path
             loaded.load_base_llm_weights(source, token=kwargs.get("token"))
@@ -288,14 +303,20 @@ class CLEFTModel(
         cut = self.config.text_num_layers is not None or self.config.text_is_encoder  # first layers, no pooler
         attn = getattr(inner.config, "_attn_implementation", None)
         try:
-            language_model = pretrained_text_model(
-                source, inner.config if cut else None, dtype=dtype, attn_implementation=attn, use_safetensors=True,
-                base_only=True, **hub_kwargs)
+            if self.config.text_quantization:
+                language_model = load_quantized_llm(source, self.config.text_quantization, dtype=dtype,
+                                                    attn_implementation=attn, use_safetensors=True, **hub_kwargs)
+            else:
+                language_model = pretrained_text_model(
+                    source, inner.config if cut else None, dtype=dtype, attn_implementation=attn,
+                    use_safetensors=True, base_only=True, **hub_kwargs)
         except (OSError, ValueError) as error:
             raise OSError(
                 f"cannot load the base LLM {source!r} needed by this adapter-only CLEFT checkpoint "
                 f"(pass text_model_name_or_path=<local folder or Hub id> to from_pretrained): {error}"
             ) from error
+        if self.config.text_quantization:  # a new PEFT tower around the quantised LLM, the adapters moved over
+            return put_quantized_base_llm(self, language_model, lambda llm: build_text_tower(self.config, llm))
         source_tensors = {**dict(language_model.named_parameters()), **dict(language_model.named_buffers())}
         targets = base_llm_tensors(inner)
         missing = sorted(set(targets) - set(source_tensors))

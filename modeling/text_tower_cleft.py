@@ -94,6 +94,8 @@ def wrap_text_model(base_model: nn.Module, peft_config: Any | None) -> nn.Module
         return base_model.requires_grad_(True)
     with warnings.catch_warnings():  # peft still reads transformers' deprecated `is_gradient_checkpointing`
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        # peft fixes fan_in_fan_out itself: GPT-2's Conv1D layers are Linear once quantised (text_quantization)
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to", category=UserWarning)
         return get_peft_model(base_model, peft_config)
 
 

@@ -4,12 +4,14 @@ concatenated batch (negatives gathered across ranks with gradient)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
@@ -23,10 +25,16 @@ HERE = Path(__file__).resolve().parent
 DEMO_CONFIG = HERE.parent / "cleft_hf" / "demo" / "demo.yaml"
 
 
-def test_two_process_training_step_equals_single_process(tmp_path, demo_tree, demo_llm):
+NF4 = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}
+NO_BNB = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes not installed")
+
+
+@pytest.mark.parametrize("text_quantization", [None, pytest.param(NF4, id="nf4", marks=NO_BNB)])
+def test_two_process_training_step_equals_single_process(tmp_path, demo_tree, demo_llm, text_quantization):
     overrides = tiny_run_overrides(demo_tree, demo_llm, tmp_path)
     overrides.update(augment=False, per_device_batch_size=4, gradient_checkpointing=False)
     overrides["model_config"]["peft_config"] = {"peft_type": "LORA", "lora_dropout": 0.0}
+    overrides["model_config"]["text_quantization"] = text_quantization  # a 4-bit base LLM on each rank
     per_rank = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
     (tmp_path / "args.json").write_text(json.dumps(dataclasses.asdict(per_rank)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",

@@ -17,11 +17,12 @@ from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
 
-from ..arguments import save_arguments
+from ..arguments import ConfigError, save_arguments
 from ..run_lock import hold_output_dir
 from ..data import get_dataset_spec
+from ..modeling.quantization_cleft import fsdp2_refusal
 from .batches import SkippedImages, batch_stream
 from .checkpointing import CheckpointManager
 from .final_save import SignalsDeferred, save_final_or_keep_state
@@ -100,6 +101,9 @@ def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str
     The scheduler stays out of `prepare` and out of checkpoints (see `optim.position_schedule`).
     Returns `(model, optimizer, scheduler, loader)`.
     """
+    refusal = fsdp2_refusal(getattr(model.config, "text_quantization", None))
+    if refusal and accelerator.distributed_type == DistributedType.FSDP:
+        raise ConfigError(refusal)
     optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
     scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
