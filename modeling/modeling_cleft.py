@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from peft import get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .configuration_cleft import CLEFTConfig
 from .features_cleft import CLEFTFeaturesMixin
@@ -21,11 +21,15 @@ from .loss_cleft import clip_loss
 from .outputs_cleft import CLEFTOutput
 from .projection_cleft import build_projection, init_projection, project
 from .prompt_learning_cleft import CLEFTPromptLearner
+from .prompt_sets_cleft import CLEFTPromptSetsMixin, build_prompt_learner, legacy_prompt_key_mapping
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
 
-# Checkpoints written before `logit_bias` moved out of the prompt learner.
+# Checkpoints written before `logit_bias` moved out of the prompt learner (and `legacy_prompt_key_mapping`: before
+# the prompt sets were one `ModuleDict`).
 LEGACY_KEY_MAPPING = {r"^prompt_learner\.logit_bias$": "logit_bias"}
+HUB_DOWNLOAD_KEYWORDS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision",
+                         "subfolder")
 
 
 def build_vision_tower(config: CLEFTConfig, pretrained: bool = False) -> nn.Module:
@@ -69,11 +73,12 @@ class CLEFTPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
+    _keys_to_ignore_on_load_unexpected = [r"^prompt_learner\.ctx$"]  # an older stage-1 folder's unused context
     _supports_sdpa = True
     _supports_flash_attn = True  # the attention that matters is the LLM's; transformers checks it supports it
     # Trainable parts stay float32 masters when `dtype` makes the frozen base LLM bfloat16/float16.
     _keep_in_fp32_modules_strict = [
-        "vision_model", "visual_projection", "text_projection", "logit_scale", "logit_bias", "prompt_learner", "lora_",
+        "vision_model", "visual_projection", "text_projection", "logit_scale", "logit_bias", "prompt_sets", "lora_",
         "ia3_", "prompt_encoder",
     ]
 
@@ -94,7 +99,8 @@ class CLEFTPreTrainedModel(PreTrainedModel):
         `initialize_weights` on whatever a checkpoint lacks."""
         if self.logit_scale.device.type != "meta":
             self._init_weights(self)
-            self._init_weights(self.prompt_learner)
+            for learner in self.prompt_sets.values():
+                self._init_weights(learner)
 
     def initialize_weights(self) -> None:
         """transformers' init of what a loaded checkpoint lacks. An adapter-only checkpoint lacks only the base
@@ -103,7 +109,7 @@ class CLEFTPreTrainedModel(PreTrainedModel):
             super().initialize_weights()
 
 
-class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
+class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
     r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
 
     Image features: timm tower, mean of all final tokens before the last LayerNorm (or normalised CLS), then a
@@ -125,14 +131,8 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.tensor([float(config.logit_scale_init_value)]))
         # Added to the scaled similarities: SigLIP's bias and the stage-2 BCE bias; trained only by those losses.
         self.logit_bias = nn.Parameter(torch.tensor([float(config.logit_bias_init_value)]), requires_grad=False)
-        num_classes = len(config.class_names) if config.class_names else None
-        self.prompt_learner = CLEFTPromptLearner(
-            config.prompt_num_context_tokens, self.text_embed_dim, num_classes, config.prompt_class_specific
-        )
-        self.prompt_sets = nn.ModuleDict({  # further named learned prompt sets (e.g. EMBED density and birads)
-            task: CLEFTPromptLearner(entry.get("prompt_num_context_tokens", config.prompt_num_context_tokens),
-                                     self.text_embed_dim, len(entry["class_names"]),
-                                     entry.get("prompt_class_specific", config.prompt_class_specific))
+        self.prompt_sets = nn.ModuleDict({  # the learned prompt sets by task (e.g. EMBED density and birads)
+            task: build_prompt_learner(entry, config, self.text_embed_dim)
             for task, entry in (config.prompt_sets or {}).items()
         })
         # Units FSDP wraps / device maps keep whole: the LLM's decoder layer (reached through PEFT) + timm blocks.
@@ -242,9 +242,13 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         kwargs["use_safetensors"] = True
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
-        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
+        legacy = {} if "key_mapping" in kwargs else {**LEGACY_KEY_MAPPING, **legacy_prompt_key_mapping(
+            cls._saved_config(pretrained_model_name_or_path, kwargs))}
+        kwargs.setdefault("key_mapping", legacy)
         model = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model
+        loaded._weight_conversions = [  # saving writes the current layout, not the older one it was read from
+            c for c in getattr(loaded, "_weight_conversions", None) or [] if not set(c.target_patterns) & set(legacy.values())]
         if not loaded.config.checkpoint_has_base_model:
             source = text_model_name_or_path or loaded.config.text_model_name_or_path
             loaded.load_base_llm_weights(source, token=kwargs.get("token"))
@@ -254,6 +258,15 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
             if parameter.requires_grad and parameter.dtype != torch.float32:  # missing keys built in `dtype`
                 parameter.data = parameter.data.float()
         return model
+
+    @classmethod
+    def _saved_config(cls, pretrained_model_name_or_path, kwargs: dict[str, Any]) -> CLEFTConfig:
+        """The config `from_pretrained` is about to use (`config=` or the folder's), read for the key mapping."""
+        config = kwargs.get("config")
+        if isinstance(config, PretrainedConfig):
+            return config
+        download = {k: kwargs[k] for k in HUB_DOWNLOAD_KEYWORDS if k in kwargs}
+        return cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **download)
 
     @torch.no_grad()
     def load_base_llm_weights(self, source: str, **hub_kwargs: Any) -> None:
@@ -315,11 +328,11 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
         return self.text_model.get_base_model().is_activation_checkpointing
 
     def configure_for_prompt_tuning(self, freeze_vision: bool = False) -> None:
-        """Stage 2: freeze the text side (LLM, adapter, text projection), train the context prompts and
+        """Stage 2: freeze the text side (LLM, adapter, text projection), train the active set's context and
         `logit_bias`; the vision tower, image projection and logit scale keep training unless `freeze_vision`."""
         for parameter in self.parameters():
             parameter.requires_grad_(False)
-        self.prompt_learner.requires_grad_(True)
+        self.prompt_set()[0].requires_grad_(True)  # the active set's context; the others stay frozen
         if not freeze_vision:
             for module in (self.vision_model, self.visual_projection):
                 module.requires_grad_(True)

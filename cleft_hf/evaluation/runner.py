@@ -80,7 +80,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     plots = output_dir / "plots"
     if "zero_shot" in args.tasks:
         modes = {"hand": False}
-        if model.config.prompt_class_token_ids:
+        if model.prompt_set_names():
             modes["learned"] = True
         for prompts, learned in modes.items():
             probabilities = model.zero_shot_classify(
