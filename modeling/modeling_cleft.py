@@ -248,7 +248,8 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, C
         model = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model
         loaded._weight_conversions = [  # saving writes the current layout, not the older one it was read from
-            c for c in getattr(loaded, "_weight_conversions", None) or [] if not set(c.target_patterns) & set(legacy.values())]
+            c for c in getattr(loaded, "_weight_conversions", None) or []
+            if not set(c.target_patterns) & set(legacy.values())]
         if not loaded.config.checkpoint_has_base_model:
             source = text_model_name_or_path or loaded.config.text_model_name_or_path
             loaded.load_base_llm_weights(source, token=kwargs.get("token"))

@@ -7,7 +7,8 @@ the top-level `class_names` / `prompt_class_token_ids` / `prompt_task`) are fold
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -73,8 +74,9 @@ def legacy_prompt_key_mapping(config: Any) -> dict[str, str]:
 
 def build_prompt_learner(entry: dict[str, Any], config: Any, hidden_size: int) -> CLEFTPromptLearner:
     """The (untrained) learner of a `config.prompt_sets` entry (sizes missing from it: the config's)."""
-    return CLEFTPromptLearner(entry.get("prompt_num_context_tokens", config.prompt_num_context_tokens), hidden_size,
-                              len(entry["class_names"]), entry.get("prompt_class_specific", config.prompt_class_specific))
+    return CLEFTPromptLearner(entry.get("prompt_num_context_tokens", config.prompt_num_context_tokens),
+                              hidden_size, len(entry["class_names"]),
+                              entry.get("prompt_class_specific", config.prompt_class_specific))
 
 
 class CLEFTPromptSetsMixin:

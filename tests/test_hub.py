@@ -146,7 +146,8 @@ def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, pro
     assert not base_keys & adapter_weights and "prompt_sets._unnamed.ctx" in adapter_weights
     adapter_config = json.loads((adapter / "config.json").read_text())
     assert adapter_config["checkpoint_has_base_model"] is False
-    assert adapter_config["text_model_name_or_path"] == HUB_LLM_ID and adapter_config["prompt_sets"]["_unnamed"]["class_names"] == CLASSES
+    assert adapter_config["text_model_name_or_path"] == HUB_LLM_ID
+    assert adapter_config["prompt_sets"]["_unnamed"]["class_names"] == CLASSES
     assert adapter_config["auto_map"]["AutoModel"] == "modeling_cleft.CLEFTModel"
     card = ModelCard.load(adapter / "README.md")
     assert card.data.base_model == HUB_LLM_ID and "Adapter-only weights" in card.text

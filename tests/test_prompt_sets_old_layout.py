@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
+import torch
 
 from cleft_hf import CLEFTModel
 
@@ -32,7 +32,8 @@ def _to_old_layout(folder, active: str | None) -> None:
         entry = sets.pop(key)
         saved.update(class_names=entry["class_names"], prompt_class_token_ids=entry["prompt_class_token_ids"],
                      prompt_num_context_tokens=entry["prompt_num_context_tokens"],
-                     prompt_class_specific=entry["prompt_class_specific"], prompt_task=active, prompt_sets=sets or None)
+                     prompt_class_specific=entry["prompt_class_specific"], prompt_task=active,
+                     prompt_sets=sets or None)
 
     def state(weights):
         key = next(k for k in weights if k.startswith("prompt_sets.") and k.split(".")[1] in (active, "_unnamed"))
