@@ -15,7 +15,7 @@ $(STAMP): setup.py constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(QUIET_EDITABLE) $(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(QUIET_EDITABLE) $(PIP) install -q -c constraints.txt -e ".[dev,app]"
 	touch $(STAMP)
 
 venv: $(STAMP)

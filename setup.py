@@ -55,6 +55,7 @@ setup(
         "dev": ["pytest>=8", "ruff>=0.6,<1"],
         "bench": ["open-clip-torch>=2.24", "psutil>=5.9"],
         "dicom-compressed": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2"],
+        "app": ["gradio>=6,<7", "gradio_client>=2,<3"],  # examples/app (a Space); gradio 6 needs pillow < 13
     },
     entry_points={"console_scripts": ["cleft-accounting=cleft_hf.accounting:main"]},
 )

@@ -1,16 +1,19 @@
 """The paper's model on one GPU: bf16 frozen BioMedLM-size LLM, sdpa, autocast, batch 72 x 256 tokens.
 
 DINOv2 ViT-B/14-reg at 224 px + BioMedLM's config (32 x 2560, vocabulary 28 896), random weights from the
-configs (nothing is downloaded), gradient checkpointing, AdamW. Two variants, each in its own process (clean
-peak memory): `lora` (CLEFT: LoRA r=8 on c_attn, the base LLM frozen in bf16) and `full` (the whole LLM trained,
-float32 masters, as a CLIP with a fully fine-tuned text encoder would).
+configs (nothing is downloaded), gradient checkpointing, AdamW. Three variants, each in its own process (clean
+peak memory): `lora` (CLEFT: LoRA r=8 on c_attn, the base LLM frozen in bf16), `full` (the whole LLM trained,
+float32 masters, as a CLIP with a fully fine-tuned text encoder would) and `bert` (the paper's baseline: the same
+ViT + Bio_ClinicalBERT's config cut to 6 layers, trained whole, MLP heads, float32 masters;
+`cleft_hf.accounting.bert_clip_config`).
 
     python benchmarks/gpu_paper_scale.py              # needs a CUDA GPU (~60 GB for `full` at batch 72)
     python benchmarks/gpu_paper_scale.py --tiny       # the same code path with tiny towers, any device
 
 Prints `name=value` lines per variant: images_per_s, step_s, peak_gpu_mem_gb, model_tflop_per_step (analytic,
 `cleft_hf.flops`, LoRA variant), gpu_bf16_matmul_tflops (measured in the same process), mfu_pct; then
-`full_vs_lora_peak_mem_ratio`.
+`full_vs_lora_peak_mem_ratio`, `lora_vs_bert_peak_mem_ratio`, `lora_vs_bert_step_time_ratio` and
+`lora_vs_bert_trainable_ratio`.
 """
 
 from __future__ import annotations
@@ -24,13 +27,25 @@ import time
 import torch
 from transformers import AutoModel
 
+from cleft_hf.accounting import bert_clip_config
 from cleft_hf.flops import training_step_flops
 from cleft_hf.modeling import CLEFTConfig, CLEFTModel
 from cleft_hf.training.optim import build_optimizer
 
+VARIANTS = ("lora", "full", "bert")
 TINY = {"vision_model_name": "vit_small_patch16_224", "image_size": 32, "projection_dim": 32,
         "vision_model_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4},
         "text_config": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 500}}
+TINY_BERT = {"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+             "intermediate_size": 128, "vocab_size": 500}
+
+
+def baseline_config(vision_config: CLEFTConfig, tiny: bool) -> CLEFTConfig:
+    """The BERT baseline with the vision tower of `vision_config` (tiny: a 2-layer BERT of width 64)."""
+    config = bert_clip_config(6, vision_config)
+    if tiny:
+        config = CLEFTConfig(**{**config.to_dict(), "text_config": TINY_BERT, "text_num_layers": 2})
+    return config
 
 
 def bf16_matmul_tflops(device: torch.device, n: int, repeats: int = 10) -> float:
@@ -54,7 +69,13 @@ def _sync(device: torch.device) -> None:
 
 
 def build(config: CLEFTConfig, variant: str, device: torch.device) -> CLEFTModel:
-    """CLEFT with a bf16 frozen base LLM (lora) or a float32 fully trained LLM (full), built on `device`."""
+    """CLEFT with a bf16 frozen base LLM (lora), a float32 fully trained LLM (full) or the BERT baseline
+    (bert, float32), built on `device`."""
+    if variant == "bert":  # `config` is the baseline's (`baseline_config`)
+        with torch.device(device):
+            model = CLEFTModel(config)
+        model.activation_checkpointing_enable()
+        return model.train()
     dtype = torch.bfloat16 if variant == "lora" else torch.float32
     with torch.device(device):
         language_model = AutoModel.from_config(config.text_config, dtype=dtype, attn_implementation="sdpa")
@@ -68,6 +89,8 @@ def build(config: CLEFTConfig, variant: str, device: torch.device) -> CLEFTModel
 def run_variant(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     config = CLEFTConfig(**TINY) if args.tiny else CLEFTConfig()
+    if args.variant == "bert":
+        config = baseline_config(config, args.tiny)
     torch.manual_seed(0)
     model = build(config, args.variant, device)
     optimizer = build_optimizer(model)
@@ -116,7 +139,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny towers: checks the code path on any device")
-    parser.add_argument("--variant", choices=("lora", "full"), help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:  # child process: one variant
         print(json.dumps(run_variant(args)))
@@ -124,7 +147,7 @@ def main() -> None:
     if not args.tiny and not args.device.startswith("cuda"):
         raise SystemExit("gpu_paper_scale.py needs a CUDA GPU (or --tiny to check the code path on CPU)")
     results = {}
-    for variant in ("lora", "full"):
+    for variant in VARIANTS:
         command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -135,6 +158,10 @@ def main() -> None:
                 print(f"{variant}_{key}={value:.3f}" if isinstance(value, float) else f"{variant}_{key}={value}")
     lora, full = results["lora"]["peak_gpu_mem_gb"], results["full"]["peak_gpu_mem_gb"]
     print(f"full_vs_lora_peak_mem_ratio={full / lora:.2f}")
+    bert = results["bert"]
+    print(f"lora_vs_bert_peak_mem_ratio={lora / bert['peak_gpu_mem_gb']:.2f}")
+    print(f"lora_vs_bert_step_time_ratio={results['lora']['step_s'] / bert['step_s']:.2f}")
+    print(f"lora_vs_bert_trainable_ratio={results['lora']['trainable_params_m'] / bert['trainable_params_m']:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 `python -m cleft_hf.accounting` prints a markdown table (total, trainable and trainable-LM parameters) for
 CLEFT (DINOv2 ViT-B/14-reg + BioMedLM 2.7 B with LoRA + projections) and for CLIP baselines that fully train
-Bio_ClinicalBERT with the same ViT, then the two headline figures of the paper against the reference code's
-6-layer Bio_ClinicalBERT baseline.
+Bio_ClinicalBERT with the same ViT (the same `CLEFTModel` class and config, on the meta device), then the two
+headline figures of the paper against the reference code's 6-layer Bio_ClinicalBERT baseline.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .modeling import CLEFTConfig
 
 # emilyalsentzer/Bio_ClinicalBERT: BERT-base geometry with a 28 996-token vocabulary.
+BIO_CLINICAL_BERT_ID = "emilyalsentzer/Bio_ClinicalBERT"
 BIO_CLINICAL_BERT = {"vocab_size": 28996, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072,
                      "max_position_embeddings": 512}
 
@@ -48,27 +49,36 @@ def count_cleft(config: CLEFTConfig | None = None) -> ParameterCount:
     return ParameterCount(name, total, trainable, trainable_lm)
 
 
-def count_bert_clip(bert_layers: int, vision_config: CLEFTConfig | None = None) -> ParameterCount:
-    """A CLIP with the same ViT and a fully trained Bio_ClinicalBERT of `bert_layers` layers (+ linear
-    projections and a logit scale)."""
-    import torch
-    from torch import nn
-    from transformers import BertConfig, BertModel
-
+def bert_clip_config(bert_layers: int = 6, vision_config: CLEFTConfig | None = None) -> CLEFTConfig:
+    """The reference code's CLIP baseline as a CLEFTConfig: the vision tower of `vision_config` (default the
+    paper's), Bio_ClinicalBERT cut to its first `bert_layers` layers and trained whole ([CLS] pooling, no pooler),
+    MLP projection heads (768 -> 2048 -> BatchNorm -> ReLU -> 512 -> BatchNorm), as
+    `examples/configs/*_bert_clip.yaml`."""
     from .modeling import CLEFTConfig
-    from .modeling.modeling_cleft import build_vision_tower
 
-    config = vision_config or CLEFTConfig()
+    base = vision_config or CLEFTConfig()
+    return CLEFTConfig(
+        vision_model_name=base.vision_model_name, vision_model_kwargs=base.vision_model_kwargs,
+        image_size=base.image_size, image_pooling=base.image_pooling, projection_dim=base.projection_dim,
+        text_config={"model_type": "bert", "num_hidden_layers": 12, **BIO_CLINICAL_BERT},
+        text_model_name_or_path=BIO_CLINICAL_BERT_ID, text_num_layers=bert_layers, peft_config={"peft_type": "NONE"},
+        text_pooling="cls", projection_head="mlp")
+
+
+def count_bert_clip(bert_layers: int, vision_config: CLEFTConfig | None = None) -> ParameterCount:
+    """The BERT CLIP baseline (`bert_clip_config`) built as a `CLEFTModel` on the meta device, in stage 1:
+    everything trains but the (unused) prompt context and logit bias."""
+    import torch
+
+    from .modeling import CLEFTModel
+
     with torch.device("meta"):
-        model = nn.Module()
-        model.vision_model = build_vision_tower(config)
-        model.text_model = BertModel(BertConfig(num_hidden_layers=bert_layers, **BIO_CLINICAL_BERT))
-        model.visual_projection = nn.Linear(model.vision_model.num_features, config.projection_dim, bias=False)
-        model.text_projection = nn.Linear(BIO_CLINICAL_BERT["hidden_size"], config.projection_dim, bias=False)
-        model.logit_scale = nn.Parameter(torch.zeros(()))
+        model = CLEFTModel(bert_clip_config(bert_layers, vision_config))
     total = sum(p.numel() for p in model.parameters())
-    bert = sum(p.numel() for p in model.text_model.parameters())
-    return ParameterCount(f"CLIP (same ViT + Bio_ClinicalBERT, {bert_layers} layers, fully trained)", total, total, bert)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    bert = sum(p.numel() for p in model.text_model.parameters() if p.requires_grad)
+    name = f"CLIP (same ViT + Bio_ClinicalBERT, {bert_layers} layers, fully trained, MLP heads)"
+    return ParameterCount(name, total, trainable, bert)
 
 
 def headline(cleft: ParameterCount, clip: ParameterCount) -> tuple[float, float]:

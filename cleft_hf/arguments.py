@@ -239,6 +239,9 @@ class CommonArguments:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        from .number_checks import check_finite_numbers
+
+        check_finite_numbers(self)  # NaN / inf in any numeric field, named with its value
         from .data.registry import get_dataset_spec
 
         try:

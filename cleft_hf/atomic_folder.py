@@ -9,7 +9,8 @@ three writers of the project use it: training checkpoints, the final model folde
 Names (all hidden, so folder listings and `latest` never pick them):
     .<name>.partial-<tag>   being written (tag unique per writer: host, pid and a random part)
     .<name>.trash-<tag>     being deleted (a folder is renamed to this first, then removed file by file)
-`remove_leftovers(parent)` deletes both kinds; call it only when no other writer can be using `parent`.
+`write_text_atomically(path, text)` does the same for one file. `remove_leftovers(parent)` deletes both kinds;
+call it only when no other writer can be using `parent`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,25 @@ def atomic_folder(final: str | os.PathLike, tag: str | None = None) -> Iterator[
     publish_folder(staging, final)
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file so that readers see the old or the new content, never a half: a hidden staging file
+    next to it (flushed), then `os.replace`."""
+    path = Path(path)
+    staging = path.parent / f".{path.name}{PARTIAL}{unique_tag()}"
+    try:
+        with open(staging, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        staging.chmod(0o666 & _default_mode())
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def remove_leftovers(parent: str | os.PathLike) -> list[Path]:
     """Remove staging and trash folders left in `parent` by killed writers; returns what was removed."""
     parent = Path(parent)
@@ -108,8 +128,12 @@ def remove_leftovers(parent: str | os.PathLike) -> list[Path]:
         return []
     removed = [p for p in parent.iterdir() if p.name.startswith(".") and (PARTIAL in p.name or TRASH in p.name)]
     for path in removed:
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return removed
 
 
-__all__ = ["atomic_folder", "discard_folder", "publish_folder", "remove_leftovers", "staging_path", "unique_tag"]
+__all__ = ["atomic_folder", "discard_folder", "publish_folder", "remove_leftovers", "staging_path", "unique_tag",
+           "write_text_atomically"]

@@ -20,7 +20,7 @@ from typing import Any, Callable
 USAGE_EXIT_CODE = 2
 _HUB_CLIENT_MODULES = ("httpx", "httpx2", "requests", "urllib3")
 # RuntimeErrors of the trainer that report a state of the run, not a bug (their messages say what to do).
-_USER_RUNTIME_ERRORS = ("NonFiniteLossError", "CheckpointError", "OutputDirInUseError")
+_USER_RUNTIME_ERRORS = ("NonFiniteLossError", "NonFiniteWeightsError", "CheckpointError", "OutputDirInUseError")
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:

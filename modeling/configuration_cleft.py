@@ -11,9 +11,10 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .pooling_cleft import TEXT_POOLINGS
+from .text_tower_cleft import NO_ADAPTER, check_text_family, is_encoder_config, keep_first_layers
+
+from .pooling_cleft import ENCODER_POOLINGS, TEXT_POOLINGS
 from .projection_cleft import PROJECTION_HEADS
 from .prompt_sets_cleft import LEGACY_PROMPT_FIELDS, UNNAMED_PROMPT_SET, check_prompt_sets, fold_legacy_prompt_fields
 
@@ -30,7 +31,7 @@ BIOMEDLM_CONFIG = {
 CUSTOM_PIPELINES = {"zero-shot-image-classification": {
     "impl": "pipeline_cleft.CLEFTZeroShotImageClassificationPipeline", "pt": ["AutoModel"], "tf": [], "default": {},
     "type": "multimodal"}}
-SUPPORTED_PEFT_TYPES = ("LORA", "IA3", "PREFIX_TUNING", "ADALORA")
+SUPPORTED_PEFT_TYPES = ("LORA", "IA3", "PREFIX_TUNING", "ADALORA", NO_ADAPTER)
 DEFAULT_LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
 
 # Set while a config is read from a file (`from_dict`): unknown keys there are kept (a newer version's fields).
@@ -79,10 +80,14 @@ class CLEFTConfig(PretrainedConfig):
         vision_model_kwargs (`dict`): extra `timm.create_model` kwargs (e.g. `in_chans`, `drop_path_rate`).
         image_size (`int`): input resolution given to timm as `img_size`.
         image_pooling (`str`): `"mean"` of all final tokens before the last LayerNorm (paper) or `"cls"`.
-        text_config (`dict` or `PretrainedConfig`): full config of a causal LM (GPT-2, Llama, Qwen2, ...).
+        text_config (`dict` or `PretrainedConfig`): full config of a causal LM (GPT-2, Llama, Qwen2, ...) or of
+            an encoder (BERT, RoBERTa, DistilBERT, ...: the CLIP baseline's text tower).
         text_model_name_or_path (`str`): where the LLM base weights come from (Hub id or local folder).
+        text_num_layers (`int`): keep only the first N layers of the text model (the reference's BERT baseline:
+            6); written into `text_config`, so a saved config describes the cut model.
         peft_config (`dict`): PEFT config (`peft_type` LORA, IA3, PREFIX_TUNING or ADALORA); default LoRA r=8,
-            alpha=32, dropout=0.1 on peft's default target modules for the LLM family.
+            alpha=32, dropout=0.1 on peft's default target modules for the LLM family. `{peft_type: NONE}`
+            trains the whole text tower without an adapter (the BERT CLIP baseline).
         projection_dim (`int`): size of the shared image-text space.
         projection_head (`str`): both towers' projection, `"linear"` (paper, `--linear_proj`) or `"mlp"` (the
             reference's MLP head: Linear -> 2048, BatchNorm, ReLU, Linear, BatchNorm without affine; per-process
@@ -90,6 +95,8 @@ class CLEFTConfig(PretrainedConfig):
         projection_bias (`bool`): linear projections with a bias (the reference's checkpoints have one).
         text_pooling (`str`): text feature, `"last"` (the appended EOS, attending to itself) or `"first_pad"` (the
             reference's: that EOS as the first padding token, not attending to itself); see `pooling_cleft`.
+            Encoders take `"cls"` (their [CLS] token) or `"mean"` (of the attended tokens, causal LLMs too). Left
+            out: `"cls"` for an encoder, `"last"` for a causal LLM (the resolved value is saved).
         logit_scale_init_value (`float`): initial log of the inverse temperature, log(1/0.07).
         logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
         logit_scale_max (`float`): clamp of `exp(logit_scale)` in `similarity_logits` (CLIP's 100); None: no clamp
@@ -124,11 +131,12 @@ class CLEFTConfig(PretrainedConfig):
     image_pooling: str = "mean"
     text_config: dict | PretrainedConfig | None = None
     text_model_name_or_path: str | None = DEFAULT_TEXT_MODEL
+    text_num_layers: int | None = None
     peft_config: dict | None = None
     projection_dim: int = 512
     projection_head: str = "linear"
     projection_bias: bool = False
-    text_pooling: str = "last"
+    text_pooling: str | None = None
     logit_scale_init_value: float = math.log(1 / 0.07)
     logit_bias_init_value: float = 0.0
     logit_scale_max: float | None = 100.0
@@ -162,6 +170,7 @@ class CLEFTConfig(PretrainedConfig):
         self.vision_model_kwargs = dict(self.vision_model_kwargs or {})
         self.custom_pipelines = self.custom_pipelines or copy.deepcopy(CUSTOM_PIPELINES)
         self._validate()
+        keep_first_layers(self.text_config, self.text_num_layers)
         self.peft_config = self._resolve_peft_config(self.peft_config)
 
     @classmethod
@@ -188,8 +197,15 @@ class CLEFTConfig(PretrainedConfig):
             raise ValueError(f"projection_bias must be true or false, got {self.projection_bias!r}")
         if self.logit_scale_max is not None and not self.logit_scale_max > 0:
             raise ValueError(f"logit_scale_max must be positive or None (no clamp), got {self.logit_scale_max!r}")
+        if self.text_pooling is None:
+            self.text_pooling = "cls" if self.text_is_encoder else "last"
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {self.text_pooling!r}")
+        if (self.text_pooling in ENCODER_POOLINGS) != self.text_is_encoder and self.text_pooling != "mean":
+            kind, allowed = ("an encoder", ENCODER_POOLINGS) if self.text_is_encoder else (
+                "a causal LLM", ("last", "first_pad", "mean"))
+            raise ValueError(f"text_pooling={self.text_pooling!r} does not fit {kind} text tower "
+                             f"({self.text_config.model_type}): use one of {allowed}")
         if not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:
@@ -199,8 +215,7 @@ class CLEFTConfig(PretrainedConfig):
         if "{}" not in self.prompt_template:
             raise ValueError(f"prompt_template must contain '{{}}' for the class name, got {self.prompt_template!r}")
         check_prompt_sets(self)
-        if self.text_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-            raise ValueError(f"text_config model_type {self.text_config.model_type!r} is not a causal LM family")
+        check_text_family(self.text_config)
 
     def _resolve_peft_config(self, peft_config: Any) -> dict[str, Any]:
         """Normalise to a plain dict with `peft_type` and explicit target modules (checked by peft itself)."""
@@ -208,12 +223,20 @@ class CLEFTConfig(PretrainedConfig):
 
         if isinstance(peft_config, PeftConfig):
             peft_config = {k: v for k, v in peft_config.to_dict().items() if v is not None}
+        if peft_config is not None and not isinstance(peft_config, dict):
+            raise ValueError(f"peft_config must be a mapping such as {{peft_type: LORA, r: 8}}, got {peft_config!r}")
         resolved = dict(DEFAULT_LORA if peft_config is None else peft_config)
         peft_type = str(resolved.get("peft_type", "LORA")).upper().replace("PEFTTYPE.", "")
         if peft_type == "LORA":  # the paper's LoRA defaults fill what the user left out
             resolved = {**DEFAULT_LORA, **resolved}
         if peft_type not in SUPPORTED_PEFT_TYPES:
             raise ValueError(f"peft_config peft_type must be one of {SUPPORTED_PEFT_TYPES}, got {peft_type!r}")
+        if peft_type == NO_ADAPTER:  # the whole text tower trains: nothing else to configure
+            extra = sorted(set(resolved) - {"peft_type"})
+            if extra:
+                raise ValueError(f"peft_config with peft_type NONE (whole text tower trained) takes no other field, "
+                                 f"got {extra}: drop them, or choose an adapter (e.g. peft_type LORA)")
+            return {"peft_type": NO_ADAPTER}
         resolved["peft_type"] = peft_type
         family = self.text_config.model_type
         if peft_type != "PREFIX_TUNING" and not resolved.get("target_modules"):
@@ -221,6 +244,7 @@ class CLEFTConfig(PretrainedConfig):
             if not defaults:
                 raise ValueError(
                     f"unknown LLM family {family!r} for {peft_type}: set peft_config['target_modules'] explicitly"
+                    + (" (or peft_type NONE to train the whole encoder)" if self.text_is_encoder else "")
                 )
             resolved = {**defaults, **{k: v for k, v in resolved.items() if v is not None}}
         if family == "gpt2" and peft_type in ("LORA", "ADALORA", "IA3"):
@@ -253,10 +277,23 @@ class CLEFTConfig(PretrainedConfig):
         return (self.prompt_sets or {}).get(self.active_prompt_set, {}).get("prompt_class_token_ids")
 
     # ----------------------------------------------------------------- helpers used by the model
+    @property
+    def text_is_encoder(self) -> bool:
+        """The text tower is a bidirectional encoder (BERT family), not a causal LLM."""
+        return is_encoder_config(self.text_config)
+
+    @property
+    def text_tower_trained(self) -> bool:
+        """The whole text tower trains (peft_type NONE): no frozen base model, no adapter."""
+        return self.peft_config["peft_type"] == NO_ADAPTER
+
     def build_peft_config(self):
-        """A fresh `peft.PeftConfig` (task type FEATURE_EXTRACTION: the LLM is used without its head)."""
+        """A fresh `peft.PeftConfig` (task type FEATURE_EXTRACTION: the LLM is used without its head); None when
+        the whole text tower trains."""
         from peft import PEFT_TYPE_TO_CONFIG_MAPPING
 
+        if self.text_tower_trained:
+            return None
         kwargs = {k: v for k, v in self.peft_config.items() if k != "peft_type"}
         return PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_config["peft_type"]](task_type="FEATURE_EXTRACTION", **kwargs)
 

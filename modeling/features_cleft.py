@@ -55,7 +55,9 @@ class CLEFTFeaturesMixin:
             raise ValueError(f"empty text (no tokens) at batch row(s) {empty}")
         pooling = self.config.text_pooling
         model_mask, position_ids = text_attention_inputs(attention_mask, pooling)
-        outputs = self.text_model(attention_mask=model_mask, position_ids=position_ids, return_dict=True, **inputs)
+        if not self.config.text_is_encoder:  # an encoder counts its own positions 0..L-1 (right padding)
+            inputs["position_ids"] = position_ids
+        outputs = self.text_model(attention_mask=model_mask, return_dict=True, **inputs)
         hidden = outputs.last_hidden_state
         return BaseModelOutputWithPooling(
             last_hidden_state=hidden, pooler_output=pool_text(hidden, attention_mask, pooling),
@@ -103,6 +105,8 @@ class CLEFTFeaturesMixin:
             class_attention_mask = torch.ones_like(class_input_ids)
         bos = self.config.text_config.bos_token_id
         insert_at = int(bos is not None and bool((class_input_ids[:, 0] == bos).all()))
+        if self.config.text_is_encoder:  # after the encoder's [CLS], which stays the pooled first token
+            insert_at = 1
         embeddings = self.text_model.get_input_embeddings()(class_input_ids)
         embeds, mask = learner.insert_context(embeddings, class_attention_mask, insert_at, class_indices)
         return self.text_forward(mask, inputs_embeds=embeds, **text_kwargs)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
+from .image_bounds_cleft import box_reduce_to_float, check_finite_pixels, check_pixel_budget
 from .reference_preprocessing_cleft import reference_eval_pixels
 
 try:  # PIL is a transformers dependency for vision, but keep the processor usable without it.
@@ -18,6 +19,7 @@ except ImportError:  # pragma: no cover
 
 
 HIGH_BIT_DEPTH_SCALINGS = ("min_max", "max_value")
+LARGE_IMAGE_PIXELS = 1 << 24  # above this (4096 x 4096), 8/16-bit images are reduced before becoming float
 # "cleft": the steps below; "reference": the authors' CheXpert evaluation steps (converted checkpoints).
 PREPROCESSINGS = ("cleft", "reference")
 
@@ -119,14 +121,24 @@ class CLEFTImageProcessor(BaseImageProcessor):
 
     # ----------------------------------------------------------------- single-image steps
     def to_float_tensor(self, image: Any) -> torch.Tensor:
-        """Any supported image -> float tensor `(C, H, W)` in [0, 1] with C in {1, 3}."""
+        """Any supported image -> float tensor `(C, H, W)` in [0, 1] with C in {1, 3}.
+
+        A PIL image over the pixel budget is refused from its header, before decoding; 8/16-bit images larger
+        than `LARGE_IMAGE_PIXELS` that the resize will box-average anyway are averaged before the conversion
+        to float (in bands; the same values up to float rounding); NaN/inf pixels are an error
+        (`image_bounds_cleft`)."""
         if Image is not None and isinstance(image, Image.Image):
+            check_pixel_budget(image.height, image.width, source=getattr(image, "filename", None))
             if image.mode in ("RGBA", "P", "LA", "CMYK", "YCbCr"):
                 image = image.convert("RGB" if image.mode != "LA" else "L")
             array = np.array(image)
             if image.mode.startswith("I;16"):
                 array = array.astype(np.uint16)
             image = array
+        if isinstance(image, np.ndarray) and image.dtype in (np.uint8, np.uint16):
+            reduced = self._reduced_before_float(image)
+            if reduced is not None:
+                return reduced
         if isinstance(image, np.ndarray):
             tensor = torch.from_numpy(np.ascontiguousarray(image.astype(np.float32) if image.dtype == np.uint16 else image))
             dtype = image.dtype
@@ -138,12 +150,30 @@ class CLEFTImageProcessor(BaseImageProcessor):
         if dtype in (np.uint8, torch.uint8):
             return tensor.float() / 255.0
         tensor = tensor.float()
+        check_finite_pixels(tensor)
         if dtype in (np.uint16, torch.uint16) or tensor.min() < 0 or tensor.max() > 1:
             if self.high_bit_depth_scaling == "max_value":
                 return (tensor / 65535.0).clamp_(0.0, 1.0)
             low, high = tensor.amin(), tensor.amax()
             tensor = (tensor - low) / (high - low).clamp_min(1e-8)
         return tensor
+
+    def _reduced_before_float(self, array: np.ndarray) -> torch.Tensor | None:
+        """A large 8/16-bit `array` box-averaged by the resize's integer factor, then scaled as `to_float_tensor`
+        scales it; None when that does not apply (small image, no resize, Otsu crop first: full resolution)."""
+        if not self.do_resize or self.do_otsu_crop or array.shape[0] * array.shape[1] <= LARGE_IMAGE_PIXELS:
+            return None
+        values = self._channels_first(torch.from_numpy(np.ascontiguousarray(array)))  # a view, no copy
+        factor = min(values.shape[-2:]) // self.size["shortest_edge"]
+        if factor < 2:
+            return None
+        reduced = box_reduce_to_float(values, factor)
+        if array.dtype == np.uint8:
+            return reduced / 255.0
+        if self.high_bit_depth_scaling == "max_value":
+            return (reduced / 65535.0).clamp_(0.0, 1.0)
+        low, high = float(array.min()), float(array.max())
+        return (reduced - low) / max(high - low, 1e-8)
 
     def prepare(self, image: Any) -> torch.Tensor:
         """Every step before the resize: `(C, H, W)` float in [0, 1], grey (C = 1) and Otsu-cropped when set.

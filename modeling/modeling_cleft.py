@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any
 
 import timm
 import torch
 import torch.nn.functional as F
-from peft import get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 
 from .configuration_cleft import CLEFTConfig
 from .features_cleft import CLEFTFeaturesMixin
@@ -20,8 +18,12 @@ from .loading_cleft import base_llm_tensors, check_attn_implementation, check_lo
 from .loss_cleft import clip_loss
 from .outputs_cleft import CLEFTOutput
 from .projection_cleft import build_projection, init_projection, project
+from .prompt_ensembles_cleft import CLEFTPromptEnsembleMixin
 from .prompt_learning_cleft import CLEFTPromptLearner
 from .prompt_sets_cleft import CLEFTPromptSetsMixin, build_prompt_learner, legacy_prompt_key_mapping
+from .similarity_maps_cleft import CLEFTSimilarityMapsMixin
+from .text_tower_cleft import new_text_model, pretrained_text_model, unwrapped_text_model, wrap_text_model
+from .weights_check_cleft import load_checked
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
 
@@ -58,12 +60,11 @@ def vision_block_classes(vision_model: nn.Module) -> set[str]:
 
 
 def build_text_tower(config: CLEFTConfig, base_model: nn.Module | None = None) -> nn.Module:
-    """The LLM without its LM head, wrapped by PEFT (base weights frozen, adapter trainable)."""
+    """The LLM (or encoder) without its head, wrapped by PEFT (base weights frozen, adapter trainable), or
+    trained whole with `peft_type: NONE`."""
     if base_model is None:
-        base_model = AutoModel.from_config(config.text_config)
-    with warnings.catch_warnings():  # peft still reads transformers' deprecated `is_gradient_checkpointing`
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(base_model, config.build_peft_config())
+        base_model = new_text_model(config.text_config)
+    return wrap_text_model(base_model, config.build_peft_config())
 
 
 class CLEFTPreTrainedModel(PreTrainedModel):
@@ -109,7 +110,10 @@ class CLEFTPreTrainedModel(PreTrainedModel):
             super().initialize_weights()
 
 
-class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, CLEFTPreTrainedModel):
+class CLEFTModel(
+    CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, CLEFTPromptEnsembleMixin, CLEFTSimilarityMapsMixin,
+    CLEFTPreTrainedModel,
+):
     r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
 
     Image features: timm tower, mean of all final tokens before the last LayerNorm (or normalised CLS), then a
@@ -143,7 +147,10 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, C
 
     # ----------------------------------------------------------------- construction helpers
     def base_llm_state_keys(self) -> list[str]:
-        """State-dict keys of the frozen base LLM (everything in the text tower that PEFT did not add)."""
+        """State-dict keys of the frozen base LLM (everything in the text tower that PEFT did not add); none when
+        the whole text tower trains."""
+        if self.config.text_tower_trained:
+            return []
         adapter_keys = set()
         for name, module in self.text_model.named_modules():
             if isinstance(module, BaseTunerLayer):
@@ -191,17 +198,25 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, C
             vision_model_name=vision, text_config=text_config.to_dict(), text_model_name_or_path=str(text),
             **config_kwargs,
         )
+        if config.text_tower_trained:  # a text tower trained whole keeps float32 masters, as the vision tower
+            text_kwargs["dtype"] = torch.float32
         vision_model = build_vision_tower(config, pretrained=vision_pretrained)
         if vision_pretrained:  # recorded for the model card's `base_model`
             source = vision_model.pretrained_cfg or {}
             config.vision_pretrained_source = source.get("hf_hub_id") or f"timm/{config.vision_model_name}"
-        language_model = AutoModelForCausalLM.from_pretrained(text, **text_kwargs).base_model
+        cut = config.text_num_layers is not None or config.text_is_encoder
+        language_model = pretrained_text_model(text, config.text_config if cut else None, **text_kwargs)
         return cls(config, vision_model=vision_model, text_model=language_model)
 
     # ----------------------------------------------------------------- saving and loading
     def should_save_base_model(self, save_base_model: bool | None = None) -> bool:
         """Full save below `adapter_only_threshold` LLM parameters, adapter-only above (unless told)."""
         choice = self.config.save_base_model if save_base_model is None else save_base_model
+        if self.config.text_tower_trained:  # no frozen base model: the trained text tower is always saved
+            if choice is False:
+                raise ValueError("save_base_model=False (adapter-only) needs an adapter, but peft_type NONE trains "
+                                 "the whole text tower: leave save_base_model unset or true")
+            return True
         if choice is None:
             n_llm = sum(p.numel() for p in self.text_model.get_base_model().parameters())
             choice = n_llm < self.config.adapter_only_threshold
@@ -233,6 +248,8 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, C
         """Load a CLEFT model (safetensors only); adapter-only checkpoints fetch the base LLM from
         `config.text_model_name_or_path` or the `text_model_name_or_path` override.
 
+        Weights missing, unexpected or of another shape than the config's model are an error naming them
+        (`allow_partial_weights=True`: a warning; adapter-only folders lack the base LLM by design).
         `dtype` is the frozen base LLM's (default: bfloat16 on GPU, float32 on CPU; "auto": as saved); trainable
         parts load as float32. An adapter-only checkpoint's base LLM is loaded once and put under the adapters
         (no second copy in memory). `attn_implementation` as in `from_vision_text_pretrained`.
@@ -245,8 +262,12 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, C
         legacy = {} if "key_mapping" in kwargs else {**LEGACY_KEY_MAPPING, **legacy_prompt_key_mapping(
             cls._saved_config(pretrained_model_name_or_path, kwargs))}
         kwargs.setdefault("key_mapping", legacy)
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs)
-        loaded = model[0] if isinstance(model, tuple) else model
+        allow_partial, with_info = kwargs.pop("allow_partial_weights", False), kwargs.pop("output_loading_info", False)
+        loaded, info = load_checked(  # weights not covering the model: an error naming them (weights_check_cleft)
+            lambda **checks: super(CLEFTModel, cls).from_pretrained(
+                pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs, **checks),
+            pretrained_model_name_or_path, allow_partial)
+        model = (loaded, info) if with_info else loaded
         loaded._weight_conversions = [  # saving writes the current layout, not the older one it was read from
             c for c in getattr(loaded, "_weight_conversions", None) or []
             if not set(c.target_patterns) & set(legacy.values())]
@@ -279,11 +300,12 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, C
         hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
         inner = self.text_model.get_base_model()
         dtype = next(inner.parameters()).dtype
+        cut = self.config.text_num_layers is not None or self.config.text_is_encoder  # first layers, no pooler
         attn = getattr(inner.config, "_attn_implementation", None)
         try:
-            language_model = AutoModel.from_pretrained(
-                source, dtype=dtype, attn_implementation=attn, use_safetensors=True, **hub_kwargs
-            )
+            language_model = pretrained_text_model(
+                source, inner.config if cut else None, dtype=dtype, attn_implementation=attn, use_safetensors=True,
+                base_only=True, **hub_kwargs)
         except (OSError, ValueError) as error:
             raise OSError(
                 f"cannot load the base LLM {source!r} needed by this adapter-only CLEFT checkpoint "
@@ -313,24 +335,29 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, C
         """Checkpoint the LLM layers (non-reentrant: works with frozen embeddings) and the timm blocks.
         `gradient_checkpointing_enable` (transformers' older name) lands here too."""
         kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
-        self.text_model.get_base_model().activation_checkpointing_enable(
+        unwrapped_text_model(self.text_model).activation_checkpointing_enable(
             activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers, offload=offload
         )
         if hasattr(self.vision_model, "set_grad_checkpointing"):
             self.vision_model.set_grad_checkpointing(True)
 
     def activation_checkpointing_disable(self) -> None:
-        self.text_model.get_base_model().activation_checkpointing_disable()
+        unwrapped_text_model(self.text_model).activation_checkpointing_disable()
         if hasattr(self.vision_model, "set_grad_checkpointing"):
             self.vision_model.set_grad_checkpointing(False)
 
     @property
     def is_activation_checkpointing(self) -> bool:
-        return self.text_model.get_base_model().is_activation_checkpointing
+        return unwrapped_text_model(self.text_model).is_activation_checkpointing
 
-    def configure_for_prompt_tuning(self, freeze_vision: bool = False) -> None:
-        """Stage 2: freeze the text side (LLM, adapter, text projection), train the active set's context and
-        `logit_bias`; the vision tower, image projection and logit scale keep training unless `freeze_vision`."""
+    def configure_for_prompt_tuning(self, freeze_vision: bool = False, train_logit_bias: bool = True) -> None:
+        """Stage 2: freeze the text side (LLM, adapter, text projection) and the stored prompt sets; train the
+        active set's context, and `logit_bias` when `train_logit_bias`; the vision tower, image projection and
+        logit scale keep training unless `freeze_vision`.
+
+        Train only what the loss reads: `logit_bias` only moves `logits_per_image` (the BCE loss), not an InfoNCE
+        over embeddings (softmax ignores a shared bias). A trainable parameter without a gradient makes DDP wait
+        for it forever ("Expected to have finished reduction in the prior iteration")."""
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         self.prompt_set()[0].requires_grad_(True)  # the active set's context; the others stay frozen
@@ -338,7 +365,7 @@ class CLEFTModel(CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, C
             for module in (self.vision_model, self.visual_projection):
                 module.requires_grad_(True)
             self.logit_scale.requires_grad_(True)
-        self.logit_bias.requires_grad_(True)
+        self.logit_bias.requires_grad_(train_logit_bias)
 
     # ----------------------------------------------------------------- forward
     def forward(

@@ -5,7 +5,8 @@
 loads it with the remote code. It is transformers' `ZeroShotImageClassificationPipeline` (same arguments, same
 scores) plus CLEFT's learned prompts: `use_learned_prompts=True` scores with the learned context of prompt set
 `task` (e.g. "density"); `candidate_labels` then default to that set's classes and must be among them.
-Images are handed to the CLEFT image processor as given (a 16-bit PNG or array keeps its bit depth; transformers'
+Local DICOM paths are decoded by cleft-hf's DICOM reader (as in training). Images are handed to the CLEFT image
+processor as given (a 16-bit PNG or array keeps its bit depth; transformers'
 own loader would convert it to 8-bit RGB), so the pipeline sees the tensors of training and evaluation.
 """
 
@@ -17,14 +18,43 @@ from transformers import ZeroShotImageClassificationPipeline
 from transformers.image_utils import load_image
 from transformers.pipelines.base import Pipeline
 
+from .image_bounds_cleft import check_pixel_budget
+
+
+def _read_dicom(path: str) -> Any:
+    """A DICOM file decoded as training and evaluation decode it (`cleft_hf.data.read_dicom`: modality LUT, VOI,
+    MONOCHROME1 inversion, pixel budget), so the pipeline sees their tensors; that reader is cleft-hf's."""
+    try:
+        from cleft_hf.data.dicom import read_dicom
+    except ImportError:
+        raise ImportError(f"{path} is a DICOM file: reading it needs the cleft-hf package (with pydicom), as in "
+                          "training; install it, or pass the decoded pixel array instead of the path") from None
+    return read_dicom(path)
+
+
+def _is_dicom(path: str) -> bool:
+    """A `.dcm`/`.dicom`/`.dic` name or the `DICM` marker after the 128-byte preamble."""
+    if path.lower().endswith((".dcm", ".dicom", ".dic")):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def _open_image(image: Any, timeout: float | None) -> Any:
-    """A local path is opened with PIL without converting its mode; URLs go through transformers' loader."""
+    """A local path is opened with PIL without converting its mode (refused from its header when over the pixel
+    budget, see `image_bounds_cleft`), a DICOM path with cleft-hf's DICOM reader; URLs go through transformers'
+    loader."""
     if isinstance(image, str) and not image.startswith(("http://", "https://")):
+        if _is_dicom(image):
+            return _read_dicom(image)
         from PIL import Image, ImageOps
 
         with Image.open(image) as opened:
+            check_pixel_budget(opened.height, opened.width, source=image)
             opened.load()
             return ImageOps.exif_transpose(opened)
     if isinstance(image, str):

@@ -7,6 +7,9 @@
   same token as `"last"` and only sets its attention-mask entry to 0 (its position id stays the one after the
   caption, as in the reference).
 
+- `"cls"` (encoders, the BERT CLIP baseline's): the first token, the tokenizer's [CLS].
+- `"mean"`: the mean of the attended tokens' states.
+
 Each mode has its attention mask / position ids (`text_attention_inputs`) and its pooling (`pool_text`).
 """
 
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-TEXT_POOLINGS = ("last", "first_pad")
+TEXT_POOLINGS = ("last", "first_pad", "cls", "mean")
+ENCODER_POOLINGS = ("cls", "mean")  # what an encoder (BERT family) pools; causal LLMs: last, first_pad, mean
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.LongTensor:
@@ -47,7 +51,12 @@ def pool_text(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling
     if pooling in ("last", "first_pad"):
         rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
         return hidden_states[rows, last_token_index(attention_mask).to(hidden_states.device)]
+    if pooling == "cls":
+        return hidden_states[:, 0]
+    if pooling == "mean":
+        weights = attention_mask.to(device=hidden_states.device, dtype=hidden_states.dtype).unsqueeze(-1)
+        return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
     raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {pooling!r}")
 
 
-__all__ = ["TEXT_POOLINGS", "last_token_index", "pool_text", "text_attention_inputs"]
+__all__ = ["ENCODER_POOLINGS", "TEXT_POOLINGS", "last_token_index", "pool_text", "text_attention_inputs"]

@@ -32,18 +32,38 @@ def ensure_eos_appended(tokenizer: Any) -> Any:
     return tokenizer
 
 
-class CLEFTProcessor(ProcessorMixin):
-    r"""Wraps a [`CLEFTImageProcessor`] and a causal-LM tokenizer.
+def is_encoder_tokenizer(tokenizer: Any) -> bool:
+    """A BERT-style tokenizer: it starts every text with its [CLS] token (and ends it with [SEP])."""
+    cls_id = getattr(tokenizer, "cls_token_id", None)
+    ids = tokenizer("a")["input_ids"]
+    return cls_id is not None and bool(ids) and ids[0] == cls_id and tokenizer.eos_token_id is None
 
-    `processor(text=..., images=...)` returns `input_ids`, `attention_mask` (right padded, EOS last,
-    truncated to `max_length`) and `pixel_values` `(batch, 3, H, W)`.
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """A causal LM's tokenizer appends EOS (`ensure_eos_appended`); an encoder's keeps its [CLS] ... [SEP] and
+    pads on the right."""
+    if not is_encoder_tokenizer(tokenizer):
+        return ensure_eos_appended(tokenizer)
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"encoder tokenizer {type(tokenizer).__name__} has no pad token; set tokenizer.pad_token")
+    tokenizer.padding_side = "right"
+    names = ["input_ids", "attention_mask"]  # no token_type_ids: one segment (kept on save)
+    tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = names
+    return tokenizer
+
+
+class CLEFTProcessor(ProcessorMixin):
+    r"""Wraps a [`CLEFTImageProcessor`] and a causal-LM tokenizer (or an encoder's: BERT, RoBERTa).
+
+    `processor(text=..., images=...)` returns `input_ids`, `attention_mask` (right padded, EOS last or the
+    encoder's [CLS] ... [SEP], truncated to `max_length`) and `pixel_values` `(batch, 3, H, W)`.
     """
 
     attributes = ["image_processor", "tokenizer"]
 
     def __init__(self, image_processor=None, tokenizer=None, max_length: int = DEFAULT_MAX_LENGTH, **kwargs: Any):
         if tokenizer is not None:
-            ensure_eos_appended(tokenizer)
+            prepare_tokenizer(tokenizer)
             for flag in LOADING_FLAGS:
                 tokenizer.init_kwargs.pop(flag, None)
         self.max_length = int(max_length)
@@ -87,4 +107,4 @@ class CLEFTProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
-__all__ = ["CLEFTProcessor", "ensure_eos_appended"]
+__all__ = ["CLEFTProcessor", "ensure_eos_appended", "is_encoder_tokenizer", "prepare_tokenizer"]

@@ -29,6 +29,19 @@ class CLEFTMLPProjection(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Batch statistics only while training a trainable head; a frozen one (the text side in stage 2) uses
+        its running statistics, so stage 2's class prompts neither move them nor depend on their batch."""
+        if not self.training:
+            return self.head(features)
+        if not any(p.requires_grad for p in self.parameters()):
+            self.head.eval()
+            try:
+                return self.head(features)
+            finally:
+                self.head.train()
+        if features.shape[0] < 2:
+            raise ValueError("projection_head='mlp' (BatchNorm) needs at least 2 examples per training batch and "
+                             "process: raise per_device_batch_size, or use projection_head 'linear'")
         return self.head(features)
 
 

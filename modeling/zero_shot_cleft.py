@@ -24,6 +24,7 @@ class CLEFTZeroShotMixin:
         prompt_template: str | None = None,
         use_learned_prompts: bool = False,
         task: str | None = None,
+        prompt_templates: Sequence[str] | None = None,
     ) -> torch.FloatTensor:
         """L2-normalised class embeddings `(n_classes, projection_dim)`.
 
@@ -31,9 +32,14 @@ class CLEFTZeroShotMixin:
         `class_names` is None; other names are an error naming the learned ones). Hand prompts: the stored
         paper prompt of a class of `task` (`config.hand_prompts`, e.g. EMBED's "... breast tissue density 2:
         scattered fibroglandular densities."), else `prompt_template` (default `config.prompt_template`)
-        applied to the name, tokenised by `processor`.
+        applied to the name, tokenised by `processor`; `prompt_templates`: the ensemble of those templates.
         """
         device = self.logit_scale.device
+        if prompt_templates is not None:
+            if use_learned_prompts:
+                raise ValueError("prompt_templates are hand prompts: leave them out with use_learned_prompts=True")
+            return self.encode_prompt_ensemble(check_class_names(class_names or self.config.class_names), processor,
+                                               prompt_templates)
         if use_learned_prompts:
             _, stored, _ = self.prompt_set(task)
             if not stored:
@@ -77,6 +83,7 @@ class CLEFTZeroShotMixin:
         key = (
             tuple(names) if names is not None else None,
             prompt_kwargs.get("prompt_template"),
+            tuple(prompt_kwargs.get("prompt_templates") or ()),
             bool(prompt_kwargs.get("use_learned_prompts")),
             prompt_kwargs.get("task"),
             id(prompt_kwargs.get("processor")),
@@ -104,6 +111,7 @@ class CLEFTZeroShotMixin:
         task: str | None = None,
         class_embeddings: torch.Tensor | None = None,
         return_logits: bool = False,
+        prompt_templates: Sequence[str] | None = None,
     ) -> torch.FloatTensor:
         """Class probabilities `(batch, n_classes)` (softmax over `similarity_logits`, as CLIP).
 
@@ -111,14 +119,15 @@ class CLEFTZeroShotMixin:
         evaluation set). `task` picks a named prompt set (learned prompts) or the stored paper prompts of that
         task (hand prompts), e.g. `zero_shot_classify(pixels, use_learned_prompts=True, task="density")`. Class
         embeddings are encoded once per (names, prompts, weights) and reused across calls; pass
-        `class_embeddings` from `encode_class_prompts` to control it yourself.
+        `class_embeddings` from `encode_class_prompts` to control it yourself. `prompt_templates` (hand prompts)
+        averages the normalised embeddings of several templates per class (CLIP's ensembling).
         """
         if class_embeddings is None:
             if class_names is not None:
                 check_class_names(class_names)
             class_embeddings = self.cached_class_embeddings(
                 class_names=class_names, processor=processor, prompt_template=prompt_template,
-                use_learned_prompts=use_learned_prompts, task=task,
+                use_learned_prompts=use_learned_prompts, task=task, prompt_templates=prompt_templates,
             )
         if image_embeds is None:
             if pixel_values is None:

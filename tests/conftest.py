@@ -20,6 +20,7 @@ from cleft_hf.demo.language_model.tokenizer_training import train_tokenizer
 from tiny_models import TINY_VISION_MODEL, tiny_cleft_config, tiny_text_config, tiny_vision_kwargs
 
 FAMILIES = ("gpt2", "llama")
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "cleft_hf" / "demo" / "demo.yaml"
 FINDINGS = ["atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion"]
 CORPUS = [
     f"{lead} {finding} {tail}"
@@ -115,6 +116,41 @@ def demo_llm(tmp_path_factory, demo_tree):
                                 num_layers=2, hidden_size=32, num_heads=2, seq_len=64, batch_size=16, max_steps=5,
                                 append_eos=True, progress=False)
     return result.path
+
+
+@pytest.fixture(scope="session")
+def embed_tree(tmp_path_factory):
+    """A small EMBED-format tree (metadata + clinical tables, DICOMs) written by the demo generator."""
+    from cleft_hf.demo.synthetic import write_demo_embed
+
+    root = tmp_path_factory.mktemp("embed-demo")
+    write_demo_embed(root, n_images=64, image_size=48, seed=0)
+    return root
+
+
+def _tiny_stage1(output: Path, overrides: dict) -> Path:
+    from cleft_hf.arguments import load_arguments
+    from cleft_hf.training.config import PretrainArguments
+    from cleft_hf.training.contrastive_pretraining import run_pretraining
+
+    run_pretraining(load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain"))
+    return output / "model"
+
+
+@pytest.fixture(scope="session")
+def embed_stage1(tmp_path_factory, embed_tree, demo_tree, demo_llm):
+    """A 2-step stage-1 model on `embed_tree` (density task)."""
+    output = tmp_path_factory.mktemp("embed-stage1")
+    return _tiny_stage1(output, {**tiny_run_overrides(demo_tree, demo_llm, output), "dataset": "embed",
+                                 "data_root": str(embed_tree), "dataset_kwargs": {"task": "density"}, "save_every": 0,
+                                 "max_steps": 2})
+
+
+@pytest.fixture(scope="session")
+def cxr_stage1(tmp_path_factory, demo_tree, demo_llm):
+    """A 2-step stage-1 model on `demo_tree` (MIMIC-CXR format, multi-label)."""
+    output = tmp_path_factory.mktemp("cxr-stage1")
+    return _tiny_stage1(output, {**tiny_run_overrides(demo_tree, demo_llm, output), "save_every": 0, "max_steps": 2})
 
 
 def tiny_run_overrides(demo_tree, demo_llm, output_dir) -> dict:

@@ -16,7 +16,7 @@ from torch import nn
 from cleft_hf import atomic_folder
 from cleft_hf.training.checkpoint_files import COMPLETE_MARKER, CheckpointError
 from cleft_hf.training.checkpointing import CheckpointManager, list_checkpoints
-from cleft_hf.training.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
+from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
 from test_training_utils import _train
 
 PAYLOAD_MARKER = "payload-ran"

@@ -49,7 +49,7 @@ def test_serialises_exactly(tmp_path):
     ("active_prompt_set", "density", "not in prompt_sets"),
     ("peft_config", {"peft_type": "BOFT"}, "peft_type must be one of"),
     ("peft_config", {"peft_type": "ADALORA"}, "invalid peft_config for ADALORA"),
-    ("text_config", {"model_type": "vit"}, "not a causal LM"),
+    ("text_config", {"model_type": "vit"}, "neither a causal LM nor an encoder"),
 ])
 def test_bad_field_gives_one_clear_error(field, value, message):
     with pytest.raises(ValueError, match=message):

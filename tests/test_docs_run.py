@@ -51,6 +51,8 @@ def test_demo_writes_both_modalities_results(demo_dir):
         assert set(STAGES) <= set(results["demo_seconds"]) and results["demo_seconds"]["total"] > 0
     assert (demo_dir / "mammo" / "density" / "results.md").is_file()
     assert (demo_dir / "mammo" / "birads" / "results.md").is_file()
+    for modality in ("cxr", "mammo"):  # one similarity-map figure per modality
+        assert (demo_dir / "plots" / f"similarity_maps_{modality}.png").stat().st_size > 5000, modality
 
 
 def test_demo_mammography_model_carries_both_prompt_sets(demo_dir):
@@ -81,3 +83,17 @@ def test_demo_mammography_model_loads_as_remote_code(demo_dir):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "['birads', 'density']"
+
+
+def test_demo_compare_measures_both_models(demo_dir):
+    """`python -m cleft_hf.demo.compare` (a README command) after the small `make demo`."""
+    record = json.loads((demo_dir / "compare" / "comparison.json").read_text())
+    cleft, bert = record["columns"]["CLEFT (demo LLM + LoRA)"], record["columns"]["BERT CLIP baseline"]
+    for column in (cleft, bert):
+        assert column["trainable_params"] > 0 and column["step_s"] > 0 and column["peak_rss_gb"] > 0
+        for key in ("density_zero_shot_acc_hand_prompts", "birads_linear_probe_acc"):
+            assert 0.0 <= column[key] <= 1.0, key
+    assert bert["trainable_params"] > cleft["trainable_params"]  # the whole BERT trains, only LoRA in CLEFT
+    model = CLEFTModel.from_pretrained(demo_dir / "compare" / "stage1" / "model")
+    assert model.config.text_is_encoder and model.config.text_tower_trained
+    assert (demo_dir / "compare" / "comparison.md").read_text().startswith("| | CLEFT")

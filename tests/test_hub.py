@@ -287,7 +287,7 @@ def test_push_to_hub_uploads_the_exact_folder_and_never_leaks_the_token(model, p
     captured = capsys.readouterr()
     assert FAKE_TOKEN not in caplog.text + captured.out + captured.err
     assert f"uploading {len(UPLOAD_FILES)} files" in caplog.text
-    with pytest.raises(RuntimeError, match="token appears in README.md") as error:  # the last safety net
+    with pytest.raises(ValueError, match="token appears in README.md") as error:  # the last safety net
         push_to_hub(model, processor, "me/cleft-push", training_summary={"note": FAKE_TOKEN})
     assert FAKE_TOKEN not in str(error.value) and len(hub.calls) == 2
 

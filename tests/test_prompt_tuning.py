@@ -9,30 +9,11 @@ import torch
 
 from cleft_hf import CLEFTModel, CLEFTProcessor
 from cleft_hf.data import get_dataset_spec
-from cleft_hf.demo.synthetic import write_demo_embed
 from cleft_hf.arguments import load_arguments
-from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
-from cleft_hf.training.contrastive_pretraining import run_pretraining
+from cleft_hf.training.config import PromptTuneArguments
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
-from conftest import tiny_run_overrides
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "cleft_hf" / "demo" / "demo.yaml"
-
-
-@pytest.fixture(scope="module")
-def embed_tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("embed-demo")
-    write_demo_embed(root, n_images=64, image_size=48, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def embed_stage1(tmp_path_factory, embed_tree, demo_tree, demo_llm):
-    output = tmp_path_factory.mktemp("embed-stage1")
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, output), "dataset": "embed", "data_root": str(embed_tree),
-                 "dataset_kwargs": {"task": "density"}, "save_every": 0, "max_steps": 2}
-    run_pretraining(load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain"))
-    return output / "model"
 
 
 def test_stage1_on_mammograms_gives_a_mammography_model(embed_stage1):

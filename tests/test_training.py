@@ -157,25 +157,37 @@ def test_batched_class_prompts_equal_per_image_computation(stage2):
             torch.testing.assert_close(single[0, 0], batched[row, cls], atol=1e-5, rtol=1e-5)
 
 
+TEMPLATES = ["a chest x ray showing {}.", "findings consistent with {}."]
+
+
 def test_evaluation_writes_results_table_and_plots(tmp_path, demo_tree, stage2):
     args = load_arguments(EvaluateArguments, DEMO_CONFIG, {
         "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(tmp_path),
         "model_name_or_path": str(stage2[0] / "model"), "per_device_batch_size": 16, "dataloader_num_workers": 0,
-        "linear_probe_fractions": [0.5, 1.0]}, section="evaluate")
+        "linear_probe_fractions": [0.5, 1.0], "prompt_templates": TEMPLATES, "negative_template": "no {}"},
+        section="evaluate")
     results = run_evaluation(args)
     saved = json.loads((tmp_path / "results.json").read_text())
     records = {(r["task"], r["metric"], json.dumps(r["setting"], sort_keys=True)): r for r in saved["metrics"]}
-    assert len(records) == len(saved["metrics"]) == 2 * 3 + 2 * 3 + 3 * 3  # one record per result (probe: accuracy, auroc, balanced accuracy)
-    for prompts in ("hand", "learned"):
-        record = records[("zero_shot", "accuracy", json.dumps({"prompts": prompts}))]
-        assert 0.0 <= record["value"] <= 1.0 and record["classes"] == saved["class_names"]
+    assert len(records) == len(saved["metrics"]) == 3 * 4 + 2 * 3 + 3 * 3  # one record per result (probe: accuracy, auroc, balanced accuracy)
+    settings = [{"prompts": "hand", "prompt_templates": TEMPLATES}, {"prompts": "learned"},
+                {"prompts": "hand", "negative_template": "no {}"}]  # ensemble, learned, positive / negative pairs
+    for setting in settings:
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1", "auroc"):  # with 1000-draw bootstrap intervals
+            record = records[("zero_shot", metric, json.dumps(setting, sort_keys=True))]
+            assert 0.0 <= record["ci_low"] <= record["value"] <= record["ci_high"] <= 1.0, record
+            assert record["classes"] == saved["class_names"]
+    assert saved["bootstrap"] == {"draws": 1000, "seed": args.seed, "confidence": 0.95}
+    for diff in saved["zero_shot_difference"].values():  # learned - hand, paired
+        assert -1.0 <= diff["ci_low"] <= diff["value"] <= diff["ci_high"] <= 1.0, diff
     assert 0.0 <= records[("retrieval", "recall", '{"direction": "mean", "k": 5}')]["value"] <= 1.0
     assert saved == json.loads(json.dumps(results))
     assert saved["n_images"] == 20 and saved["class_names"][0] == "Atelectasis"
     for name in ("roc_zero_shot_hand_prompts", "roc_zero_shot_learned_prompts", "confusion_zero_shot_hand_prompts",
                  "confusion_linear_probe", "training_loss", "validation"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000, name
-    assert "| zero-shot accuracy, hand prompts |" in (tmp_path / "results.md").read_text()
+    table = (tmp_path / "results.md").read_text()
+    assert "| zero-shot accuracy, hand prompts (2 templates) |" in table and "learned - hand prompts (paired)" in table
 
 
 def test_demo_model_card_states_what_is_true(tmp_path, demo_tree, stage1, stage2):
@@ -191,7 +203,7 @@ def test_demo_model_card_states_what_is_true(tmp_path, demo_tree, stage1, stage2
     card = ModelCard.load(write_model_card(model_dir, results=results))
     assert card.data.base_model is None and "chest-x-ray" in card.data.tags
     evals = card.data.eval_results  # huggingface_hub parsed the model-index back into EvalResults
-    assert len(evals) == len(results["metrics"]) == 2 * 3 + 3  # zero-shot (hand, learned) x 3, probe x 3
+    assert len(evals) == len(results["metrics"]) == 2 * 4 + 3  # zero-shot (hand, learned) x 4, probe x 3
     for result in evals:
         assert result.task_type in ("zero-shot-image-classification", "image-classification"), result.metric_name
         assert result.dataset_type == "synthetic" and result.dataset_split == "test"

@@ -24,7 +24,7 @@ from cleft_hf.arguments import load_arguments
 from cleft_hf.training.config import PretrainArguments
 from cleft_hf.training.contrastive_pretraining import ContrastivePretraining, run_pretraining
 from cleft_hf.training.optim import build_scheduler
-from cleft_hf.training.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
+from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
 from cleft_hf.training.step_loop import NonFiniteLossError
 from cleft_hf.training.stop_signals import TrainingInterrupted
 from conftest import tiny_run_overrides

@@ -110,9 +110,33 @@ def check_values(values: pd.Series, allowed: Iterable, column: str, path: Path |
     """ValueError naming column, file and offending values when a column holds values outside ``allowed``."""
     allowed = set(allowed)
     present = values.dropna() if allow_blank else values
-    bad = sorted({v for v in present.unique().tolist() if v not in allowed}, key=str)
+    bad = sorted({v for v in present.unique().tolist() if not _allowed_value(v, allowed)}, key=_value_order)
     if bad:
-        raise ValueError(f"column '{column}' in {path} has values outside {sorted(allowed, key=str)}: {bad[:5]}")
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ValueError(f"column '{column}' in {path} has values outside {sorted(allowed, key=_value_order)}: "
+                         f"{bad[:10]}{more}")
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _allowed_value(value, allowed: set) -> bool:
+    """`value` is in `allowed`, also as the text of an allowed number ("2" for 2: a column read as text)."""
+    if value in allowed:
+        return True
+    number = _number(value)
+    return number is not None and any(_number(a) == number for a in allowed if not isinstance(a, str))
+
+
+def _value_order(value) -> tuple:
+    number = _number(value)
+    return (0, number, "") if number is not None else (1, 0.0, str(value))
 
 
 def encode_multilabel(raw: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray]:

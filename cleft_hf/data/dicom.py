@@ -11,11 +11,15 @@ import io
 import os
 import struct
 from typing import Sequence
+import zlib
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
+
+from ..modeling.image_bounds_cleft import check_pixel_budget
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -45,9 +49,38 @@ def _open(path: str, **kwargs) -> pydicom.Dataset:
         raise ValueError(f"corrupt DICOM file: {path} ({type(err).__name__}: {err})") from err
 
 
-def read_dicom_header(path: str | os.PathLike) -> pydicom.Dataset:
-    """Parse the header (large values deferred); ValueError when the file has no pixel data."""
+def _header_until_pixels(path: str) -> pydicom.Dataset:
+    """The elements before the pixel data, read without inflating the whole file: a Deflate file is inflated
+    only up to its first 1 MB (pydicom itself inflates all of it, however large the image it claims)."""
+    meta = pydicom.filereader.read_file_meta_info(path)
+    length = meta.get("FileMetaInformationGroupLength")
+    if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian or length is None:
+        return pydicom.dcmread(path, stop_before_pixels=True, defer_size="4 KB")
+    with open(path, "rb") as handle:
+        handle.seek(128 + 4 + 12 + int(length))  # preamble, "DICM", the group-length element, the meta group
+        head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(handle.read(1 << 20), 1 << 20)
+    return pydicom.filereader.read_dataset(DicomBytesIO(head), is_implicit_VR=False, is_little_endian=True,
+                                           stop_when=lambda tag, vr, length: tag.group > 0x0028)
+
+
+def check_dicom_pixel_budget(path: str | os.PathLike) -> None:
+    """Refuse (one line naming the file) a DICOM whose rows x columns x frames exceed the pixel budget
+    (`cleft_hf.modeling.image_bounds_cleft`), from the header alone, before any pixel is decoded."""
     path = os.fspath(path)
+    try:
+        header = _header_until_pixels(path)
+    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, zlib.error) as err:
+        raise ValueError(f"not a readable DICOM file: {path} ({type(err).__name__}: {err})") from err
+    frames = header.get("NumberOfFrames", 1)
+    check_pixel_budget(int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0),
+                       int(frames or 1) if str(frames).strip().isdigit() else 1, source=path)
+
+
+def read_dicom_header(path: str | os.PathLike) -> pydicom.Dataset:
+    """Parse the header (large values deferred); ValueError when the file has no pixel data or claims more
+    pixels than the pixel budget."""
+    path = os.fspath(path)
+    check_dicom_pixel_budget(path)
     ds = _open(path, defer_size="4 KB")
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise ValueError(f"DICOM file has no pixel data: {path}")
@@ -165,12 +198,14 @@ def read_dicom(
             the shorter side >= ``min_size`` (box filter, before the modality LUT and VOI). JPEG 2000 files are
             decoded directly at 1/2, 1/4, 1/8 ... size, which saves most of the decoding time.
     Raises:
-        FileNotFoundError: missing file. ValueError: not DICOM / corrupt / no pixel data.
+        FileNotFoundError: missing file. ValueError: not DICOM / corrupt / no pixel data / more pixels than the
+            pixel budget (rows x columns x frames, `CLEFT_MAX_IMAGE_PIXELS`; checked from the header first).
         RuntimeError: compressed transfer syntax without an installed decoder (names the syntax).
     """
     path = os.fspath(path)
     if voi not in ("auto", "none"):
         raise ValueError(f"voi must be 'auto' or 'none', got {voi!r}")
+    check_dicom_pixel_budget(path)  # before anything is inflated or decoded
     ds = _open(path)
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise ValueError(f"DICOM file has no pixel data: {path}")
@@ -193,6 +228,8 @@ def read_dicom(
             stored = stored.mean(axis=-1)
     stored = _box_reduce(stored, factor) if np.issubdtype(stored.dtype, np.integer) else stored
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    if not np.isfinite(values).all():  # float pixel data or a rescale overflow: every score would be NaN
+        raise ValueError(f"DICOM file {path} has {int((~np.isfinite(values)).sum())} NaN/infinite pixel values")
 
     if window is not None:
         image = _window(values, float(window[0]), float(window[1]), "LINEAR")

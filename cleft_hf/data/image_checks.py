@@ -77,14 +77,19 @@ def verify_images(
 def pil_header(path: str) -> None:
     from PIL import Image
 
+    from ..modeling.image_bounds_cleft import check_pixel_budget
+
     with Image.open(path) as image:
-        image.size  # noqa: B018 - opening parses the header
+        check_pixel_budget(image.height, image.width, source=path)  # opening parses the header
 
 
 def pil_decode(path: str) -> None:
     from PIL import Image
 
+    from ..modeling.image_bounds_cleft import check_pixel_budget
+
     with Image.open(path) as image:
+        check_pixel_budget(image.height, image.width, source=path)
         image.load()
 
 

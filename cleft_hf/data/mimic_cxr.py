@@ -65,11 +65,20 @@ def _image_paths(root: Path, frame) -> np.ndarray:
 
 
 def _read_report(path: str) -> str:
+    """A report's text; bytes that are not UTF-8 become U+FFFD, with a warning naming the file."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
         return ""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        text = raw.decode("utf-8", errors="replace")
+        replaced = text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd")
+        logger.warning("report %s is not valid UTF-8 (first bad byte at offset %d): %d characters replaced by "
+                       "U+FFFD", path, error.start, replaced)
+        return text
 
 
 def _report_texts(files_root: Path, studies, sections: Sequence[str], fallback: str, empty_reports: str,

@@ -1,6 +1,7 @@
 """Write a resized copy of a dataset's images once, which the loaders then read instead of the originals.
 
     python -m cleft_hf.data.preprocess --dataset embed --data_root /data/embed --size 518 --num_workers 16
+    python -m cleft_hf.data.preprocess ... --shard 3/8     # node (or SLURM array task) 3 of 8, 0-based
 
 Loads the dataset with its loader (so exactly the images it uses), then converts every image in a process pool
 with a progress bar: DICOMs are decoded at reduced size (:func:`~cleft_hf.data.read_dicom` ``min_size``) and
@@ -8,6 +9,11 @@ written as 16-bit PNGs after VOI / MONOCHROME1 handling, JPEGs and PNGs as 8-bit
 ``--size`` (never upscaled). Resumable: finished files are skipped, each file is written under a temporary name
 and renamed. The folder layout is described in :mod:`cleft_hf.data.resized_cache`; loaders use the copy with
 their default ``resized="auto"``.
+
+With ``--shard i/N`` a run converts every N-th image from the i-th on (of the sorted list), so N runs on N machines
+(a shared folder) write disjoint parts of the same copy; each records ``cleft_resized.shard-i-of-N.json`` and the
+last one to finish writes the folder's manifest: only then do loaders read the copy. The union is the folder a
+single run writes, file for file; a killed shard resumes where it stopped when run again.
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def convert(job: tuple[str, str, int]) -> tuple[str, str]:
         for key, value in texts.items():
             info.add_text(key, value)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        temporary = f"{target}.tmp-{os.getpid()}"
+        temporary = f"{target}.tmp"  # one writer per target; a killed run's leftover is overwritten on resume
         image.save(temporary, format="PNG", pnginfo=info, compress_level=1)
         os.replace(temporary, target)
     except Exception as err:  # one bad file must not stop the run; it is listed at the end
@@ -77,15 +83,29 @@ def convert(job: tuple[str, str, int]) -> tuple[str, str]:
     return "written", target
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """"i/N" -> (i, N) with 0 <= i < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes i/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard i/N needs 0 <= i < N (0-based, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), "
+                         f"got {text!r}")
+    return index, count
+
+
 def preprocess(dataset: str, data_root: str | os.PathLike, size: int = 518, *, output_dir: str | os.PathLike | None = None,
-               num_workers: int | None = None, dataset_kwargs: dict | None = None, progress: bool = True) -> dict:
+               num_workers: int | None = None, dataset_kwargs: dict | None = None, progress: bool = True,
+               shard: tuple[int, int] | None = None) -> dict:
     """Resize every image the dataset's loader uses into ``output_dir`` (default ``data_root/cleft_resized_<size>px``);
-    returns the counts (written / skipped / failed) and writes the folder's manifest."""
+    returns the counts (written / skipped / failed) and writes the folder's manifest. ``shard=(i, N)``: only every
+    N-th image from the i-th on; the manifest is written by the shard that completes the set."""
     from tqdm.auto import tqdm
 
     from .load_cache import image_paths
     from .registry import get_dataset_spec
-    from .resized_cache import cached_path, resized_folder_name, write_manifest
+    from .resized_cache import cached_path, resized_folder_name, write_manifest, write_shard_manifest
 
     if size < 8:
         raise ValueError(f"size must be >= 8 pixels, got {size}")
@@ -95,21 +115,24 @@ def preprocess(dataset: str, data_root: str | os.PathLike, size: int = 518, *, o
     folder = Path(output_dir).expanduser() if output_dir is not None else root / resized_folder_name(size)
     folder.mkdir(parents=True, exist_ok=True)
     sources = sorted(set(image_paths(data)))
-    jobs = [(source, cached_path(root, folder, source), size) for source in sources]
+    index, count = shard or (0, 1)
+    jobs = [(source, cached_path(root, folder, source), size) for source in sources[index::count]]
     counts = {"written": 0, "skipped": 0, "failed": 0}
     failures: list[str] = []
     workers = max(1, num_workers or os.cpu_count() or 1)
     with get_context("spawn").Pool(workers) if workers > 1 else _Serial() as pool:
         results = pool.imap_unordered(convert, jobs, chunksize=8)
-        for status, detail in tqdm(results, total=len(jobs), desc=f"resizing to {size} px", disable=not progress):
+        desc = f"resizing to {size} px" + (f" (shard {index}/{count})" if shard else "")
+        for status, detail in tqdm(results, total=len(jobs), desc=desc, disable=not progress):
             counts[status] += 1
             if status == "failed":
                 failures.append(detail)
-    write_manifest(folder, size, root, {**counts, "images": len(jobs)})
+    if shard is None:
+        write_manifest(folder, size, root, {**counts, "images": len(jobs)}, failures)
+    else:
+        write_shard_manifest(folder, size, root, shard, {**counts, "images": len(jobs)}, failures)
     if failures:
-        (folder / "failed.txt").write_text("\n".join(failures) + "\n", encoding="utf-8")
-        logger.warning("%d images could not be converted (listed in %s), e.g. %s", len(failures),
-                       folder / "failed.txt", failures[0])
+        logger.warning("%d images could not be converted (listed in %s), e.g. %s", len(failures), folder, failures[0])
     return {**counts, "folder": str(folder)}
 
 
@@ -135,12 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_dir", default=None, help="default: <data_root>/cleft_resized_<size>px")
     parser.add_argument("--num_workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--dataset_kwargs", default=None, help='loader arguments as JSON, e.g. \'{"task": "density"}\'')
+    parser.add_argument("--shard", default=None, help="i/N: this run writes the i-th of N disjoint parts (0-based)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         kwargs = json.loads(args.dataset_kwargs) if args.dataset_kwargs else {}
+        shard = parse_shard(args.shard) if args.shard else None
         summary = preprocess(args.dataset, args.data_root, args.size, output_dir=args.output_dir,
-                             num_workers=args.num_workers, dataset_kwargs=kwargs)
+                             num_workers=args.num_workers, dataset_kwargs=kwargs, shard=shard)
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

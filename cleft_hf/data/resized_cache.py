@@ -80,6 +80,32 @@ def manifest_file(folder: Path | None) -> list[Path]:
     return [folder / MANIFEST] if folder is not None else []
 
 
-def write_manifest(folder: Path, size: int, root: Path, counts: dict[str, int]) -> None:
-    (folder / MANIFEST).write_text(json.dumps({"size": int(size), "source_root": str(root), **counts}, indent=2),
-                                   encoding="utf-8")
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_manifest(folder: Path, size: int, root: Path, counts: dict[str, int], failures: Sequence[str] = ()) -> None:
+    """The folder's manifest (the loaders read a folder only once it exists) and `failed.txt` when files failed."""
+    if failures:
+        _write_atomically(folder / "failed.txt", "\n".join(failures) + "\n")
+    _write_atomically(folder / MANIFEST, json.dumps({"size": int(size), "source_root": str(root), **counts}, indent=2))
+
+
+def write_shard_manifest(folder: Path, size: int, root: Path, shard: tuple[int, int], counts: dict[str, int],
+                         failures: Sequence[str] = ()) -> bool:
+    """Record shard `(i, N)` as done (`cleft_resized.shard-i-of-N.json`); when all N are recorded, write the folder's
+    manifest with their summed counts and failures. Returns whether this call completed the folder."""
+    index, count = shard
+    record = {"size": int(size), "source_root": str(root), **counts, "failures": list(failures)}
+    _write_atomically(folder / f"cleft_resized.shard-{index}-of-{count}.json", json.dumps(record, indent=2))
+    parts = [folder / f"cleft_resized.shard-{i}-of-{count}.json" for i in range(count)]
+    if not all(part.is_file() for part in parts):
+        return False
+    records = [json.loads(part.read_text(encoding="utf-8")) for part in parts]
+    if any(r["size"] != int(size) or r["source_root"] != str(root) for r in records):
+        raise ValueError(f"the shards in {folder} were written with other sizes or data roots; remove it and rerun")
+    totals = {key: sum(r[key] for r in records) for key in counts}
+    write_manifest(folder, size, root, totals, [line for r in records for line in r["failures"]])
+    return True

@@ -23,6 +23,7 @@ from datasets import Image as ImageFeature
 from PIL import Image as PILImage
 from torchvision.transforms.v2 import functional as TF
 
+from ..modeling.image_bounds_cleft import check_pixel_budget
 from .dicom import is_dicom, read_dicom
 from .resized_cache import SCALE_KEY
 
@@ -45,13 +46,15 @@ def _reduce(image: PILImage.Image, target: int | None) -> PILImage.Image:
 
 def open_image(source, target: int | None = None) -> PILImage.Image:
     """A decoded PIL image; with ``target``, JPEGs are decoded at reduced size (DCT scaling by 1/2, 1/4 or 1/8 in
-    draft mode) while the shorter side stays >= ``target``. Errors name the file."""
+    draft mode) while the shorter side stays >= ``target``. Errors name the file; an image whose header claims more
+    pixels than the pixel budget (``CLEFT_MAX_IMAGE_PIXELS``) is refused before decoding."""
     try:
         image = PILImage.open(source)
     except FileNotFoundError:
         raise
     except Exception as err:  # PIL raises many types for unreadable files; name the file
         raise ValueError(f"cannot decode image {getattr(source, 'name', source)}: {err}") from err
+    check_pixel_budget(image.height, image.width, source=getattr(source, "name", source))  # header only
     try:
         return _load(image, target)
     except Exception as err:

@@ -175,6 +175,7 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
     from ..data import get_dataset_spec, get_split, load_mimic_cxr
     from ..hub import write_model_card
     from .language_model import pretrain_causal_lm
+    from .similarity_figures import write_similarity_figure
     from .synthetic import write_demo_embed, write_demo_mimic_cxr
 
     output_dir = Path(output_dir)
@@ -197,6 +198,10 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
     write_model_card(output_dir / "model", results=results)  # every stage's recipe: recorded in the model folder
     write_model_card(output_dir / "mammo" / "model", results=[mammo[task] for task in MAMMO_TASKS])
     timer.lap("model_cards")
+    write_similarity_figure(output_dir / "model", "synthetic", cxr_root, output_dir / "plots" / "similarity_maps_cxr.png")
+    write_similarity_figure(output_dir / "mammo" / "model", "embed", embed_root,
+                            output_dir / "plots" / "similarity_maps_mammo.png", task=MAMMO_TASKS[0])
+    timer.lap("similarity_maps")
     seconds = {**timer.seconds, "total": round(sum(timer.seconds.values()), 1)}
     for values, folder in ((results, output_dir), (mammo, output_dir / "mammo")):
         values["demo_seconds"] = seconds

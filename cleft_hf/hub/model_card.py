@@ -18,7 +18,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from ..data.registry import DATASET_REGISTRY, MODALITIES
-from ..evaluation.report import MetricRecord, format_value, metric_records
+from ..evaluation.report import MetricRecord, metric_records
 from ..training_log import read_training_log
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ TEMPLATE_PATH = next((path for path in (Path(__file__).resolve().parent / "model
 NOT_EVALUATED = "not evaluated"
 PAPER_URL = "https://arxiv.org/abs/2407.21011"
 TEXT_POOLING_TEXT = {"last": "hidden state of the last non-padding token",
-                     "first_pad": "hidden state of the first padding EOS after the text, not attending to itself"}
+                     "first_pad": "hidden state of the first padding EOS after the text, not attending to itself",
+                     "cls": "hidden state of the [CLS] token", "mean": "mean of the attended tokens' hidden states"}
 PROJECTION_TEXT = {"linear": "linear", "mlp": "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm)"}
 BASE_TAGS = ["medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft"]
 DIGITS = 4  # metric values in the card and its model-index
@@ -109,7 +110,7 @@ def build_eval_results(results: Mapping[str, Any]) -> list[EvalResult]:
 def evaluation_table(records: Sequence[MetricRecord]) -> str:
     """Markdown table `| task | result | value |` of the records (values rounded to `DIGITS`)."""
     lines = ["| task | result | value |", "|---|---|---:|"]
-    lines += [f"| {HUB_TASKS[r.task][1]} | {r.label} | {format_value(r.value, DIGITS)} |" for r in records]
+    lines += [f"| {HUB_TASKS[r.task][1]} | {r.label} | {r.display_value(DIGITS)} |" for r in records]
     return "\n".join(lines)
 
 
@@ -319,7 +320,8 @@ def render_model_card(
     full = model.should_save_base_model(save_base_model)
     counts = parameter_counts(model)
     text_config = config.text_config
-    layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", None)
+    layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", None) or getattr(
+        text_config, "n_layers", None)
     uploaded = sum(counts.values()) - (0 if full else counts["llm_base"])
     modality_text = " and ".join(MODALITIES[t].words for t in modalities) or "medical"
     text_hub = text_hub_id(config)
@@ -343,6 +345,9 @@ def render_model_card(
         text_model=text_hub,
         text_is_local=bool(config.text_model_name_or_path) and text_hub is None,
         text_family=text_config.model_type,
+        text_kind="text encoder" if config.text_is_encoder else "causal LLM",
+        text_is_encoder=config.text_is_encoder,
+        text_trained=config.text_tower_trained,
         text_layers=layers,
         text_hidden=config.text_hidden_size,
         peft_text=_peft_text(config.peft_config),

@@ -19,7 +19,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HFValidationError, LocalTokenNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from ..atomic_folder import atomic_folder
+from ..model_folder_write import tensor_bytes, write_model_folder_safely
 from .model_card import arguments_summary, recorded_recipes, render_model_card
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ def _refuse_token_in_files(folder: Path, token: str) -> None:
     """Abort when the token was written into any non-weight file of the upload (the name only, never the token)."""
     for path in sorted(folder.iterdir()):
         if path.is_file() and not path.name.endswith(".safetensors") and token.encode() in path.read_bytes():
-            raise RuntimeError(f"the Hub token appears in {path.name} of the upload folder: refusing to upload it")
+            raise ValueError(f"the Hub token appears in {path.name} of the upload folder: refusing to upload it; "
+                             "remove it from that file (or from what wrote it) and upload again")
 
 
 def build_upload_folder(
@@ -107,12 +108,14 @@ def build_upload_folder(
             "text_model_name_or_path= to load it (set config.text_model_name_or_path to its Hub id, or push full "
             "weights)", model.config.text_model_name_or_path,
         )
-    with atomic_folder(target) as staging:
-        model.save_pretrained(staging, save_base_model=full)
-        processor.save_pretrained(staging)
-        card = render_model_card(model, results=results, save_base_model=full, **card_kwargs)
-        card.save(staging / "README.md")
+    def write_card(staging: Path) -> None:
+        render_model_card(model, results=results, save_base_model=full, **card_kwargs).save(staging / "README.md")
         _check_folder(staging)
+
+    base_keys = set() if full else set(model.base_llm_state_keys())
+    needed = tensor_bytes({k: v for k, v in model.state_dict().items() if k not in base_keys})
+    write_model_folder_safely(target, [lambda staging: model.save_pretrained(staging, save_base_model=full),
+                                       processor, write_card], needed, what="the upload folder")
     logger.info("built upload folder %s (%s weights)", target, "full" if full else "adapter-only")
     return target
 

@@ -134,7 +134,11 @@ def verify_checkpoint(folder: Path, process_index: int, sharded: bool, allow_ine
     if not (folder / COMPLETE_MARKER).is_file():
         raise CheckpointError(
             f"checkpoint {folder} is incomplete ({COMPLETE_MARKER} is missing): its save did not finish")
-    expected = _read_json(folder / COMPLETE_MARKER).get("files", {})
+    marker = _read_json(folder / COMPLETE_MARKER)
+    expected = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(expected, dict) or not all(isinstance(size, int) for size in expected.values()):
+        raise CheckpointError(f"checkpoint file {folder / COMPLETE_MARKER} is not a completion marker (expected "
+                              '{"files": {name: size}}); the checkpoint cannot be trusted')
     rng_file = f"random_states_{process_index}.pkl"
     required = {TRAINER_STATE_FILE} | (set() if sharded else {"model.safetensors", "optimizer.bin"})
     for name in sorted(required | {rng_file}):

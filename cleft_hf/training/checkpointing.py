@@ -116,7 +116,7 @@ class CheckpointManager:
     Args:
         accelerator: the run's `accelerate.Accelerator` (models and optimisers prepared).
         output_dir: run folder; checkpoints go to `output_dir/checkpoints/step_<n>`. The caller holds its lock
-            (`run_lock.RunLock`), so leftovers of killed runs in it can be removed here.
+            (`cleft_hf.run_lock.RunLock`), so leftovers of killed runs in it can be removed here.
         save_every: save when `step % save_every == 0` (optimiser steps); 0 disables periodic saves.
         keep_last: number of periodic checkpoints kept (older ones deleted); <= 0 keeps all.
     All methods must be called on every process (they contain collectives).

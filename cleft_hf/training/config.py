@@ -20,6 +20,7 @@ import json
 from typing import Any, Literal, Optional
 
 from ..arguments import CommonArguments, ConfigError, Mapping, arg, did_you_mean, require
+from ..number_checks import check_range
 
 
 @dataclass
@@ -66,11 +67,14 @@ class _TrainingArguments(CommonArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("learning_rate", "max_steps", "gradient_accumulation_steps", "log_every"):
-            require(getattr(self, name) > 0, f"config field '{name}' must be > 0, got {getattr(self, name)!r}")
+            check_range(name, getattr(self, name), low=0, low_open=True)
+        for name in ("weight_decay", "save_every", "max_grad_norm"):
+            check_range(name, getattr(self, name), low=0)
+        check_range("momentum", self.momentum, low=0, high=1, high_open=True)
+        check_range("betas", self.betas, low=0, high=1, high_open=True)
         require(0 <= self.warmup_steps <= self.max_steps, f"config field 'warmup_steps' must be in [0, max_steps="
                  f"{self.max_steps}], got {self.warmup_steps} (lower it with --warmup_steps)")
         require(0.0 <= self.min_lr_ratio <= 1.0, f"config field 'min_lr_ratio' must be in [0, 1], got {self.min_lr_ratio}")
-        require(self.weight_decay >= 0 and self.save_every >= 0, "config fields 'weight_decay' and 'save_every' must be >= 0")
         require(self.eval_every >= 0, f"config field 'eval_every' must be >= 0, got {self.eval_every}")
         require(not self.eval_every or self.eval_split is not None,
                  "config field 'eval_split' is required when eval_every > 0 (or set eval_every: 0)")
@@ -92,8 +96,17 @@ def _check_model_config(model_config: dict[str, Any]) -> None:
     for key in model_config:
         if key not in known:
             raise did_you_mean(key, known, "in model_config, whose keys are CLEFTConfig fields")
+    fields = dict(model_config)
+    text = fields.get("text_model_name_or_path")
+    if text and "text_config" not in fields:  # family-dependent fields (text_pooling, LoRA targets) need its config
+        from transformers import AutoConfig
+
+        try:
+            fields["text_config"] = AutoConfig.from_pretrained(text).to_dict()
+        except (OSError, ValueError):
+            pass  # not reachable here: checked again when the model is built
     try:
-        CLEFTConfig(**model_config)
+        CLEFTConfig(**fields)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config field 'model_config': {error}") from None
 
@@ -147,11 +160,15 @@ class PretrainArguments(_TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.max_text_length > 0, "config field 'max_text_length' must be > 0")
+        check_range("label_caption_prob", self.label_caption_prob, low=0, high=1)
         peft_config = self.model_config.get("peft_config")
         if isinstance(peft_config, dict) and str(peft_config.get("peft_type", "")).upper() == "ADALORA":
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
         _check_model_config(self.model_config)
         _check_augmentation(self.augmentation)
+        require(self.model_config.get("projection_head") != "mlp" or self.per_device_batch_size >= 2,
+                 "model_config projection_head 'mlp' (BatchNorm) needs per_device_batch_size >= 2; raise it, or use "
+                 "projection_head 'linear'")
 
     @staticmethod
     def misplaced_key_hint(key: str, value: Any = None) -> str | None:
@@ -176,6 +193,9 @@ class PromptTuneArguments(_TrainingArguments):
     """Stage 2: learn context prompts on top of a frozen stage-1 text side (reference recipe defaults)."""
 
     model_name_or_path: Optional[str] = arg(None, "Stage-1 model folder or Hub id (required).")
+    allow_partial_weights: bool = arg(
+        False, "Load the stage-1 model even when its weights do not cover it (missing ones randomly initialised)."
+    )
     optimizer: Literal["adamw", "sgd"] = arg("sgd", "Optimiser: adamw or sgd (momentum).")
     learning_rate: float = arg(1e-4, "Peak learning rate after warm-up.")
     min_lr_ratio: float = arg(0.1, "Final learning rate as a fraction of the peak (1e-4 -> 1e-5).")
@@ -190,6 +210,7 @@ class PromptTuneArguments(_TrainingArguments):
         "dataset's prompt without the class, e.g. 'this is a chest x ray of a patient with'; empty: random).",
     )
     freeze_vision: bool = arg(False, "Freeze the vision tower, cache image features (reference: it trains).")
+    augment: bool = arg(True, "Augment training images while the vision tower trains (false: the eval transform).")
     class_names: Optional[list[str]] = arg(None, "Classes to learn prompts for (none: the dataset's).")
     loss: Literal["clip", "bce"] = arg("bce", "Multi-label BCE over class prompts, or InfoNCE on label texts.")
 

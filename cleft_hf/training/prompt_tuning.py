@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.fsdp import register_fsdp_forward_method
 from tqdm.auto import tqdm
 
 from ..data import DatasetSpec, caption_ids, get_split, label_names, make_loader, restrict_labels
@@ -87,7 +88,8 @@ class PromptTuning(Stage):
     def build(self, datasets):
         args = self.args
         model = CLEFTModel.from_pretrained(args.model_name_or_path, dtype=args.dtype,
-                                           attn_implementation=args.attn_implementation)
+                                           attn_implementation=args.attn_implementation,
+                                           allow_partial_weights=args.allow_partial_weights)
         self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
         spec, task = self.spec, self.spec.task_name(args.dataset_kwargs)
         dataset = get_split(datasets, args.train_split)
@@ -96,10 +98,10 @@ class PromptTuning(Stage):
         prompt_names = [name.lower() for name in self.class_names]  # as written in prompts ("pleural effusion")
         model.setup_prompt_learning(prompt_names, processor, num_context_tokens=args.num_context_tokens,
                                     class_specific=args.class_specific, init_text=args.init_text, task=task)
-        model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision)
+        model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision, train_logit_bias=args.loss == "bce")
         loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
                              num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,
-                             augment=None if args.freeze_vision else {}, skip_bad=args.skip_bad)
+                             augment=None if args.freeze_vision or not args.augment else {}, skip_bad=args.skip_bad)
         return model, processor, loader
 
     def batches(self, model, loader, start_micro_step: int):
@@ -109,7 +111,9 @@ class PromptTuning(Stage):
         # once, in this pass over the whole dataset)
         self.skipped_images.restore({"count": 0, "files": []})
         batches = (self.skipped_images.take(batch) for batch in loader)
-        cache = cache_image_embeddings(self.accelerator.unwrap_model(model), batches, self.accelerator)
+        unwrapped = self.accelerator.unwrap_model(model)
+        register_fsdp_forward_method(unwrapped, "get_image_features")  # FSDP2 gathers its shards (else a no-op)
+        cache = cache_image_embeddings(unwrapped, batches, self.accelerator)
         return cached_batch_stream(cache, self.args.seed, start_micro_step)
 
     def set_train_mode(self, model) -> None:

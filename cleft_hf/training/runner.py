@@ -17,16 +17,17 @@ from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
 from ..arguments import save_arguments
+from ..run_lock import hold_output_dir
 from ..data import get_dataset_spec
 from .batches import SkippedImages, batch_stream
 from .checkpointing import CheckpointManager
+from .final_save import SignalsDeferred, save_final_or_keep_state
 from .model_folder import save_model_folder
 from .optim import build_optimizer, build_scheduler
 from .resume import resume_training, run_arguments
-from .run_lock import OutputDirInUseError, RunLock
 from .run_log import TrainingLog
 from .run_state import RunState
 from .step_loop import train_steps
@@ -93,23 +94,6 @@ def make_accelerator(args: Any) -> Accelerator:
     return accelerator
 
 
-def hold_output_dir(accelerator: Accelerator, output_dir: str | Path) -> RunLock | None:
-    """The main process locks `output_dir` (see `run_lock`); a refusal is raised on every process."""
-    lock, refusal = None, None
-    if accelerator.is_main_process:
-        try:
-            lock = RunLock(output_dir).acquire()
-        except OutputDirInUseError as error:
-            refusal = str(error)
-    if accelerator.num_processes > 1:
-        refusal = [refusal]
-        broadcast_object_list(refusal)
-        refusal = refusal[0]
-    if refusal:
-        raise OutputDirInUseError(refusal)
-    return lock
-
-
 def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str):
     """Optimiser (parameter groups) and schedule from `args`, `accelerator.prepare`, trackers.
 
@@ -129,7 +113,8 @@ def start_run(stage: Stage, accelerator: Accelerator) -> RunState:
     args = stage.args
     if accelerator.is_main_process:
         save_arguments(args, Path(args.output_dir) / stage.arguments_file)
-    datasets = stage.spec.load(args.data_root, **args.loader_kwargs)
+    with accelerator.local_main_process_first():  # it writes the node's load cache, the others then read it
+        datasets = stage.spec.load(args.data_root, **args.loader_kwargs)
     model, processor, loader = stage.build(datasets)
     model, optimizer, scheduler, loader = prepare_run(accelerator, args, model, loader, stage.project)
     checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_every, args.keep_last)
@@ -161,7 +146,9 @@ def run_stage(stage: Stage) -> dict[str, Any]:
     try:
         run = start_run(stage, accelerator)
         train_steps(run)
-        final_dir = save_model_folder(run, Path(args.output_dir) / "model")
+        with SignalsDeferred():  # SIGTERM/SIGINT: the model folder is finished first, then the run stops
+            final_dir = save_final_or_keep_state(lambda: save_model_folder(run, Path(args.output_dir) / "model"),
+                                                 run.checkpoints, args.max_steps, run.trainer_state)
         accelerator.end_training()
     finally:
         if lock is not None:

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from .checkpointing import CheckpointManager, any_process
+from .checkpointing import CheckpointManager, any_process, list_checkpoints
+from .finite_update import check_finite_update
 from .model_folder import save_model_folder
 from .run_state import RunState
 from .stop_signals import StopSignals, TrainingInterrupted
@@ -90,6 +91,8 @@ def train_steps(run: RunState) -> None:
     args, accelerator, model = run.args, run.accelerator, run.model
     unwrapped = accelerator.unwrap_model(model)
     max_norm = args.max_grad_norm or float("inf")  # inf: the norm is still computed (and checked), not clipped
+    names = {id(parameter): name for name, parameter in unwrapped.named_parameters()}  # for non-finite weights
+    newest_checkpoint = lambda: (list_checkpoints(args.output_dir) or [(0, None)])[-1][1]  # noqa: E731
     progress = tqdm(total=args.max_steps, initial=run.start, desc=run.stage.name,
                     disable=not accelerator.is_local_main_process)
     run.stage.set_train_mode(model)
@@ -107,6 +110,9 @@ def train_steps(run: RunState) -> None:
                         if norm is not None:
                             stop_if_not_finite(norm, step, run.checkpoints, what="gradient norm", **guard)
                     run.optimizer.step()
+                    if accelerator.sync_gradients:  # before anything of this step is saved
+                        check_finite_update(run.optimizer, step, lambda flag: any_process(accelerator, flag), names,
+                                            newest_checkpoint)
                     run.optimizer.zero_grad(set_to_none=True)
                 run.log.add(loss)
             run.scheduler.step()

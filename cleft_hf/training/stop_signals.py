@@ -2,10 +2,12 @@
 state is saved as a normal checkpoint (`--resume_from_checkpoint latest` picks it) and the run exits with
 `TrainingInterrupted` (a `SystemExit` with status 128 + signal number, no traceback).
 
-`accelerate launch` with one process does not pass SIGTERM on to the training process: it exits and leaves it
-running; send the signal to the training process itself (`pkill -TERM -P <pid of accelerate launch>`, or the
-process group: `kill -TERM -- -<pgid>`). With `--multi_gpu`, torchrun forwards SIGTERM to every worker and
-SIGKILLs them 30 s later, so the save must fit in that time. See the README.
+The final model save is covered too (`final_save.SignalsDeferred`): a signal then waits for the folder's last byte.
+Exit status seen from outside (accelerate 1.16, `--quiet`): the training process exits 128 + signal; a one-process
+`accelerate launch` whose training process was signalled exits 1 (any failure is 1 there); a launcher signalled
+itself passes SIGTERM on, kills the training process 5 s later and exits 143 (send the signal to the training
+process, `pkill -TERM -P <launcher pid>`, when a save takes longer). With `--multi_gpu`, torchrun forwards
+SIGTERM to every worker and SIGKILLs them 30 s later. See the README.
 """
 
 from __future__ import annotations

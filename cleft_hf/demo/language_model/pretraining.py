@@ -283,8 +283,9 @@ def pretrain_causal_lm(
 
 def _train_loop(model: nn.Module, windows: list[list[int]], pad_token_id: int, *, batch_size: int, max_steps: int,
                 lr: float, weight_decay: float, warmup_fraction: float, seed: int, time_budget_s: float | None,
-                started: float, progress: bool) -> tuple[list[float], bool, int]:
-    """Run the optimisation; returns (per-step mean token loss, stopped by the time budget, planned steps)."""
+                started: float, progress: bool, loss_fn=next_token_nll) -> tuple[list[float], bool, int]:
+    """Run the optimisation; returns (per-step mean token loss, stopped by the time budget, planned steps).
+    `loss_fn(model, batch) -> (summed NLL, token count)` (default: next-token prediction)."""
     optimizer = _optimizer(model, lr, weight_decay)
     plan = {"total": max_steps, "warmup": max(1, round(warmup_fraction * max_steps))}
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -302,7 +303,7 @@ def _train_loop(model: nn.Module, windows: list[list[int]], pad_token_id: int, *
             order.extend(torch.randperm(len(windows), generator=generator).tolist())
         batch = collate_windows([windows[i] for i in order[:batch_size]], pad_token_id)
         del order[:batch_size]
-        nll, count = next_token_nll(model, batch)
+        nll, count = loss_fn(model, batch)
         loss = nll / max(count, 1)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite LM loss {float(loss)} at step {step}; lower lr={lr}")

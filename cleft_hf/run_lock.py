@@ -4,6 +4,7 @@ start time of the run using the folder.
 A second run on the same folder is refused with one line naming the first. The kernel drops the lock when its
 process dies (also on kill -9), so a lock file left behind by a dead run is stale: it is detected as such and
 taken over with a warning. (On network filesystems, flock must be supported across hosts, e.g. NFSv4.)
+Training (both stages) and the evaluation hold their output_dir this way (`hold_output_dir`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,26 @@ class RunLock:
             self._descriptor = None
 
 
+def hold_output_dir(accelerator, output_dir: str | os.PathLike) -> RunLock | None:
+    """The main process locks `output_dir`; a refusal is raised on every process (returns the held lock on the
+    main process, None elsewhere)."""
+    from accelerate.utils import broadcast_object_list
+
+    lock, refusal = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock(output_dir).acquire()
+        except OutputDirInUseError as error:
+            refusal = str(error)
+    if accelerator.num_processes > 1:
+        refusal = [refusal]
+        broadcast_object_list(refusal)
+        refusal = refusal[0]
+    if refusal:
+        raise OutputDirInUseError(refusal)
+    return lock
+
+
 def _read_owner(descriptor: int) -> dict:
     try:
         return json.loads(os.pread(descriptor, 4096, 0).decode("utf-8") or "{}")
@@ -85,4 +106,4 @@ def _read_owner(descriptor: int) -> dict:
         return {}
 
 
-__all__ = ["LOCK_FILE", "OutputDirInUseError", "RunLock"]
+__all__ = ["LOCK_FILE", "OutputDirInUseError", "RunLock", "hold_output_dir"]
