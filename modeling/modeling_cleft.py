@@ -360,7 +360,8 @@ class CLEFTModel(
         for it forever ("Expected to have finished reduction in the prior iteration")."""
         for parameter in self.parameters():
             parameter.requires_grad_(False)
-        self.prompt_set()[0].requires_grad_(True)  # the active set's context; the others stay frozen
+        if self.config.active_prompt_set is not None:  # the active set's context; the others stay frozen
+            self.prompt_sets[self.config.active_prompt_set].requires_grad_(True)
         if not freeze_vision:
             for module in (self.vision_model, self.visual_projection):
                 module.requires_grad_(True)
