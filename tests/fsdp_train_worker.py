@@ -48,9 +48,9 @@ def prepare_run_recording(accelerator, args, model, loader, project):
 
 
 if __name__ == "__main__":
-    from cleft_hf.training.config import PretrainArguments
-
     from accelerate.state import AcceleratorState
+
+    from cleft_hf.training.config import PretrainArguments
 
     runner.make_accelerator, runner.prepare_run = make_accelerator_allowing_cpu_fsdp, prepare_run_recording
     for index, (arguments_file, out_dir) in enumerate(zip(sys.argv[1::2], sys.argv[2::2])):
