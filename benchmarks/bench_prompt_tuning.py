@@ -25,13 +25,13 @@ SIZE = {"vision": "resnet18", "image": 128, "batch": 32, "classes": 5, "class_to
 
 def build() -> CLEFTModel:
     text = GPT2Config(n_layer=SIZE["layers"], n_embd=SIZE["hidden"], n_head=4, vocab_size=SIZE["vocab"], n_positions=128)
-    config = CLEFTConfig(vision_model_name=SIZE["vision"], image_size=SIZE["image"], text_config=text.to_dict(),
-                         text_model_name_or_path=None, prompt_num_context_tokens=SIZE["context"])
     torch.manual_seed(0)
-    model = CLEFTModel(config)
     ids = torch.randint(0, SIZE["vocab"], (SIZE["classes"], SIZE["class_tokens"])).tolist()
-    model.config.class_names = [f"class {i}" for i in range(SIZE["classes"])]
-    model.config.prompt_class_token_ids = ids
+    prompts = {"class_names": [f"class {i}" for i in range(SIZE["classes"])], "prompt_class_token_ids": ids}
+    config = CLEFTConfig(vision_model_name=SIZE["vision"], image_size=SIZE["image"], text_config=text.to_dict(),
+                         text_model_name_or_path=None, prompt_num_context_tokens=SIZE["context"],
+                         prompt_sets={"bench": prompts}, active_prompt_set="bench")
+    model = CLEFTModel(config)
     model.configure_for_prompt_tuning(freeze_vision=True)
     model.train()
     model.text_model.eval()

@@ -16,6 +16,7 @@ from .text_tower_cleft import NO_ADAPTER, check_text_family, is_encoder_config, 
 
 from .pooling_cleft import ENCODER_POOLINGS, TEXT_POOLINGS
 from .projection_cleft import PROJECTION_HEADS
+from .prompt_sets_cleft import LEGACY_PROMPT_FIELDS, UNNAMED_PROMPT_SET, check_prompt_sets, fold_legacy_prompt_fields
 from .quantization_cleft import check_text_quantization
 
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
@@ -101,19 +102,17 @@ class CLEFTConfig(PretrainedConfig):
         logit_bias_init_value (`float`): initial bias added to the scaled similarities (SigLIP uses -10).
         logit_scale_max (`float`): clamp of `exp(logit_scale)` in `similarity_logits` (CLIP's 100); None: no clamp
             (the reference code's).
-        prompt_num_context_tokens (`int`): number of learned context tokens (stage 2).
+        prompt_num_context_tokens (`int`): number of learned context tokens of a new prompt set (stage 2).
         prompt_init_text (`str`): text whose token embeddings initialise the context (repeated to fill it).
-        prompt_class_specific (`bool`): one context per class instead of one shared context.
+        prompt_class_specific (`bool`): one context per class instead of one shared context (a new set).
         prompt_template (`str`): hand-written zero-shot prompt with `{}` for the class name (the training data's).
         modality (`str`): imaging modality of the training data as a Hub tag (`"chest-x-ray"`, `"mammography"`).
         hand_prompts (`dict`): the dataset's paper prompts, `{task: {class name: prompt}}` (e.g. EMBED density).
-        prompt_task (`str`): name of the learned prompt set in `prompt_learner` (`class_names` and the other
-            `prompt_*` fields describe it).
-        prompt_sets (`dict`): further learned prompt sets, `{task: {"class_names", "prompt_class_token_ids",
-            "prompt_num_context_tokens", "prompt_class_specific"}}`, chosen with `task=` at inference.
+        prompt_sets (`dict`): every learned prompt set (`model.prompt_sets`), `{task: {"class_names",
+            "prompt_class_token_ids", "prompt_num_context_tokens", "prompt_class_specific"}}` (set by
+            `setup_prompt_learning` / `set_prompt_classes`), chosen with `task=` at inference.
+        active_prompt_set (`str`): the set used when no `task` is given (the last one set up).
         custom_pipelines (`dict`): transformers' custom pipeline entry of CLEFT's zero-shot pipeline.
-        class_names (`list[str]`): classes of the learned prompts.
-        prompt_class_token_ids (`list[list[int]]`): tokenised class names (set by `set_prompt_classes`).
         save_base_model (`bool`): save the LLM base weights; `None` = only below `adapter_only_threshold`.
         adapter_only_threshold (`int`): LLM parameter count from which saving is adapter-only by default.
         checkpoint_has_base_model (`bool`): written by `save_pretrained`; False for adapter-only checkpoints.
@@ -148,12 +147,10 @@ class CLEFTConfig(PretrainedConfig):
     prompt_init_text: str | None = DEFAULT_PROMPT_INIT_TEXT
     prompt_class_specific: bool = False
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    class_names: list | None = None
-    prompt_class_token_ids: list | None = None
     modality: str | None = None
     hand_prompts: dict | None = None
-    prompt_task: str | None = None
     prompt_sets: dict | None = None
+    active_prompt_set: str | None = None
     custom_pipelines: dict | None = None
     save_base_model: bool | None = None
     adapter_only_threshold: int = 500_000_000
@@ -162,6 +159,8 @@ class CLEFTConfig(PretrainedConfig):
     text_quantization: dict | None = None
 
     def __post_init__(self, **kwargs: Any):
+        legacy = {field: kwargs.pop(field) for field in LEGACY_PROMPT_FIELDS if field in kwargs}
+        fold_legacy_prompt_fields(self, legacy, from_disk=_READING_SAVED_CONFIG.get())
         if not _READING_SAVED_CONFIG.get():  # a keyword that is no field would be kept silently and do nothing
             unknown = sorted(set(kwargs) - transformers_config_keys())
             if unknown:
@@ -220,23 +219,8 @@ class CLEFTConfig(PretrainedConfig):
             raise ValueError(f"prompt_num_context_tokens must be >= 1, got {self.prompt_num_context_tokens!r}")
         if "{}" not in self.prompt_template:
             raise ValueError(f"prompt_template must contain '{{}}' for the class name, got {self.prompt_template!r}")
-        for task, entry in (self.prompt_sets or {}).items():
-            if not {"class_names", "prompt_class_token_ids"} <= set(entry) or len(entry["class_names"]) != len(
-                    entry["prompt_class_token_ids"]):
-                raise ValueError(f"prompt_sets[{task!r}] needs class_names and as many prompt_class_token_ids")
-            if task == self.prompt_task:
-                raise ValueError(f"prompt set {task!r} is both prompt_task and in prompt_sets")
+        check_prompt_sets(self)
         check_text_family(self.text_config)
-        if self.class_names is not None:
-            names = list(self.class_names)
-            if not names or any(not isinstance(n, str) or not n.strip() for n in names):
-                raise ValueError("class_names must be a non-empty list of non-empty strings")
-            if len(set(names)) != len(names):
-                raise ValueError(f"class_names has duplicates: {names}")
-            self.class_names = names
-        if self.prompt_class_token_ids is not None:
-            if self.class_names is None or len(self.prompt_class_token_ids) != len(self.class_names):
-                raise ValueError("prompt_class_token_ids must have one entry per class name")
 
     def _resolve_peft_config(self, peft_config: Any) -> dict[str, Any]:
         """Normalise to a plain dict with `peft_type` and explicit target modules (checked by peft itself)."""
@@ -281,6 +265,22 @@ class CLEFTConfig(PretrainedConfig):
         except (TypeError, ValueError) as error:
             raise ValueError(f"invalid peft_config for {peft_type}: {error}") from error
         return resolved
+
+    # ----------------------------------------------------------------- the active prompt set (read-only views)
+    @property
+    def prompt_task(self) -> str | None:
+        """Name of the active learned prompt set (None when it has none or there is no set)."""
+        return None if self.active_prompt_set == UNNAMED_PROMPT_SET else self.active_prompt_set
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Classes of the active learned prompt set (None without one)."""
+        return (self.prompt_sets or {}).get(self.active_prompt_set, {}).get("class_names")
+
+    @property
+    def prompt_class_token_ids(self) -> list[list[int]] | None:
+        """Tokenised class names of the active learned prompt set (None without one)."""
+        return (self.prompt_sets or {}).get(self.active_prompt_set, {}).get("prompt_class_token_ids")
 
     # ----------------------------------------------------------------- helpers used by the model
     @property

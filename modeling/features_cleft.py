@@ -14,7 +14,7 @@ from .projection_cleft import project
 
 class CLEFTFeaturesMixin:
     """Methods of `CLEFTModel` that run the towers (needs `vision_model`, `text_model`, the projections,
-    `prompt_learner`, `logit_scale`, `logit_bias`)."""
+    `prompt_set()` of `CLEFTPromptSetsMixin`, `logit_scale`, `logit_bias`)."""
 
     def vision_forward(
         self, pixel_values: torch.FloatTensor, output_hidden_states: bool = False
@@ -97,7 +97,7 @@ class CLEFTFeaturesMixin:
         **text_kwargs: Any,
     ) -> BaseModelOutputWithPooling:
         """`text_forward` of "[learned context] [class text]" (stored class names when no ids are given) with the
-        context of prompt set `task` (None: `prompt_learner`)."""
+        context of prompt set `task` (None: the active set)."""
         learner = self.prompt_set(task)[0]
         if class_input_ids is None:
             class_input_ids, class_attention_mask = self.stored_class_inputs(task)

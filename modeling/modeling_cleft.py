@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 
 from .configuration_cleft import CLEFTConfig
 from .features_cleft import CLEFTFeaturesMixin
@@ -20,6 +20,7 @@ from .outputs_cleft import CLEFTOutput
 from .projection_cleft import build_projection, init_projection, project
 from .prompt_ensembles_cleft import CLEFTPromptEnsembleMixin
 from .prompt_learning_cleft import CLEFTPromptLearner
+from .prompt_sets_cleft import CLEFTPromptSetsMixin, build_prompt_learner, legacy_prompt_key_mapping
 from .quantization_cleft import check_text_quantization, load_quantized_llm, put_quantized_base_llm
 from .similarity_maps_cleft import CLEFTSimilarityMapsMixin
 from .text_tower_cleft import new_text_model, pretrained_text_model, unwrapped_text_model, wrap_text_model
@@ -27,8 +28,11 @@ from .weights_check_cleft import load_checked
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
 
-# Checkpoints written before `logit_bias` moved out of the prompt learner.
+# Checkpoints written before `logit_bias` moved out of the prompt learner (and `legacy_prompt_key_mapping`: before
+# the prompt sets were one `ModuleDict`).
 LEGACY_KEY_MAPPING = {r"^prompt_learner\.logit_bias$": "logit_bias"}
+HUB_DOWNLOAD_KEYWORDS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision",
+                         "subfolder")
 
 
 def build_vision_tower(config: CLEFTConfig, pretrained: bool = False) -> nn.Module:
@@ -71,11 +75,12 @@ class CLEFTPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
+    _keys_to_ignore_on_load_unexpected = [r"^prompt_learner\.ctx$"]  # an older stage-1 folder's unused context
     _supports_sdpa = True
     _supports_flash_attn = True  # the attention that matters is the LLM's; transformers checks it supports it
     # Trainable parts stay float32 masters when `dtype` makes the frozen base LLM bfloat16/float16.
     _keep_in_fp32_modules_strict = [
-        "vision_model", "visual_projection", "text_projection", "logit_scale", "logit_bias", "prompt_learner", "lora_",
+        "vision_model", "visual_projection", "text_projection", "logit_scale", "logit_bias", "prompt_sets", "lora_",
         "ia3_", "prompt_encoder",
     ]
 
@@ -96,7 +101,8 @@ class CLEFTPreTrainedModel(PreTrainedModel):
         `initialize_weights` on whatever a checkpoint lacks."""
         if self.logit_scale.device.type != "meta":
             self._init_weights(self)
-            self._init_weights(self.prompt_learner)
+            for learner in self.prompt_sets.values():
+                self._init_weights(learner)
 
     def initialize_weights(self) -> None:
         """transformers' init of what a loaded checkpoint lacks. An adapter-only checkpoint lacks only the base
@@ -106,7 +112,8 @@ class CLEFTPreTrainedModel(PreTrainedModel):
 
 
 class CLEFTModel(
-    CLEFTFeaturesMixin, CLEFTZeroShotMixin, CLEFTPromptEnsembleMixin, CLEFTSimilarityMapsMixin, CLEFTPreTrainedModel
+    CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, CLEFTPromptEnsembleMixin, CLEFTSimilarityMapsMixin,
+    CLEFTPreTrainedModel,
 ):
     r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
 
@@ -129,14 +136,8 @@ class CLEFTModel(
         self.logit_scale = nn.Parameter(torch.tensor([float(config.logit_scale_init_value)]))
         # Added to the scaled similarities: SigLIP's bias and the stage-2 BCE bias; trained only by those losses.
         self.logit_bias = nn.Parameter(torch.tensor([float(config.logit_bias_init_value)]), requires_grad=False)
-        num_classes = len(config.class_names) if config.class_names else None
-        self.prompt_learner = CLEFTPromptLearner(
-            config.prompt_num_context_tokens, self.text_embed_dim, num_classes, config.prompt_class_specific
-        )
-        self.prompt_sets = nn.ModuleDict({  # further named learned prompt sets (e.g. EMBED density and birads)
-            task: CLEFTPromptLearner(entry.get("prompt_num_context_tokens", config.prompt_num_context_tokens),
-                                     self.text_embed_dim, len(entry["class_names"]),
-                                     entry.get("prompt_class_specific", config.prompt_class_specific))
+        self.prompt_sets = nn.ModuleDict({  # the learned prompt sets by task (e.g. EMBED density and birads)
+            task: build_prompt_learner(entry, config, self.text_embed_dim)
             for task, entry in (config.prompt_sets or {}).items()
         })
         # Units FSDP wraps / device maps keep whole: the LLM's decoder layer (reached through PEFT) + timm blocks.
@@ -268,7 +269,9 @@ class CLEFTModel(
         kwargs["use_safetensors"] = True
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
-        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
+        legacy = {} if "key_mapping" in kwargs else {**LEGACY_KEY_MAPPING, **legacy_prompt_key_mapping(
+            cls._saved_config(pretrained_model_name_or_path, kwargs))}
+        kwargs.setdefault("key_mapping", legacy)
         allow_partial, with_info = kwargs.pop("allow_partial_weights", False), kwargs.pop("output_loading_info", False)
         loaded, info = load_checked(  # weights not covering the model: an error naming them (weights_check_cleft)
             lambda **checks: super(CLEFTModel, cls).from_pretrained(
@@ -280,6 +283,9 @@ class CLEFTModel(
         if loaded.config.text_quantization and loaded.config.checkpoint_has_base_model:
             raise ValueError("text_quantization needs an adapter-only checkpoint (its base LLM is quantised from its "
                              "original weights): save this model with save_base_model=False first")
+        loaded._weight_conversions = [  # saving writes the current layout, not the older one it was read from
+            c for c in getattr(loaded, "_weight_conversions", None) or []
+            if not set(c.target_patterns) & set(legacy.values())]
         if not loaded.config.checkpoint_has_base_model:
             source = text_model_name_or_path or loaded.config.text_model_name_or_path
             loaded.load_base_llm_weights(source, token=kwargs.get("token"))
@@ -289,6 +295,15 @@ class CLEFTModel(
             if parameter.requires_grad and parameter.dtype != torch.float32:  # missing keys built in `dtype`
                 parameter.data = parameter.data.float()
         return model
+
+    @classmethod
+    def _saved_config(cls, pretrained_model_name_or_path, kwargs: dict[str, Any]) -> CLEFTConfig:
+        """The config `from_pretrained` is about to use (`config=` or the folder's), read for the key mapping."""
+        config = kwargs.get("config")
+        if isinstance(config, PretrainedConfig):
+            return config
+        download = {k: kwargs[k] for k in HUB_DOWNLOAD_KEYWORDS if k in kwargs}
+        return cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **download)
 
     @torch.no_grad()
     def load_base_llm_weights(self, source: str, **hub_kwargs: Any) -> None:
@@ -366,7 +381,8 @@ class CLEFTModel(
         for it forever ("Expected to have finished reduction in the prior iteration")."""
         for parameter in self.parameters():
             parameter.requires_grad_(False)
-        self.prompt_learner.requires_grad_(True)
+        if self.config.active_prompt_set is not None:  # the active set's context; the others stay frozen
+            self.prompt_sets[self.config.active_prompt_set].requires_grad_(True)
         if not freeze_vision:
             for module in (self.vision_model, self.visual_projection):
                 module.requires_grad_(True)

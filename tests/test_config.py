@@ -25,7 +25,9 @@ def test_serialises_exactly(tmp_path):
     config = CLEFTConfig(
         text_config={"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
                      "intermediate_size": 128, "vocab_size": 300},
-        class_names=["edema", "cardiomegaly"], prompt_class_specific=True, image_size=64,
+        prompt_sets={"findings": {"class_names": ["edema", "cardiomegaly"], "prompt_class_token_ids": [[5], [6, 7]],
+                                  "prompt_num_context_tokens": 4, "prompt_class_specific": True}},
+        active_prompt_set="findings", prompt_class_specific=True, image_size=64,
         peft_config={"peft_type": "IA3"},
     )
     config.save_pretrained(tmp_path)
@@ -41,8 +43,10 @@ def test_serialises_exactly(tmp_path):
     ("projection_dim", 0, "projection_dim must be"),
     ("prompt_num_context_tokens", 0, "prompt_num_context_tokens must be"),
     ("prompt_template", "no placeholder", "prompt_template must contain"),
-    ("class_names", [], "class_names must be"),
-    ("class_names", ["edema", "edema"], "duplicates"),
+    ("prompt_sets", {"density": {"class_names": [], "prompt_class_token_ids": []}}, "class_names must be"),
+    ("prompt_sets", {"density": {"class_names": ["fat", "fat"], "prompt_class_token_ids": [[1], [1]]}}, "duplicates"),
+    ("prompt_sets", {"density": {"class_names": ["fat"], "prompt_class_token_ids": []}}, "one entry per class"),
+    ("active_prompt_set", "density", "not in prompt_sets"),
     ("peft_config", {"peft_type": "BOFT"}, "peft_type must be one of"),
     ("peft_config", {"peft_type": "ADALORA"}, "invalid peft_config for ADALORA"),
     ("text_config", {"model_type": "vit"}, "neither a causal LM nor an encoder"),

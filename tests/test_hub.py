@@ -143,10 +143,11 @@ def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, pro
     base_keys = set(adapter_model.base_llm_state_keys())
     assert set(full_model.base_llm_state_keys()) <= set(load_file(full / "model.safetensors"))
     adapter_weights = set(load_file(adapter / "model.safetensors"))
-    assert not base_keys & adapter_weights and "prompt_learner.ctx" in adapter_weights
+    assert not base_keys & adapter_weights and "prompt_sets._unnamed.ctx" in adapter_weights
     adapter_config = json.loads((adapter / "config.json").read_text())
     assert adapter_config["checkpoint_has_base_model"] is False
-    assert adapter_config["text_model_name_or_path"] == HUB_LLM_ID and adapter_config["class_names"] == CLASSES
+    assert adapter_config["text_model_name_or_path"] == HUB_LLM_ID
+    assert adapter_config["prompt_sets"]["_unnamed"]["class_names"] == CLASSES
     assert adapter_config["auto_map"]["AutoModel"] == "modeling_cleft.CLEFTModel"
     card = ModelCard.load(adapter / "README.md")
     assert card.data.base_model == HUB_LLM_ID and "Adapter-only weights" in card.text

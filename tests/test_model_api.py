@@ -101,7 +101,7 @@ def test_checkpoint_with_the_bias_in_the_prompt_learner_still_loads(model, batch
 
 def test_class_specific_context_row_uses_its_own_context(make_model, processor):
     names = ["edema", "atelectasis", "cardiomegaly"]
-    model = make_model(prompt_class_specific=True, class_names=names).eval()
+    model = make_model(prompt_class_specific=True).eval()
     model.set_prompt_classes(names, processor)
     with torch.no_grad():
         for index in range(3):

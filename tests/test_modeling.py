@@ -33,13 +33,13 @@ def test_stage2_trains_only_context_and_vision(model, batch, processor):
     prompts = model.get_prompt_features()
     (images @ prompts.t()).sum().backward()
     for name, parameter in model.named_parameters():
-        expected = name.startswith(("vision_model.", "visual_projection.", "prompt_learner.ctx"))
+        expected = name.startswith(("vision_model.", "visual_projection.", "prompt_sets._unnamed.ctx"))
         assert (parameter.grad is not None) == expected, name
         trainable = expected or name in ("logit_scale", "logit_bias")
         assert parameter.requires_grad == trainable, name
     model.configure_for_prompt_tuning(freeze_vision=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"prompt_learner.ctx", "logit_bias"}
+    assert trainable == {"prompt_sets._unnamed.ctx", "logit_bias"}
 
 
 def test_lora_default_targets_per_family(model, family):
@@ -117,7 +117,8 @@ def test_prompt_context_is_inserted_before_class_text(model, processor):
 
 
 def test_class_specific_context_needs_one_context_per_name(make_model, processor):
-    model = make_model(prompt_class_specific=True, class_names=["edema", "atelectasis", "cardiomegaly"])
+    model = make_model(prompt_class_specific=True)
+    model.set_prompt_classes(["edema", "atelectasis", "cardiomegaly"], processor)
     assert model.prompt_learner.ctx.shape[0] == 3
     with pytest.raises(ValueError, match="3 classes"):
         model.set_prompt_classes(["edema"], processor)

@@ -52,7 +52,7 @@ def test_one_model_carries_named_prompt_sets(model, processor, batch, tmp_path):
     torch.testing.assert_close(loaded.zero_shot_classify(pixels, use_learned_prompts=True, task="density"), density)
     # retraining a stored set makes it the active one again, the other set is kept
     loaded.setup_prompt_learning(DENSITY, processor, num_context_tokens=3, task="density")
-    assert loaded.prompt_set_names() == ["density", "birads"] and list(loaded.prompt_sets) == ["birads"]
+    assert loaded.prompt_set_names() == ["density", "birads"] and sorted(loaded.prompt_sets) == ["birads", "density"]
 
 
 def test_unknown_sets_and_class_names_are_clear_errors(model, processor, batch):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cleft_hf import CLEFTModel
+from cleft_hf import CLEFTModel, CLEFTProcessor
 from cleft_hf.data import get_dataset_spec
 from cleft_hf.arguments import load_arguments
 from cleft_hf.training.config import PromptTuneArguments
@@ -39,6 +39,8 @@ def test_stage2_on_single_label_mammography(tmp_path, embed_tree, embed_stage1, 
     model = CLEFTModel.from_pretrained(tmp_path / "model")
     before = CLEFTModel.from_pretrained(embed_stage1)
     assert model.config.class_names == list(get_dataset_spec("embed").task("density").class_names)
+    before.setup_prompt_learning(model.config.class_names, CLEFTProcessor.from_pretrained(embed_stage1),
+                                 num_context_tokens=3, task="density")  # the context stage 2 started from
     assert not torch.equal(model.prompt_learner.ctx, before.prompt_learner.ctx)
     vision_moved = any(not torch.equal(a, b) for a, b in zip(model.vision_model.state_dict().values(),
                                                                before.vision_model.state_dict().values()))

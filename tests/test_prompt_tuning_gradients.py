@@ -26,6 +26,6 @@ def test_every_trainable_stage2_parameter_gets_a_gradient(model, processor, batc
     prompt_loss(args, model, model, {**inputs, "labels": labels}, CLASSES, processor).backward()
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {name for name, p in model.named_parameters() if p.grad is not None}
-    assert "prompt_learner.ctx" in trainable and not any(name.startswith("prompt_sets.") for name in trainable)
+    assert "prompt_sets.findings.ctx" in trainable and "prompt_sets.birads.ctx" not in trainable  # the active set
     assert ("logit_bias" in trainable) == (loss == "bce")
     assert any(name.startswith("vision_model.") for name in trainable) != freeze_vision

@@ -75,7 +75,7 @@ def test_adapter_only_round_trip(saved_llm, batch, processor, tmp_path):
     saved = _weights(out)
     base_keys = set(model.base_llm_state_keys())
     assert base_keys and not base_keys & set(saved)
-    assert any("lora_A" in key for key in saved) and "prompt_learner.ctx" in saved
+    assert any("lora_A" in key for key in saved) and "prompt_sets._unnamed.ctx" in saved
     assert json.loads((out / "config.json").read_text())["checkpoint_has_base_model"] is False
     loaded = CLEFTModel.from_pretrained(out)
     assert loaded.config.checkpoint_has_base_model is True

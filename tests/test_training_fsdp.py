@@ -24,15 +24,19 @@ DEMO_CONFIG = ROOT / "cleft_hf" / "demo" / "demo.yaml"
 FSDP_CONFIG = ROOT / "examples" / "configs" / "accelerate" / "fsdp.yaml"
 
 
-def _launch(mode: str, args: PretrainArguments, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "args.json").write_text(json.dumps(dataclasses.asdict(args)))
+def _launch(mode: str, args: PretrainArguments, out: Path, *then: tuple[PretrainArguments, Path]) -> dict:
+    """One `accelerate launch` of the worker training `args` into `out`, then each `(args, out)` of `then` in the
+    same processes; the launch record of the first run."""
+    runs = [(args, out), *then]
+    for run_args, run_out in runs:
+        run_out.mkdir(parents=True, exist_ok=True)
+        (run_out / "args.json").write_text(json.dumps(dataclasses.asdict(run_args)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
     how = ["--config_file", str(FSDP_CONFIG)] if mode == "fsdp" else ["--multi_gpu"]
     command = [sys.executable, "-m", "accelerate.commands.launch", *how, "--num_processes", "2", "--num_machines",
                "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-               str(HERE / "fsdp_train_worker.py"), str(out / "args.json"), str(out)]
+               str(HERE / "fsdp_train_worker.py"), *[str(p) for _, o in runs for p in (o / "args.json", o)]]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((out / "launch.json").read_text())
@@ -49,7 +53,11 @@ def test_fsdp2_equals_ddp_saves_resumes_and_loads(tmp_path, demo_tree, demo_llm)
     overrides["model_config"]["peft_config"] = {"peft_type": "LORA", "lora_dropout": 0.0}
     args = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
     ddp = _launch("ddp", dataclasses.replace(args, output_dir=str(tmp_path / "ddp")), tmp_path / "ddp")
-    fsdp = _launch("fsdp", dataclasses.replace(args, output_dir=str(tmp_path / "fsdp")), tmp_path / "fsdp")
+    # the FSDP run, then (same processes) a resume from its step-2 sharded checkpoint
+    step2 = tmp_path / "fsdp" / "checkpoints" / "step_2"
+    resumed = dataclasses.replace(args, output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(step2))
+    fsdp = _launch("fsdp", dataclasses.replace(args, output_dir=str(tmp_path / "fsdp")), tmp_path / "fsdp",
+                   (resumed, tmp_path / "resumed"))
     assert ddp == {"distributed_type": "DistributedType.MULTI_CPU", "sharded": False}
     assert fsdp == {"distributed_type": "DistributedType.FSDP", "sharded": True}
     saved_files = {path.name for path in (tmp_path / "fsdp" / "model").iterdir()}
@@ -62,10 +70,8 @@ def test_fsdp2_equals_ddp_saves_resumes_and_loads(tmp_path, demo_tree, demo_llm)
         torch.testing.assert_close(fsdp_weights[name], weight, atol=1e-5, rtol=0, msg=name)
 
     # save_state under FSDP wrote per-rank shards; resuming from step 2 ends on the same weights
-    step2 = tmp_path / "fsdp" / "checkpoints" / "step_2"
     assert any(step2.glob("pytorch_model_fsdp_0/*.distcp"))
-    resumed = dataclasses.replace(args, output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(step2))
-    _launch("fsdp", resumed, tmp_path / "resumed")
+    assert json.loads((tmp_path / "resumed" / "launch.json").read_text()) == fsdp
     for name, weight in load_file(tmp_path / "resumed" / "model" / "model.safetensors").items():
         torch.testing.assert_close(weight, fsdp_weights[name], atol=1e-5, rtol=0, msg=name)
 

@@ -52,7 +52,7 @@ class _TinyCLEFT(nn.Module):
         self.image_projection = nn.Linear(8, 4, bias=False)
         self.text_projection = nn.Linear(8, 4)
         self.tied_projection = self.image_projection  # shared parameter must appear once
-        self.prompt_learner = _PromptLearner()
+        self.prompt_sets = nn.ModuleDict({"density": _PromptLearner()})
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
@@ -64,7 +64,7 @@ def test_parameter_groups_partition_trainable_parameters():
     assert by_decay[0.1] == {"vision.block.weight", "lora_A.weight", "image_projection.weight", "text_projection.weight"}
     assert by_decay[0.0] == {
         "vision.pos_embed", "vision.block.bias", "vision.norm.weight", "vision.norm.bias", "text_norm.weight",
-        "text_projection.bias", "prompt_learner.ctx", "logit_scale",
+        "text_projection.bias", "prompt_sets.density.ctx", "logit_scale",
     }  # fmt: skip
     grouped = [id(p) for group in groups for p in group["params"]]
     trainable = {id(p) for p in model.parameters() if p.requires_grad}

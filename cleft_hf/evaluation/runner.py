@@ -148,7 +148,7 @@ def _evaluate(args: EvaluateArguments, accelerator: Accelerator, plots: Path) ->
         results["classes_without_examples"] = missing
     if "zero_shot" in args.tasks:
         modes = {"hand": False}
-        if model.config.prompt_class_token_ids:
+        if model.prompt_set_names():
             modes["learned"] = True
         scored = {}
         for prompts, learned in modes.items():

@@ -130,7 +130,7 @@ def parameter_counts(model: Any) -> dict[str, int]:
         "adapter": sum(state[k].numel() for k in text_keys if k not in base_keys),
         "projections": _count([*model.visual_projection.parameters(), *model.text_projection.parameters(),
                                model.logit_scale, model.logit_bias]),
-        "prompts": _count(model.prompt_learner.parameters()),
+        "prompts": _count(model.prompt_set()[0].parameters()) if model.prompt_set_names() else 0,  # active set
     }
 
 
@@ -286,6 +286,7 @@ def render_model_card(
     model's own rule), `license` is left to the user.
     """
     config = model.config
+    active_set = (config.prompt_sets or {}).get(config.active_prompt_set, {})
     template = Path(template_path) if template_path is not None else TEMPLATE_PATH
     if not template.is_file():
         raise FileNotFoundError(f"model card template {template} not found")
@@ -354,8 +355,8 @@ def render_model_card(
         params={k: _fmt_count(v) for k, v in counts.items()},
         uploaded_params=_fmt_count(uploaded),
         class_names=list(config.class_names or []),
-        num_context_tokens=config.prompt_num_context_tokens,
-        class_specific=config.prompt_class_specific,
+        num_context_tokens=active_set.get("prompt_num_context_tokens", config.prompt_num_context_tokens),
+        class_specific=active_set.get("prompt_class_specific", config.prompt_class_specific),
         prompt_template=config.prompt_template,
         prompt_sets=[(name, model.prompt_set(name)[1]) for name in model.prompt_set_names() if name],
         hand_prompt_tasks=list(getattr(config, "hand_prompts", None) or {}),

@@ -23,7 +23,7 @@ from transformers.optimization import (
 
 logger = logging.getLogger(__name__)
 
-NO_DECAY_PATTERNS = ("*prompt_learner.*", "*logit_scale", "*logit_bias")
+NO_DECAY_PATTERNS = ("*prompt_sets.*", "*logit_scale", "*logit_bias")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 
