@@ -44,7 +44,8 @@ def updated_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 def non_finite_parameters(params: Iterable[torch.Tensor]) -> list[int]:
     """Indices of the tensors holding a NaN/inf; a fused norm screens them, `isfinite` confirms (overflow)."""
-    params = [p.detach() for p in params]
+    # FSDP2 parameters are DTensors: each process checks its local shard (the caller ORs over processes)
+    params = [(p.to_local() if hasattr(p, "to_local") else p).detach() for p in params]
     if not params:
         return []
     norms = torch._foreach_norm([p if p.is_floating_point() else p.float() for p in params])
