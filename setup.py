@@ -1,7 +1,7 @@
 """cleft-hf: Hugging Face-native CLEFT (contrastive language-image pretraining with a PEFT-adapted causal LLM)."""
 
-import shutil
 from pathlib import Path
+import shutil
 
 from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
@@ -16,6 +16,7 @@ class BuildWithCardTemplate(build_py):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(__file__).resolve().parent / "model_card.md", target)
 
+
 setup(
     name="cleft-hf",
     version="0.1.0",
@@ -25,7 +26,8 @@ setup(
     python_requires=">=3.10",
     # Namespace packages too: the metric folders (cleft_hf/metrics/<name>/<name>.py, loaded by `evaluate` from
     # their folder) are modules of their own, not data.
-    packages=find_namespace_packages(include=["cleft_hf", "cleft_hf.*"], exclude=["*.__pycache__"]) + ["cleft_hf.modeling"],
+    packages=find_namespace_packages(include=["cleft_hf", "cleft_hf.*"], exclude=["*.__pycache__"])
+    + ["cleft_hf.modeling"],
     package_dir={"cleft_hf.modeling": "modeling"},
     package_data={"cleft_hf": ["demo/*.yaml"]},
     cmdclass={"build_py": BuildWithCardTemplate},

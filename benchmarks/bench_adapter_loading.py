@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import resource
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import psutil
 
@@ -70,11 +70,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         llm_dir, cleft_dir = Path(tmp) / "llm", Path(tmp) / "cleft"
-        text_config = GPT2Config(**{**BIOMEDLM_CONFIG, "n_layer": args.layers, "n_embd": args.hidden,
-                                    "n_head": args.hidden // 64})
+        text_config = GPT2Config(
+            **{**BIOMEDLM_CONFIG, "n_layer": args.layers, "n_embd": args.hidden, "n_head": args.hidden // 64}
+        )
         AutoModelForCausalLM.from_config(text_config).save_pretrained(llm_dir)
         model = CLEFTModel.from_vision_text_pretrained(
-            "vit_small_patch16_224", str(llm_dir), vision_pretrained=False, image_size=32, projection_dim=32,
+            "vit_small_patch16_224",
+            str(llm_dir),
+            vision_pretrained=False,
+            image_size=32,
+            projection_dim=32,
             vision_model_kwargs={"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4},
         )
         llm_bytes = sum(p.numel() * p.element_size() for p in model.text_model.get_base_model().parameters())

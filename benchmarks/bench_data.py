@@ -20,18 +20,18 @@ import argparse
 import functools
 import logging
 import os
+from pathlib import Path
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from datasets import concatenate_datasets
 import numpy as np
+from PIL import Image
 import pydicom
 import torch
-from datasets import concatenate_datasets
-from PIL import Image
 
 from cleft_hf.data import load_embed, load_mimic_cxr, make_loader, make_train_transform
 from cleft_hf.data.preprocess import preprocess
@@ -85,8 +85,16 @@ def make_dicom_tree(root: Path, images: int, jpeg2000: bool) -> None:
         big = np.asarray(Image.fromarray(stored, mode="F").resize(DICOM_SIZE, Image.Resampling.BILINEAR))
         pixels = np.clip(big + np.roll(noise, index * 97, axis=1), 0, top).astype(np.uint16)
         window = (float(ds.WindowCenter), float(ds.WindowWidth)) if "WindowCenter" in ds else None
-        write_dicom(path, pixels, photometric=str(ds.PhotometricInterpretation), bits_stored=int(ds.BitsStored),
-                    window=window, modality="MG", jpeg2000=jpeg2000, SOPInstanceUID=str(ds.SOPInstanceUID))
+        write_dicom(
+            path,
+            pixels,
+            photometric=str(ds.PhotometricInterpretation),
+            bits_stored=int(ds.BitsStored),
+            window=window,
+            modality="MG",
+            jpeg2000=jpeg2000,
+            SOPInstanceUID=str(ds.SOPInstanceUID),
+        )
 
 
 def throughput(dataset, processor, passes: int, full_decode: bool = False, batch_size: int = 8) -> float:
@@ -97,8 +105,9 @@ def throughput(dataset, processor, passes: int, full_decode: bool = False, batch
     loader = make_loader(data, processor, shuffle=True, batch_size=batch_size, num_workers=0, seed=0, augment={})
     if full_decode:  # the previous path: datasets decodes the Image column at full size before the transform
         transform = make_train_transform(processor.image_processor, seed=0)
-        loader = torch.utils.data.DataLoader(data.with_transform(transform), batch_size=batch_size, shuffle=True,
-                                             collate_fn=loader.collate_fn)
+        loader = torch.utils.data.DataLoader(
+            data.with_transform(transform), batch_size=batch_size, shuffle=True, collate_fn=loader.collate_fn
+        )
     iterator = iter(loader)
     next(iterator)
     start, seen = time.perf_counter(), 0
@@ -109,6 +118,7 @@ def throughput(dataset, processor, passes: int, full_decode: bool = False, batch
 
 def jpeg_decode_floor(paths: list[str], passes: int) -> float:
     """Images/s of a bare 1/8-scale draft decode (the floor of any JPEG path): open, draft, load; nothing else."""
+
     def decode(path: str) -> None:
         with Image.open(path) as image:
             image.draft("L", (image.width // 8, image.height // 8))
@@ -131,8 +141,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    tokenizer = train_tokenizer(["no acute cardiopulmonary process", "small left pleural effusion"] * 50,
-                                family="gpt2", vocab_size=300)
+    tokenizer = train_tokenizer(
+        ["no acute cardiopulmonary process", "small left pleural effusion"] * 50, family="gpt2", vocab_size=300
+    )
     processor = CLEFTProcessor(CLEFTImageProcessor(size=224, crop_size=224), tokenizer, max_length=64)
     lines: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,8 +164,9 @@ def main() -> None:
             for name, value in lines:
                 print(f"{name}={value:.2f}" if name.endswith("_fraction_of_floor") else f"{name}={value:.1f}")
             return
-        lines.append(("train_loader_jpeg_fullres_full_decode_img_s_per_core",
-                      throughput(jpeg, processor, 1, full_decode=True)))
+        lines.append(
+            ("train_loader_jpeg_fullres_full_decode_img_s_per_core", throughput(jpeg, processor, 1, full_decode=True))
+        )
         for name, jpeg2000 in (("dicom16", False), ("dicom16_jpeg2000", True)):
             make_dicom_tree(tmp / name, max(16, args.images // (2 if jpeg2000 else 1)), jpeg2000)
             dicom = concatenate_datasets(list(load_embed(tmp / name).values()))
@@ -163,13 +175,19 @@ def main() -> None:
         for size in args.cache_sizes:
             began = time.perf_counter()
             summary = preprocess("embed", tmp / "dicom16", size, num_workers=1, progress=False)
-            lines.append((f"preprocess_dicom16_to_{size}px_img_s_per_core", summary["written"] / (time.perf_counter() - began)))
+            lines.append(
+                (f"preprocess_dicom16_to_{size}px_img_s_per_core", summary["written"] / (time.perf_counter() - began))
+            )
             cached = concatenate_datasets(list(load_embed(tmp / "dicom16", resized=size).values()))
             assert all(p.endswith(".png") for p in cached["image"])
-            lines.append((f"train_loader_cached_{size}px_img_s_per_core", throughput(cached, processor, args.passes * 2)))
+            lines.append(
+                (f"train_loader_cached_{size}px_img_s_per_core", throughput(cached, processor, args.passes * 2))
+            )
         generation = time.perf_counter() - start
-    print(f"# make_loader(train transform + collator), 224-px crops, batch 8, num_workers=0, torch threads 1; "
-          f"distinct files {counts}, {args.passes} passes (cache: {2 * args.passes}); files written in {generation:.0f} s")
+    print(
+        f"# make_loader(train transform + collator), 224-px crops, batch 8, num_workers=0, torch threads 1; "
+        f"distinct files {counts}, {args.passes} passes (cache: {2 * args.passes}); files written in {generation:.0f} s"
+    )
     for name, value in lines:
         print(f"{name}={value:.2f}" if name.endswith("_fraction_of_floor") else f"{name}={value:.1f}")
     cached = [value for name, value in lines if name.startswith("train_loader_cached_")]

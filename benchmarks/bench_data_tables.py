@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -22,11 +22,18 @@ import numpy as np
 import pandas as pd
 
 from cleft_hf.data import (
-    CHEXPERT_5X200_CLASSES, CHEXPERT_CLASSES, add_label_captions, build_chexpert_5x200, get_dataset_spec,
-    load_chexpert, load_mimic_cxr, restrict_labels, single_finding_set,
+    CHEXPERT_5X200_CLASSES,
+    CHEXPERT_CLASSES,
+    add_label_captions,
+    build_chexpert_5x200,
+    get_dataset_spec,
+    load_chexpert,
+    load_mimic_cxr,
+    restrict_labels,
+    single_finding_set,
 )
-from cleft_hf.demo.synthetic_reports import write_report
 from cleft_hf.demo.synthetic_cxr import CXR_FINDINGS, sample_case
+from cleft_hf.demo.synthetic_reports import write_report
 
 
 def write_chexpert(root: Path, rows: int, seed: int = 0) -> None:
@@ -35,9 +42,15 @@ def write_chexpert(root: Path, rows: int, seed: int = 0) -> None:
     folder = root / "CheXpert-v1.0-small"
     views = np.where(rng.random(rows) < 0.145, "lateral", "frontal")  # real train.csv: 32,387 of 223,414
     relative = [f"train/patient{i // 4 + 1:05d}/study{i % 4 + 1}/view1_{v}.jpg" for i, v in enumerate(views)]  # unique
-    frame = pd.DataFrame({"Path": [f"CheXpert-v1.0-small/{r}" for r in relative], "Sex": "Female", "Age": 60,
-                          "Frontal/Lateral": ["Lateral" if "lateral" in r else "Frontal" for r in relative],
-                          "AP/PA": "AP"})
+    frame = pd.DataFrame(
+        {
+            "Path": [f"CheXpert-v1.0-small/{r}" for r in relative],
+            "Sex": "Female",
+            "Age": 60,
+            "Frontal/Lateral": ["Lateral" if "lateral" in r else "Frontal" for r in relative],
+            "AP/PA": "AP",
+        }
+    )
     mix = np.array([1.0, 0.0, -1.0, np.nan])
     for name in CHEXPERT_CLASSES:
         frame[name] = rng.choice(mix, size=len(frame), p=[0.12, 0.08, 0.05, 0.75])

@@ -33,12 +33,22 @@ from cleft_hf.modeling import CLEFTConfig, CLEFTModel
 from cleft_hf.training.optim import build_optimizer
 
 VARIANTS = ("cleft", "bert")
-TINY_VISION = {"vision_model_name": "vit_small_patch16_224", "image_size": 32, "projection_dim": 32,
-               "vision_model_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4}}
+TINY_VISION = {
+    "vision_model_name": "vit_small_patch16_224",
+    "image_size": 32,
+    "projection_dim": 32,
+    "vision_model_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4},
+}
 TINY_TEXT = {
     "cleft": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 500},
-    "bert": {"model_type": "bert", "num_hidden_layers": 3, "hidden_size": 64, "num_attention_heads": 4,
-             "intermediate_size": 128, "vocab_size": 500},
+    "bert": {
+        "model_type": "bert",
+        "num_hidden_layers": 3,
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "vocab_size": 500,
+    },
 }
 
 
@@ -55,8 +65,12 @@ def variant_config(variant: str, tiny: bool) -> CLEFTConfig:
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes of every tensor the optimizer keeps per parameter (AdamW: step, exp_avg, exp_avg_sq)."""
-    return sum(value.numel() * value.element_size() for state in optimizer.state.values()
-               for value in state.values() if torch.is_tensor(value))
+    return sum(
+        value.numel() * value.element_size()
+        for state in optimizer.state.values()
+        for value in state.values()
+        if torch.is_tensor(value)
+    )
 
 
 def run_variant(args: argparse.Namespace) -> dict:
@@ -74,8 +88,9 @@ def run_variant(args: argparse.Namespace) -> dict:
     step_times, optimizer_bytes = [], 0
     for _ in range(args.steps):
         start = time.perf_counter()
-        loss = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
-                     return_loss=True).loss
+        loss = model(
+            pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, return_loss=True
+        ).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -107,8 +122,12 @@ def main() -> None:
         return
     results = {}
     for variant in VARIANTS:
-        done = subprocess.run([sys.executable, __file__, "--variant", variant, *sys.argv[1:]], capture_output=True,
-                              text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, __file__, "--variant", variant, *sys.argv[1:]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise SystemExit(f"variant {variant} failed:\n{done.stderr[-3000:]}")
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])

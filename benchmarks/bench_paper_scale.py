@@ -65,8 +65,9 @@ def main() -> None:
     step_times, phase_times, losses = [], [], []
     for _ in range(args.steps):
         start = time.perf_counter()
-        loss = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
-                     return_loss=True).loss
+        loss = model(
+            pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, return_loss=True
+        ).loss
         forward_end = time.perf_counter()
         loss.backward()
         backward_end = time.perf_counter()
@@ -92,7 +93,9 @@ def main() -> None:
     print(f"step_s={step_s:.1f}")
     print(f"peak_rss_gb={peak_rss_gb():.2f}")
     print(f"model_tflop_per_step={flops.total / 1e12:.3f}")
-    print(f"model_tflop_per_step_vision={(flops.vision_forward + flops.vision_backward + flops.vision_recompute) / 1e12:.3f}")
+    print(
+        f"model_tflop_per_step_vision={(flops.vision_forward + flops.vision_backward + flops.vision_recompute) / 1e12:.3f}"
+    )
     print(f"model_tflop_per_step_text={(flops.text_forward + flops.text_backward + flops.text_recompute) / 1e12:.3f}")
     print(f"achieved_gflops={flops.total / step_s / 1e9:.1f}")
     print(f"cpu_matmul_gflops={rate:.1f}")

@@ -14,23 +14,40 @@ import torch.nn.functional as F
 from transformers import GPT2Config
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import time_steps  # noqa: E402
+from measure import time_steps
 
-from cleft_hf import CLEFTConfig, CLEFTModel  # noqa: E402
-from cleft_hf.modeling.loss_cleft import multilabel_bce_prompt_loss  # noqa: E402
+from cleft_hf import CLEFTConfig, CLEFTModel
+from cleft_hf.modeling.loss_cleft import multilabel_bce_prompt_loss
 
-SIZE = {"vision": "resnet18", "image": 128, "batch": 32, "classes": 5, "class_tokens": 4, "context": 30,
-        "layers": 4, "hidden": 256, "vocab": 4000}
+SIZE = {
+    "vision": "resnet18",
+    "image": 128,
+    "batch": 32,
+    "classes": 5,
+    "class_tokens": 4,
+    "context": 30,
+    "layers": 4,
+    "hidden": 256,
+    "vocab": 4000,
+}
 
 
 def build() -> CLEFTModel:
-    text = GPT2Config(n_layer=SIZE["layers"], n_embd=SIZE["hidden"], n_head=4, vocab_size=SIZE["vocab"], n_positions=128)
+    text = GPT2Config(
+        n_layer=SIZE["layers"], n_embd=SIZE["hidden"], n_head=4, vocab_size=SIZE["vocab"], n_positions=128
+    )
     torch.manual_seed(0)
     ids = torch.randint(0, SIZE["vocab"], (SIZE["classes"], SIZE["class_tokens"])).tolist()
     prompts = {"class_names": [f"class {i}" for i in range(SIZE["classes"])], "prompt_class_token_ids": ids}
-    config = CLEFTConfig(vision_model_name=SIZE["vision"], image_size=SIZE["image"], text_config=text.to_dict(),
-                         text_model_name_or_path=None, prompt_num_context_tokens=SIZE["context"],
-                         prompt_sets={"bench": prompts}, active_prompt_set="bench")
+    config = CLEFTConfig(
+        vision_model_name=SIZE["vision"],
+        image_size=SIZE["image"],
+        text_config=text.to_dict(),
+        text_model_name_or_path=None,
+        prompt_num_context_tokens=SIZE["context"],
+        prompt_sets={"bench": prompts},
+        active_prompt_set="bench",
+    )
     model = CLEFTModel(config)
     model.configure_for_prompt_tuning(freeze_vision=True)
     model.train()
@@ -64,8 +81,10 @@ def main() -> None:
     def per_image_per_class() -> None:  # the reference code: one LLM pass per image per class
         rows = []
         for image in cached:
-            row = [F.normalize(model.get_prompt_features(ids[c : c + 1], mask[c : c + 1], torch.tensor([c])), dim=-1)[0]
-                   for c in range(ids.shape[0])]
+            row = [
+                F.normalize(model.get_prompt_features(ids[c : c + 1], mask[c : c + 1], torch.tensor([c])), dim=-1)[0]
+                for c in range(ids.shape[0])
+            ]
             rows.append(model.similarity_logits(image[None], torch.stack(row))[0])
         update(torch.stack(rows))
 
@@ -74,14 +93,18 @@ def main() -> None:
         "cached image features": time_steps(cached_step, warmup=1, repeats=5),
         "per-image-per-class prompts (cached images)": time_steps(per_image_per_class, warmup=1, repeats=3),
     }
-    print(f"# stage-2 step: {SIZE['vision']} at {SIZE['image']} px (frozen), batch {SIZE['batch']}, "
-          f"{SIZE['classes']} classes, {SIZE['context']} context tokens, LLM {SIZE['layers']}x{SIZE['hidden']}")
+    print(
+        f"# stage-2 step: {SIZE['vision']} at {SIZE['image']} px (frozen), batch {SIZE['batch']}, "
+        f"{SIZE['classes']} classes, {SIZE['context']} context tokens, LLM {SIZE['layers']}x{SIZE['hidden']}"
+    )
     print("| variant | step time (s) |\n|---|---:|")
     for name, seconds in times.items():
         print(f"| {name} | {seconds:.4f} |")
     cached_s = times["cached image features"]
     print(f"speedup_cached_vs_recomputed={times['recomputed image features'] / cached_s:.2f}")
-    print(f"speedup_batched_prompts_vs_per_image_loop={times['per-image-per-class prompts (cached images)'] / cached_s:.2f}")
+    print(
+        f"speedup_batched_prompts_vs_per_image_loop={times['per-image-per-class prompts (cached images)'] / cached_s:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,19 +26,27 @@ import ctypes
 import gc
 import json
 import os
+from pathlib import Path
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-NF4 = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-       "bnb_4bit_compute_dtype": "bfloat16"}
-VARIANTS = {"fp32": ("float32", None), "bf16": ("bfloat16", None), "int8": ("bfloat16", {"load_in_8bit": True}),
-            "nf4": ("bfloat16", NF4)}
+NF4 = {
+    "load_in_4bit": True,
+    "bnb_4bit_quant_type": "nf4",
+    "bnb_4bit_use_double_quant": True,
+    "bnb_4bit_compute_dtype": "bfloat16",
+}
+VARIANTS = {
+    "fp32": ("float32", None),
+    "bf16": ("bfloat16", None),
+    "int8": ("bfloat16", {"load_in_8bit": True}),
+    "nf4": ("bfloat16", NF4),
+}
 
 
 def resident_gb() -> float:
@@ -51,8 +59,9 @@ def resident_gb() -> float:
 
 def write_random_llm(folder: Path, layers: int) -> None:
     """A BioMedLM-geometry GPT-2 with `layers` layers and random weights, saved in bf16."""
-    from cleft_hf.modeling.configuration_cleft import BIOMEDLM_CONFIG
     from transformers import AutoModelForCausalLM, GPT2Config
+
+    from cleft_hf.modeling.configuration_cleft import BIOMEDLM_CONFIG
 
     torch.manual_seed(0)
     config = GPT2Config(**{**BIOMEDLM_CONFIG, "n_layer": layers})
@@ -66,15 +75,18 @@ def tensor_gb(module: torch.nn.Module) -> float:
 
 def run_variant(name: str, folder: Path, args: argparse.Namespace) -> dict:
     from cleft_hf.modeling import CLEFTModel
-
     from cleft_hf.training.optim import build_optimizer
 
     dtype, quantization = VARIANTS[name]
     torch.manual_seed(0)
     before = resident_gb()
     model = CLEFTModel.from_vision_text_pretrained(
-        "vit_base_patch14_reg4_dinov2.lvd142m", str(folder), vision_pretrained=False, dtype=dtype,
-        text_quantization=quantization)
+        "vit_base_patch14_reg4_dinov2.lvd142m",
+        str(folder),
+        vision_pretrained=False,
+        dtype=dtype,
+        text_quantization=quantization,
+    )
     llm = model.text_model.get_base_model()
     with torch.no_grad():  # tensors still on the memory-mapped file (bf16 from the bf16 file) into process memory,
         for parameter in llm.parameters():  # as moving to a GPU does; the file's mapping then closes
@@ -106,8 +118,14 @@ def run_variant(name: str, folder: Path, args: argparse.Namespace) -> dict:
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times[1:])
-    return {**measured, "step_s": step_s, "step_s_per_llm_layer": step_s / args.layers, "loss": first.loss.item(),
-            "text_embeds": first.text_embeds.tolist(), "all_step_s": times}
+    return {
+        **measured,
+        "step_s": step_s,
+        "step_s_per_llm_layer": step_s / args.layers,
+        "loss": first.loss.item(),
+        "text_embeds": first.text_embeds.tolist(),
+        "all_step_s": times,
+    }
 
 
 # Bytes per quantised linear weight: int8 adds one float32 scale per output row (~0); NF4 with double quant adds an
@@ -117,15 +135,25 @@ LINEAR_BYTES = {"bf16": 2.0, "int8": 1.0, "nf4": 0.5 + 1 / 64 + 4 / (64 * 256)}
 
 def analytic_llms() -> dict:
     """Configs of the LLMs of the table: BioMedLM, meditron-7b (Llama-2-7B geometry), a Llama-2-13B."""
-    from cleft_hf.modeling.configuration_cleft import BIOMEDLM_CONFIG
     from transformers import GPT2Config, LlamaConfig
 
-    def llama(layers: int, hidden: int, ffn: int, heads: int) -> LlamaConfig:
-        return LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=ffn,
-                           num_attention_heads=heads, num_key_value_heads=heads, vocab_size=32000)
+    from cleft_hf.modeling.configuration_cleft import BIOMEDLM_CONFIG
 
-    return {"BioMedLM (2.7 B)": GPT2Config(**BIOMEDLM_CONFIG), "meditron-7b": llama(32, 4096, 11008, 32),
-            "Llama-2-13b": llama(40, 5120, 13824, 40)}
+    def llama(layers: int, hidden: int, ffn: int, heads: int) -> LlamaConfig:
+        return LlamaConfig(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            intermediate_size=ffn,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            vocab_size=32000,
+        )
+
+    return {
+        "BioMedLM (2.7 B)": GPT2Config(**BIOMEDLM_CONFIG),
+        "meditron-7b": llama(32, 4096, 11008, 32),
+        "Llama-2-13b": llama(40, 5120, 13824, 40),
+    }
 
 
 def print_analytic_table(batch_size: int, text_length: int) -> None:
@@ -133,19 +161,25 @@ def print_analytic_table(batch_size: int, text_length: int) -> None:
     both towers, bf16 autocast) for each LLM and storage of its frozen weights. Activations: the checkpointed
     layer inputs (bf16) plus one layer's working set at recomputation, 34 * tokens * width bytes (Korthikanti
     et al. 2022, attention scores left out: sdpa), for both towers. CUDA context and allocator slack not counted."""
-    from cleft_hf.modeling import CLEFTConfig, CLEFTModel
     from transformers.pytorch_utils import Conv1D
 
-    print(f"| LLM | frozen LLM storage | frozen LLM GiB | trained parts GiB | activations GiB | total GiB "
-          f"(batch {batch_size} x {text_length} tokens) |")
+    from cleft_hf.modeling import CLEFTConfig, CLEFTModel
+
+    print(
+        f"| LLM | frozen LLM storage | frozen LLM GiB | trained parts GiB | activations GiB | total GiB "
+        f"(batch {batch_size} x {text_length} tokens) |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for name, text_config in analytic_llms().items():
         with torch.device("meta"):
             model = CLEFTModel(CLEFTConfig(text_config=text_config.to_dict()))
         base = model.text_model.get_base_model()
         frozen = {n: p for n, p in base.named_parameters() if not p.requires_grad}  # adapters left out
-        linear = sum(m.weight.numel() for n, m in base.named_modules()  # what bitsandbytes quantises
-                     if type(m) in (torch.nn.Linear, Conv1D) and "lora_" not in n)
+        linear = sum(
+            m.weight.numel()
+            for n, m in base.named_modules()  # what bitsandbytes quantises
+            if type(m) in (torch.nn.Linear, Conv1D) and "lora_" not in n
+        )
         other = sum(p.numel() for p in frozen.values()) - linear
         trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
         trained_gib = 16 * trained / 1024**3  # float32 weights, gradients, two AdamW moments
@@ -153,14 +187,19 @@ def print_analytic_table(batch_size: int, text_length: int) -> None:
         vision_tokens = batch_size * (vision.patch_embed.num_patches + vision.num_prefix_tokens)
         layers, width = text_config.num_hidden_layers, text_config.hidden_size
         text_tokens, vision_width = batch_size * text_length, vision.embed_dim
-        activations = (2 * text_tokens * width * layers + 34 * text_tokens * width
-                       + 2 * vision_tokens * vision_width * len(vision.blocks) + 34 * vision_tokens * vision_width)
+        activations = (
+            2 * text_tokens * width * layers
+            + 34 * text_tokens * width
+            + 2 * vision_tokens * vision_width * len(vision.blocks)
+            + 34 * vision_tokens * vision_width
+        )
         activations_gib = activations / 1024**3
         for storage, per_weight in LINEAR_BYTES.items():
             frozen_gib = (per_weight * linear + 2 * other) / 1024**3
             total = frozen_gib + trained_gib + activations_gib
-            print(f"| {name} | {storage} | {frozen_gib:.2f} | {trained_gib:.2f} | {activations_gib:.2f} "
-                  f"| {total:.2f} |")
+            print(
+                f"| {name} | {storage} | {frozen_gib:.2f} | {trained_gib:.2f} | {activations_gib:.2f} | {total:.2f} |"
+            )
 
 
 def print_results(results: dict[str, dict]) -> None:
@@ -171,15 +210,18 @@ def print_results(results: dict[str, dict]) -> None:
                 print(f"{name}_{key}={result[key]:.4f}")
         if reference is not None and name != "bf16":
             print(f"{name}_frozen_llm_gb_ratio_vs_bf16={result['frozen_llm_gb'] / reference['frozen_llm_gb']:.3f}")
-            print(f"{name}_frozen_llm_tensor_gb_ratio_vs_bf16="
-                  f"{result['frozen_llm_tensor_gb'] / reference['frozen_llm_tensor_gb']:.3f}")
+            print(
+                f"{name}_frozen_llm_tensor_gb_ratio_vs_bf16="
+                f"{result['frozen_llm_tensor_gb'] / reference['frozen_llm_tensor_gb']:.3f}"
+            )
         if "loss" not in result:
             continue
         print(f"{name}_all_step_s={','.join(f'{t:.1f}' for t in result['all_step_s'])}")
         if reference is not None and name != "bf16":
             rel = abs(result["loss"] - reference["loss"]) / abs(reference["loss"])
-            cos = torch.nn.functional.cosine_similarity(torch.tensor(result["text_embeds"]),
-                                                        torch.tensor(reference["text_embeds"]), dim=-1).mean()
+            cos = torch.nn.functional.cosine_similarity(
+                torch.tensor(result["text_embeds"]), torch.tensor(reference["text_embeds"]), dim=-1
+            ).mean()
             print(f"{name}_loss_rel_diff_vs_bf16={rel:.5f}")
             print(f"{name}_text_embed_cos_vs_bf16={cos.item():.5f}")
 
@@ -205,16 +247,28 @@ def main() -> None:
         else:
             print(json.dumps(run_variant(args.child[0], Path(args.child[1]), args)))
         return
-    passed = ["--layers", str(args.layers), "--batch_size", str(args.batch_size), "--text_length",
-              str(args.text_length), "--steps", str(args.steps)]
+    passed = [
+        "--layers",
+        str(args.layers),
+        "--batch_size",
+        str(args.batch_size),
+        "--text_length",
+        str(args.text_length),
+        "--steps",
+        str(args.steps),
+    ]
     with tempfile.TemporaryDirectory(prefix="bench_quantized_llm_") as folder:
         start = time.perf_counter()
         subprocess.run([sys.executable, __file__, *passed, "--child", "write", folder], check=True)
         print(f"write_random_bf16_llm_s={time.perf_counter() - start:.1f}")
         results = {}
         for name in args.variants.split(","):
-            done = subprocess.run([sys.executable, __file__, *passed, "--child", name, folder],
-                                  capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [sys.executable, __file__, *passed, "--child", name, folder],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if done.returncode != 0:
                 raise SystemExit(f"variant {name} failed:\n{done.stderr[-3000:]}")
             results[name] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -20,14 +20,24 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import peak_rss_mb, report, run_variant, time_steps  # noqa: E402
+from measure import peak_rss_mb, report, run_variant, time_steps
 
 # The LLM dominates the parameters, as in CLEFT (2.7 B LLM vs an 86 M ViT); BENCH_SMALL=1 uses an 8x512 LLM
 # and batch 32, where activations dominate instead.
-SIZE = ({"layers": 8, "hidden": 512, "heads": 8, "vocab": 8000, "batch": 32, "seq": 96, "image": 64, "vision": "resnet10t"}
-        if os.environ.get("BENCH_SMALL") else
-        {"layers": 12, "hidden": 1024, "heads": 16, "vocab": 8000, "batch": 16, "seq": 64, "image": 64,
-         "vision": "resnet10t"})
+SIZE = (
+    {"layers": 8, "hidden": 512, "heads": 8, "vocab": 8000, "batch": 32, "seq": 96, "image": 64, "vision": "resnet10t"}
+    if os.environ.get("BENCH_SMALL")
+    else {
+        "layers": 12,
+        "hidden": 1024,
+        "heads": 16,
+        "vocab": 8000,
+        "batch": 16,
+        "seq": 64,
+        "image": 64,
+        "vision": "resnet10t",
+    }
+)
 
 
 def cleft_model(variant: str):
@@ -35,10 +45,15 @@ def cleft_model(variant: str):
 
     from cleft_hf import CLEFTConfig, CLEFTModel
 
-    text = GPT2Config(n_layer=SIZE["layers"], n_embd=SIZE["hidden"], n_head=SIZE["heads"], vocab_size=SIZE["vocab"],
-                      n_positions=256)
-    config = CLEFTConfig(vision_model_name=SIZE["vision"], image_size=SIZE["image"], text_config=text.to_dict(),
-                         text_model_name_or_path=None)
+    text = GPT2Config(
+        n_layer=SIZE["layers"], n_embd=SIZE["hidden"], n_head=SIZE["heads"], vocab_size=SIZE["vocab"], n_positions=256
+    )
+    config = CLEFTConfig(
+        vision_model_name=SIZE["vision"],
+        image_size=SIZE["image"],
+        text_config=text.to_dict(),
+        text_model_name_or_path=None,
+    )
     model = CLEFTModel(config)
     if variant == "full":
         model.text_model.get_base_model().requires_grad_(True)
@@ -51,10 +66,20 @@ def cleft_model(variant: str):
 def open_clip_model():
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-    vision = CLIPVisionCfg(timm_model_name=SIZE["vision"], timm_model_pretrained=False, timm_pool="avg",
-                           timm_proj="linear", image_size=SIZE["image"])
-    text = CLIPTextCfg(context_length=SIZE["seq"], vocab_size=SIZE["vocab"], width=SIZE["hidden"],
-                       heads=SIZE["heads"], layers=SIZE["layers"])
+    vision = CLIPVisionCfg(
+        timm_model_name=SIZE["vision"],
+        timm_model_pretrained=False,
+        timm_pool="avg",
+        timm_proj="linear",
+        image_size=SIZE["image"],
+    )
+    text = CLIPTextCfg(
+        context_length=SIZE["seq"],
+        vocab_size=SIZE["vocab"],
+        width=SIZE["hidden"],
+        heads=SIZE["heads"],
+        layers=SIZE["layers"],
+    )
     return CLIP(embed_dim=512, vision_cfg=vision, text_cfg=text)
 
 
@@ -81,6 +106,7 @@ def child(variant: str) -> None:
         def loss_of() -> torch.Tensor:
             out = model(pixel_values=pixels, input_ids=input_ids, attention_mask=mask)
             return clip_loss(out.image_embeds, out.text_embeds, model.logit_scale)
+
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     rss_before = peak_rss_mb()
 
@@ -92,8 +118,17 @@ def child(variant: str) -> None:
     seconds = time_steps(step)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"step_s": seconds, "peak_rss_mb": peak_rss_mb(), "train_rss_growth_mb": peak_rss_mb() - rss_before,
-                      "trainable_params": trainable, "total_params": total}))
+    print(
+        json.dumps(
+            {
+                "step_s": seconds,
+                "peak_rss_mb": peak_rss_mb(),
+                "train_rss_growth_mb": peak_rss_mb() - rss_before,
+                "trainable_params": trainable,
+                "total_params": total,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -104,9 +139,11 @@ def main() -> None:
     if args.child:
         child(args.variant)
         return
-    print(f"# train step (forward + backward + AdamW): {SIZE['vision']} at {SIZE['image']} px, GPT-2-style LLM "
-          f"{SIZE['layers']}x{SIZE['hidden']} (vocab {SIZE['vocab']}), batch {SIZE['batch']}, {SIZE['seq']} tokens, "
-          f"{os.environ.get('BENCH_THREADS', '2')} threads")
+    print(
+        f"# train step (forward + backward + AdamW): {SIZE['vision']} at {SIZE['image']} px, GPT-2-style LLM "
+        f"{SIZE['layers']}x{SIZE['hidden']} (vocab {SIZE['vocab']}), batch {SIZE['batch']}, {SIZE['seq']} tokens, "
+        f"{os.environ.get('BENCH_THREADS', '2')} threads"
+    )
     results = {name: run_variant(__file__, name) for name in ("full", "lora", "frozen", "open_clip")}
     for name, r in results.items():
         print(f"# {name}: {r['trainable_params'] / 1e6:.2f} M trainable of {r['total_params'] / 1e6:.2f} M")

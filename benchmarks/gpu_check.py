@@ -23,10 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BOXES = {"paper_scale": 100, "pretrain": 170, "stage2": 70, "fsdp": 40, "deepspeed": 70, "flash_attn": 30}  # 480 s
@@ -49,14 +49,20 @@ def cuda_available() -> bool:
 
 def ensure_installed() -> None:
     """Install this package (and its pinned torch) from the package registry when it is not importable."""
-    check = subprocess.run([sys.executable, "-c", "import cleft_hf, accelerate, timm"], capture_output=True,
-                           check=False)
+    check = subprocess.run(
+        [sys.executable, "-c", "import cleft_hf, accelerate, timm"], capture_output=True, check=False
+    )
     if check.returncode == 0:
         print("install=present")
         return
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "constraints.txt", "-e", "."],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-c", "constraints.txt", "-e", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     print(f"install={'ok' if done.returncode == 0 else 'failed: ' + _one_line(done.stderr)}")
     print(f"install_s={time.perf_counter() - began:.1f}")
 
@@ -66,8 +72,19 @@ def run_part(name: str, args: argparse.Namespace, gpu: bool) -> None:
         print(f"{name}=skipped: no CUDA")
         return
     if name == "paper_scale":  # its own script (it runs each variant in a fresh process)
-        tiny = ["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "1", "--batch_size", "2",
-                "--text_length", "16"]
+        tiny = [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--batch_size",
+            "2",
+            "--text_length",
+            "16",
+        ]
         command = [sys.executable, str(ROOT / "benchmarks" / "gpu_paper_scale.py"), *(tiny if args.tiny else [])]
     else:
         tiny = ["--tiny"] if args.tiny else []
@@ -82,8 +99,12 @@ def run_part(name: str, args: argparse.Namespace, gpu: bool) -> None:
         print("".join(prefix + line + "\n" for line in output.splitlines() if "=" in line), end="")
         print(f"{name}=failed: over its {box} s box")
         return
-    print("".join(prefix + line + "\n" for line in done.stdout.splitlines()
-                  if "=" in line and " " not in line.split("=")[0]), end="")
+    print(
+        "".join(
+            prefix + line + "\n" for line in done.stdout.splitlines() if "=" in line and " " not in line.split("=")[0]
+        ),
+        end="",
+    )
     status = "ok" if done.returncode == 0 else f"failed: {_one_line(done.stderr or done.stdout)}"
     print(f"{name}={status}")
     print(f"{name}_s={time.perf_counter() - began:.1f}")
@@ -98,8 +119,8 @@ def _print(prefix: str, values: dict) -> None:
 def _write_inputs(args: argparse.Namespace, sizes: dict) -> Path:
     """The JPEG tree (full-size on GPU), a random LLM saved like a Hub one (BioMedLM's shape on GPU) and the config."""
     import torch
-    import yaml
     from transformers import AutoModelForCausalLM, GPT2Config
+    import yaml
 
     from cleft_hf.demo.language_model.tokenizer_training import train_tokenizer
     from cleft_hf.demo.synthetic import write_demo_mimic_cxr
@@ -119,27 +140,58 @@ def _write_inputs(args: argparse.Namespace, sizes: dict) -> Path:
     texts = [path.read_text() for path in sorted((work / "data").rglob("s*.txt"))[:500]]
     tokenizer = train_tokenizer(texts, family="gpt2", vocab_size=500 if args.tiny else 4000)
     shape = {"n_layer": 2, "n_embd": 64, "n_head": 4} if args.tiny else {"n_layer": 32, "n_embd": 2560, "n_head": 20}
-    llm_config = GPT2Config(**shape, vocab_size=len(tokenizer) if args.tiny else 28896, n_positions=1024,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                            pad_token_id=tokenizer.pad_token_id)
+    llm_config = GPT2Config(
+        **shape,
+        vocab_size=len(tokenizer) if args.tiny else 28896,
+        n_positions=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     dtype = torch.float32 if args.tiny else torch.bfloat16
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # random init of 2.7 B weights: on the GPU
         AutoModelForCausalLM.from_config(llm_config, dtype=dtype).save_pretrained(work / "llm")
     tokenizer.save_pretrained(work / "llm")
     print(f"inputs_s={time.perf_counter() - began:.1f}", flush=True)
-    vision = ({"vision_model_name": "vit_small_patch16_224", "image_size": 32, "projection_dim": 32,
-               "vision_model_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4}}
-              if args.tiny else {"vision_model_name": "vit_base_patch14_reg4_dinov2", "image_size": 224})
-    common = {"dataset": "synthetic", "data_root": str(work / "data"), "per_device_batch_size": sizes["batch"],
-              "dataloader_num_workers": sizes["workers"], "max_steps": sizes["steps"], "warmup_steps": 1,
-              "save_every": 0, "eval_every": 0, "log_every": 1, "report_to": "none",
-              "dtype": "float32" if args.tiny else "bfloat16"}
-    config = {"common": common,
-              "pretrain": {"output_dir": str(work / "stage1"), "vision_pretrained": False,
-                           "model_config": {**vision, "text_model_name_or_path": str(work / "llm")},
-                           "gradient_checkpointing": True, "max_text_length": sizes["text_length"]},
-              "prompt_tune": {"output_dir": str(work / "stage2"), "model_name_or_path": str(work / "stage1" / "model"),
-                              "freeze_vision": False, "num_context_tokens": 30}}
+    vision = (
+        {
+            "vision_model_name": "vit_small_patch16_224",
+            "image_size": 32,
+            "projection_dim": 32,
+            "vision_model_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4},
+        }
+        if args.tiny
+        else {"vision_model_name": "vit_base_patch14_reg4_dinov2", "image_size": 224}
+    )
+    common = {
+        "dataset": "synthetic",
+        "data_root": str(work / "data"),
+        "per_device_batch_size": sizes["batch"],
+        "dataloader_num_workers": sizes["workers"],
+        "max_steps": sizes["steps"],
+        "warmup_steps": 1,
+        "save_every": 0,
+        "eval_every": 0,
+        "log_every": 1,
+        "report_to": "none",
+        "dtype": "float32" if args.tiny else "bfloat16",
+    }
+    config = {
+        "common": common,
+        "pretrain": {
+            "output_dir": str(work / "stage1"),
+            "vision_pretrained": False,
+            "model_config": {**vision, "text_model_name_or_path": str(work / "llm")},
+            "gradient_checkpointing": True,
+            "max_text_length": sizes["text_length"],
+        },
+        "prompt_tune": {
+            "output_dir": str(work / "stage2"),
+            "model_name_or_path": str(work / "stage1" / "model"),
+            "freeze_vision": False,
+            "num_context_tokens": 30,
+        },
+    }
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
     return config_file
 
@@ -149,8 +201,8 @@ def _run_script_probed(script: str, argv: list[str], prefix: str, warm_batches: 
     time spent waiting for the next batch, over the batches after the first `warm_batches`; peak memory."""
     import runpy
 
-    import torch
     from accelerate.data_loader import DataLoaderShard
+    import torch
 
     marks: list[tuple[float, float, int]] = []  # (time the batch arrived, seconds waited for it, images)
     original = DataLoaderShard.__iter__
@@ -178,9 +230,11 @@ def _run_script_probed(script: str, argv: list[str], prefix: str, warm_batches: 
     if len(window) < 2:
         raise SystemExit(f"{script}: only {len(marks)} batches were loaded, too few to time")
     elapsed = window[-1][0] - window[0][0]
-    values = {"batches_timed": len(window) - 1,
-              "images_per_s": sum(images for _, _, images in window[1:]) / elapsed,
-              "data_wait_fraction": sum(wait for _, wait, _ in window[1:]) / elapsed}
+    values = {
+        "batches_timed": len(window) - 1,
+        "images_per_s": sum(images for _, _, images in window[1:]) / elapsed,
+        "data_wait_fraction": sum(wait for _, wait, _ in window[1:]) / elapsed,
+    }
     if torch.cuda.is_available():
         values["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     else:
@@ -214,11 +268,31 @@ def _launch_and_reload(args: argparse.Namespace, prefix: str, accelerate_config:
     runs, first_run = {}, Path(args.out) / f"{prefix}_run"
     for run, extra in (("run", []), ("resumed", ["--resume_from_checkpoint", str(first_run / "checkpoints/step_2")])):
         output = Path(args.out) / f"{prefix}_{run}"
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config,
-                   "--num_processes", "1", "examples/pretrain.py", "--config", str(config),
-                   "--output_dir", str(output),
-                   "--max_steps", "4", "--save_every", "2", "--keep_last", "0", "--augment", "false",
-                   "--dataloader_num_workers", "0", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            accelerate_config,
+            "--num_processes",
+            "1",
+            "examples/pretrain.py",
+            "--config",
+            str(config),
+            "--output_dir",
+            str(output),
+            "--max_steps",
+            "4",
+            "--save_every",
+            "2",
+            "--keep_last",
+            "0",
+            "--augment",
+            "false",
+            "--dataloader_num_workers",
+            "0",
+            *extra,
+        ]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"{run}: {_one_line(done.stderr)}")
@@ -236,8 +310,13 @@ def part_fsdp(args: argparse.Namespace) -> None:
 def _pip_install(*requirement: str, timeout: float) -> None:
     """`pip install` within `timeout` seconds, else one line saying why not."""
     try:
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *requirement], capture_output=True,
-                              text=True, check=False, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", *requirement],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         raise SystemExit(f"pip install {' '.join(requirement)} took over {timeout:.0f} s") from None
     if done.returncode != 0:
@@ -267,9 +346,14 @@ def part_flash_attn(args: argparse.Namespace) -> None:
     _print("flash_attn", {"max_abs_diff_vs_sdpa": float((outputs[0] - outputs[1]).abs().max())})
 
 
-PARTS = {"paper_scale": None, "pretrain": lambda a: part_training(a, "pretrain"),
-         "stage2": lambda a: part_training(a, "stage2"), "fsdp": part_fsdp, "deepspeed": part_deepspeed,
-         "flash_attn": part_flash_attn}
+PARTS = {
+    "paper_scale": None,
+    "pretrain": lambda a: part_training(a, "pretrain"),
+    "stage2": lambda a: part_training(a, "stage2"),
+    "fsdp": part_fsdp,
+    "deepspeed": part_deepspeed,
+    "flash_attn": part_flash_attn,
+}
 
 
 def main() -> None:
@@ -290,8 +374,9 @@ def main() -> None:
     print(f"cuda={gpu}")
     if gpu:
         probe = "import torch; p = torch.cuda.get_device_properties(0); print(json.dumps([p.name, p.total_memory]))"
-        done = subprocess.run([sys.executable, "-c", "import json; " + probe], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", "import json; " + probe], capture_output=True, text=True, check=False
+        )
         name, memory = json.loads(done.stdout)
         print(f"gpu_name={name.replace(' ', '_')}")
         print(f"gpu_memory_gb={memory / 2**30:.1f}")

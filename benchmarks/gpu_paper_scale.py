@@ -36,11 +36,21 @@ from cleft_hf.modeling import CLEFTConfig, CLEFTModel
 from cleft_hf.training.optim import build_optimizer
 
 VARIANTS = ("lora", "nf4", "full", "bert")
-TINY = {"vision_model_name": "vit_small_patch16_224", "image_size": 32, "projection_dim": 32,
-        "vision_model_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4},
-        "text_config": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 500}}
-TINY_BERT = {"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
-             "intermediate_size": 128, "vocab_size": 500}
+TINY = {
+    "vision_model_name": "vit_small_patch16_224",
+    "image_size": 32,
+    "projection_dim": 32,
+    "vision_model_kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "reg_tokens": 4},
+    "text_config": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 500},
+}
+TINY_BERT = {
+    "model_type": "bert",
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "vocab_size": 500,
+}
 
 
 def baseline_config(vision_config: CLEFTConfig, tiny: bool) -> CLEFTConfig:
@@ -71,19 +81,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-NF4 = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-       "bnb_4bit_compute_dtype": "bfloat16"}
+NF4 = {
+    "load_in_4bit": True,
+    "bnb_4bit_quant_type": "nf4",
+    "bnb_4bit_use_double_quant": True,
+    "bnb_4bit_compute_dtype": "bfloat16",
+}
 
 
 def build_nf4(config: CLEFTConfig, device: torch.device) -> CLEFTModel:
     """CLEFT whose frozen LLM (random bf16 weights written to a temporary folder) is loaded in NF4 on `device`."""
-    fields = {k: v for k, v in config.to_diff_dict().items() if k in ("vision_model_kwargs", "image_size",
-                                                                         "projection_dim")}
+    fields = {
+        k: v for k, v in config.to_diff_dict().items() if k in ("vision_model_kwargs", "image_size", "projection_dim")
+    }
     with tempfile.TemporaryDirectory(prefix="gpu_paper_scale_llm_") as folder:
         AutoModelForCausalLM.from_config(config.text_config, dtype=torch.bfloat16).save_pretrained(folder)
         model = CLEFTModel.from_vision_text_pretrained(
-            config.vision_model_name, folder, vision_pretrained=False, dtype=torch.bfloat16,
-            attn_implementation="sdpa", text_quantization=NF4, text_kwargs={"device_map": {"": device}}, **fields)
+            config.vision_model_name,
+            folder,
+            vision_pretrained=False,
+            dtype=torch.bfloat16,
+            attn_implementation="sdpa",
+            text_quantization=NF4,
+            text_kwargs={"device_map": {"": device}},
+            **fields,
+        )
     model.to(device).activation_checkpointing_enable()
     return model.train()
 
@@ -122,8 +144,9 @@ def run_variant(args: argparse.Namespace) -> dict:
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
-                         return_loss=True).loss
+            loss = model(
+                pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, return_loss=True
+            ).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -143,13 +166,16 @@ def run_variant(args: argparse.Namespace) -> dict:
         "trainable_params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
         "step_s": step_s,
         "images_per_s": args.batch_size / step_s,
-        "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 1024**3 if device.type == "cuda" else float("nan"),
+        "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 1024**3
+        if device.type == "cuda"
+        else float("nan"),
     }
     if args.variant == "lora":
         flops = training_step_flops(config, args.batch_size, args.text_length, gradient_checkpointing=True).total
         rate = bf16_matmul_tflops(device, 256 if args.tiny else 8192)
-        result.update(model_tflop_per_step=flops / 1e12, gpu_bf16_matmul_tflops=rate,
-                      mfu_pct=100 * flops / step_s / 1e12 / rate)
+        result.update(
+            model_tflop_per_step=flops / 1e12, gpu_bf16_matmul_tflops=rate, mfu_pct=100 * flops / step_s / 1e12 / rate
+        )
     return result
 
 

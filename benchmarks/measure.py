@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
 
 
 def peak_rss_mb() -> float:
@@ -30,8 +30,9 @@ def time_steps(step: Callable[[], None], warmup: int = 2, repeats: int = 5) -> f
 
 def run_variant(script: str, variant: str, *extra: str) -> dict:
     """Run `python script --variant NAME --child` and parse the JSON line it prints last."""
-    result = subprocess.run([sys.executable, script, "--variant", variant, "--child", *extra],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, script, "--variant", variant, "--child", *extra], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"variant {variant} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -48,5 +49,7 @@ def report(variant_results: dict[str, dict], baseline: str) -> None:
         if name != baseline:
             print(f"speedup_{name}_vs_{baseline}={base['step_s'] / r['step_s']:.3f}")
             print(f"peak_rss_ratio_{name}_vs_{baseline}={r['peak_rss_mb'] / base['peak_rss_mb']:.3f}")
-            print(f"train_memory_ratio_{name}_vs_{baseline}="
-                  f"{r['train_rss_growth_mb'] / max(base['train_rss_growth_mb'], 1e-9):.3f}")
+            print(
+                f"train_memory_ratio_{name}_vs_{baseline}="
+                f"{r['train_rss_growth_mb'] / max(base['train_rss_growth_mb'], 1e-9):.3f}"
+            )

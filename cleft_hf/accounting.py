@@ -11,16 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .cli import run_cli
 from .arguments import ConfigError, arg
+from .cli import run_cli
 
 if TYPE_CHECKING:
     from .modeling import CLEFTConfig
 
 # emilyalsentzer/Bio_ClinicalBERT: BERT-base geometry with a 28 996-token vocabulary.
 BIO_CLINICAL_BERT_ID = "emilyalsentzer/Bio_ClinicalBERT"
-BIO_CLINICAL_BERT = {"vocab_size": 28996, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072,
-                     "max_position_embeddings": 512}
+BIO_CLINICAL_BERT = {
+    "vocab_size": 28996,
+    "hidden_size": 768,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+}
 
 
 @dataclass
@@ -58,11 +63,18 @@ def bert_clip_config(bert_layers: int = 6, vision_config: CLEFTConfig | None = N
 
     base = vision_config or CLEFTConfig()
     return CLEFTConfig(
-        vision_model_name=base.vision_model_name, vision_model_kwargs=base.vision_model_kwargs,
-        image_size=base.image_size, image_pooling=base.image_pooling, projection_dim=base.projection_dim,
+        vision_model_name=base.vision_model_name,
+        vision_model_kwargs=base.vision_model_kwargs,
+        image_size=base.image_size,
+        image_pooling=base.image_pooling,
+        projection_dim=base.projection_dim,
         text_config={"model_type": "bert", "num_hidden_layers": 12, **BIO_CLINICAL_BERT},
-        text_model_name_or_path=BIO_CLINICAL_BERT_ID, text_num_layers=bert_layers, peft_config={"peft_type": "NONE"},
-        text_pooling="cls", projection_head="mlp")
+        text_model_name_or_path=BIO_CLINICAL_BERT_ID,
+        text_num_layers=bert_layers,
+        peft_config={"peft_type": "NONE"},
+        text_pooling="cls",
+        projection_head="mlp",
+    )
 
 
 def count_bert_clip(bert_layers: int, vision_config: CLEFTConfig | None = None) -> ParameterCount:
@@ -88,8 +100,10 @@ def headline(cleft: ParameterCount, clip: ParameterCount) -> tuple[float, float]
 
 def markdown_table(rows: list[ParameterCount]) -> str:
     lines = ["| model | total | trainable | trainable LM |", "|---|---:|---:|---:|"]
-    lines += [f"| {r.name} | {r.total / 1e6:,.2f} M | {r.trainable / 1e6:,.2f} M | {r.trainable_lm / 1e6:,.2f} M |"
-              for r in rows]
+    lines += [
+        f"| {r.name} | {r.total / 1e6:,.2f} M | {r.trainable / 1e6:,.2f} M | {r.trainable_lm / 1e6:,.2f} M |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -97,11 +111,15 @@ def markdown_table(rows: list[ParameterCount]) -> str:
 class AccountingArguments:
     """Parameter accounting of the paper's configurations (meta device, no download)."""
 
-    baseline_bert_layers: int = arg(6, "Layers of the BERT baseline behind the two headline lines (reference code: 6).")
+    baseline_bert_layers: int = arg(
+        6, "Layers of the BERT baseline behind the two headline lines (reference code: 6)."
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.baseline_bert_layers <= 12:
-            raise ConfigError(f"--baseline_bert_layers must be in [1, 12] (Bio_ClinicalBERT), got {self.baseline_bert_layers}")
+            raise ConfigError(
+                f"--baseline_bert_layers must be in [1, 12] (Bio_ClinicalBERT), got {self.baseline_bert_layers}"
+            )
 
 
 def report(args: AccountingArguments) -> None:
@@ -111,8 +129,10 @@ def report(args: AccountingArguments) -> None:
     print(markdown_table([cleft, *baselines.values()]))
     for layers, clip in baselines.items():
         reduction, lm_pct = headline(cleft, clip)
-        print(f"\n- vs {layers}-layer BERT CLIP: {reduction:.1f} % fewer trainable parameters, "
-              f"trainable LM = {lm_pct:.2f} % of BERT")
+        print(
+            f"\n- vs {layers}-layer BERT CLIP: {reduction:.1f} % fewer trainable parameters, "
+            f"trainable LM = {lm_pct:.2f} % of BERT"
+        )
     reduction, lm_pct = headline(cleft, baselines[args.baseline_bert_layers])
     print(f"\ntotal_trainable_reduction_pct={reduction:.2f}")
     print(f"lm_trainable_pct_of_bert={lm_pct:.2f}")

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 import types
 import typing
-from typing import Any, Literal, Optional, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
@@ -47,8 +47,11 @@ def did_you_mean(key: str, known: list[str], where: str) -> ConfigError:
 
 
 def is_mapping(annotation: Any) -> bool:
-    return annotation is dict or typing.get_origin(annotation) is dict or (
-        typing.get_origin(annotation) is Union and dict in typing.get_args(annotation))
+    return (
+        annotation is dict
+        or typing.get_origin(annotation) is dict
+        or (typing.get_origin(annotation) is Union and dict in typing.get_args(annotation))
+    )
 
 
 def check_value(name: str, annotation: Any, value: Any) -> Any:
@@ -129,8 +132,11 @@ def make_parser(cls: type, defaults: dict[str, Any] | None = None, config_file: 
 
     parser = Parser(cls, allow_abbrev=False, description=(cls.__doc__ or "").strip().splitlines()[0])
     if config_file:
-        parser.add_argument("--config", metavar="PATH", help="YAML file of defaults (`common` + a section per script); the command "
-                        "line overrides it.")
+        parser.add_argument(
+            "--config",
+            metavar="PATH",
+            help="YAML file of defaults (`common` + a section per script); the command line overrides it.",
+        )
     parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error (or CLEFT_DEBUG=1).")
     parser.set_defaults(**(defaults or {}))
     return parser
@@ -149,8 +155,9 @@ def load_arguments(
     return arguments
 
 
-def parse_arguments(cls: type[ArgumentsT], argv: list[str] | None = None, section: str | None = None,
-                    config_file: bool = True) -> ArgumentsT:
+def parse_arguments(
+    cls: type[ArgumentsT], argv: list[str] | None = None, section: str | None = None, config_file: bool = True
+) -> ArgumentsT:
     """Command line -> `cls`: `[--config PATH] [--key value ...]`; `-h` prints every field with its help."""
     import sys
 
@@ -166,7 +173,7 @@ def parse_arguments(cls: type[ArgumentsT], argv: list[str] | None = None, sectio
         flag = next((a for a in unknown if a.startswith("--")), unknown[0])
         name, _, value = flag.partition("=")
         key = name[2:].replace("-", "_")
-        following = unknown[unknown.index(flag) + 1:]
+        following = unknown[unknown.index(flag) + 1 :]
         value = value or (following[0] if following and not following[0].startswith("--") else None)
         hint = getattr(cls, "misplaced_key_hint", lambda *_: None)(key, value)
         if hint:
@@ -212,10 +219,11 @@ class CommonArguments:
     """Fields shared by every entry script."""
 
     dataset: str = arg(
-        "synthetic", "Dataset family of cleft_hf.data.registry, e.g. mimic_cxr, chexpert, embed, rsna, or synthetic "
-        "(the demo's MIMIC-CXR-like tree); an unknown name is an error listing them."
+        "synthetic",
+        "Dataset family of cleft_hf.data.registry, e.g. mimic_cxr, chexpert, embed, rsna, or synthetic "
+        "(the demo's MIMIC-CXR-like tree); an unknown name is an error listing them.",
     )
-    data_root: Optional[str] = arg(None, "Folder of the dataset's files and tables (required).")
+    data_root: str | None = arg(None, "Folder of the dataset's files and tables (required).")
     dataset_kwargs: Mapping = arg(
         None, "Extra loader options, e.g. {sections: [impression]} (MIMIC-CXR), {uncertain: ones}, {task: density}."
     )
@@ -229,11 +237,12 @@ class CommonArguments:
     seed: int = arg(42, "Seed of python, numpy and torch RNGs (accelerate.utils.set_seed).")
     per_device_batch_size: int = arg(72, "Examples per process per forward pass.")
     dataloader_num_workers: int = arg(2, "DataLoader worker processes per training process.")
-    dtype: Optional[str] = arg(
-        None, "dtype of the frozen base LLM: bfloat16, float16, float32 or auto (None: bfloat16 on a GPU, float32 on "
-        "CPU); trained parameters (vision tower, adapters, projections, prompts) stay float32."
+    dtype: str | None = arg(
+        None,
+        "dtype of the frozen base LLM: bfloat16, float16, float32 or auto (None: bfloat16 on a GPU, float32 on "
+        "CPU); trained parameters (vision tower, adapters, projections, prompts) stay float32.",
     )
-    attn_implementation: Optional[str] = arg(
+    attn_implementation: str | None = arg(
         None, "Attention of the LLM: sdpa (None: the default), eager, flash_attention_2 (needs flash-attn)."
     )
 
@@ -248,13 +257,18 @@ class CommonArguments:
             get_dataset_spec(self.dataset)
         except ValueError as error:
             raise ConfigError(f"config field 'dataset': {error}") from None
-        require(self.data_root is not None, f"config field 'data_root' is required (the {self.dataset} dataset's "
-                 "folder; for the demo data run `make demo` and use outputs/demo/data/mimic-cxr-demo)")
+        require(
+            self.data_root is not None,
+            f"config field 'data_root' is required (the {self.dataset} dataset's "
+            "folder; for the demo data run `make demo` and use outputs/demo/data/mimic-cxr-demo)",
+        )
         require(Path(self.data_root).is_dir(), f"config field 'data_root': folder {self.data_root} does not exist")
         require(self.per_device_batch_size > 0, "config field 'per_device_batch_size' must be > 0")
         require(self.dataloader_num_workers >= 0, "config field 'dataloader_num_workers' must be >= 0")
-        require(self.dtype in (None, "bfloat16", "float16", "float32", "auto"),
-                 f"config field 'dtype' must be bfloat16, float16, float32 or auto, got {self.dtype!r}")
+        require(
+            self.dtype in (None, "bfloat16", "float16", "float32", "auto"),
+            f"config field 'dtype' must be bfloat16, float16, float32 or auto, got {self.dtype!r}",
+        )
         doubled = sorted({"verify", "skip_bad"} & set(self.dataset_kwargs or {}))
         require(not doubled, f"config field 'dataset_kwargs' holds {', '.join(doubled)}: use --verify / --skip_bad")
 

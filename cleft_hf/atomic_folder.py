@@ -15,12 +15,12 @@ call it only when no other writer can be using `parent`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 import os
 from pathlib import Path
 import shutil
 import socket
-from typing import Iterator
 import uuid
 
 PARTIAL, TRASH = ".partial-", ".trash-"
@@ -135,5 +135,12 @@ def remove_leftovers(parent: str | os.PathLike) -> list[Path]:
     return removed
 
 
-__all__ = ["atomic_folder", "discard_folder", "publish_folder", "remove_leftovers", "staging_path", "unique_tag",
-           "write_text_atomically"]
+__all__ = [
+    "atomic_folder",
+    "discard_folder",
+    "publish_folder",
+    "remove_leftovers",
+    "staging_path",
+    "unique_tag",
+    "write_text_atomically",
+]

@@ -12,10 +12,11 @@ keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
-import sys
 from pathlib import Path
-from typing import Any, Callable
+import sys
+from typing import Any
 
 USAGE_EXIT_CODE = 2
 _HUB_CLIENT_MODULES = ("httpx", "httpx2", "requests", "urllib3")
@@ -43,8 +44,10 @@ def hub_endpoint() -> str:
 def user_error_message(error: BaseException) -> str | None:
     """The one line for a user error, or None when `error` is a bug (keeps its traceback)."""
     if type(error).__module__.split(".")[0] in _HUB_CLIENT_MODULES:
-        return f"cannot reach the Hugging Face Hub at {hub_endpoint()} ({type(error).__name__}: {error}); check the " \
-               "network and HF_ENDPOINT, or run offline with local folders"
+        return (
+            f"cannot reach the Hugging Face Hub at {hub_endpoint()} ({type(error).__name__}: {error}); check the "
+            "network and HF_ENDPOINT, or run offline with local folders"
+        )
     if isinstance(error, (ValueError, OSError, ImportError)) or type(error).__name__ in _USER_RUNTIME_ERRORS:
         text = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the library wrote
         if type(error).__module__.startswith("huggingface_hub"):
@@ -53,8 +56,13 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
-def run_cli(main: Callable[..., Any], arguments_class: type | None = None, section: str | None = None,
-            argv: list[str] | None = None, config_file: bool = True) -> Any:
+def run_cli(
+    main: Callable[..., Any],
+    arguments_class: type | None = None,
+    section: str | None = None,
+    argv: list[str] | None = None,
+    config_file: bool = True,
+) -> Any:
     """Parse `argv` into `arguments_class` (with `config_file`: `--config` YAML `section`, then the command
     line), check the inputs, run `main(args)`; user errors end in one line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -70,7 +78,7 @@ def run_cli(main: Callable[..., Any], arguments_class: type | None = None, secti
         return main(args)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except Exception as error:  # noqa: BLE001 - sorted into user errors and bugs below
+    except Exception as error:
         message = None if debug else user_error_message(error)
         if message is None:
             raise
@@ -105,8 +113,10 @@ def check_model_source(name: str | None, field: str) -> None:
             raise FileNotFoundError(f"config field '{field}': folder {name} holds no config.json (not a saved model)")
         return
     if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
-        raise FileNotFoundError(f"config field '{field}': {name!r} is neither a local folder nor a Hub model in the "
-                                f"cache, and HF_HUB_OFFLINE=1; give a folder, or download it first (`hf download {name}`)")
+        raise FileNotFoundError(
+            f"config field '{field}': {name!r} is neither a local folder nor a Hub model in the "
+            f"cache, and HF_HUB_OFFLINE=1; give a folder, or download it first (`hf download {name}`)"
+        )
 
 
 def check_timm_weights(vision_model_name: str) -> None:
@@ -121,12 +131,15 @@ def check_timm_weights(vision_model_name: str) -> None:
         hub_id = (timm.models.get_pretrained_cfg(vision_model_name) or None).hf_hub_id
     except (AttributeError, RuntimeError):
         hub_id = None
-    cached = hub_id and any(isinstance(try_to_load_from_cache(hub_id, f), str)
-                            for f in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin"))
+    cached = hub_id and any(
+        isinstance(try_to_load_from_cache(hub_id, f), str)
+        for f in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin")
+    )
     if not cached:
         raise FileNotFoundError(
             f"config field 'model_config.vision_model_name': timm's pretrained weights of {vision_model_name!r} are "
-            "not in the cache and HF_HUB_OFFLINE=1; download them first or set vision_pretrained: false")
+            "not in the cache and HF_HUB_OFFLINE=1; download them first or set vision_pretrained: false"
+        )
 
 
 def check_hub_token(hub_model_id: str | None) -> str:
@@ -155,8 +168,9 @@ def check_inputs(args: Any) -> None:
             check_timm_weights(model_field("vision_model_name"))
     resume = getattr(args, "resume_from_checkpoint", None)
     if resume and resume != "latest" and not Path(resume).is_dir():
-        raise FileNotFoundError(f"config field 'resume_from_checkpoint': folder {resume} does not exist "
-                                "(or use 'latest')")
+        raise FileNotFoundError(
+            f"config field 'resume_from_checkpoint': folder {resume} does not exist (or use 'latest')"
+        )
     if getattr(args, "push_to_hub", False):
         check_hub_token(args.hub_model_id)
 

@@ -42,8 +42,15 @@ class StepFlops:
 
     @property
     def total(self) -> float:
-        return (self.vision_forward + self.vision_backward + self.vision_recompute + self.text_forward
-                + self.text_backward + self.text_recompute + self.head)
+        return (
+            self.vision_forward
+            + self.vision_backward
+            + self.vision_recompute
+            + self.text_forward
+            + self.text_backward
+            + self.text_recompute
+            + self.head
+        )
 
 
 def _vit_dims(config: CLEFTConfig) -> dict[str, int]:
@@ -53,13 +60,20 @@ def _vit_dims(config: CLEFTConfig) -> dict[str, int]:
         raise ValueError(f"analytic FLOPs cover timm ViTs only, not {config.vision_model_name!r}")
     patch = tower.patch_embed.proj
     last_dropout = getattr(tower.blocks[0].mlp, "drop2", None)
-    return {"output_dropout": float(getattr(last_dropout, "p", 0.0)),"patches": tower.patch_embed.num_patches, "tokens": tower.patch_embed.num_patches + tower.num_prefix_tokens,
-            "width": tower.embed_dim, "depth": len(tower.blocks), "mlp": tower.blocks[0].mlp.fc1.out_features,
-            "patch_in": patch.in_channels * patch.kernel_size[0] * patch.kernel_size[1]}
+    return {
+        "output_dropout": float(getattr(last_dropout, "p", 0.0)),
+        "patches": tower.patch_embed.num_patches,
+        "tokens": tower.patch_embed.num_patches + tower.num_prefix_tokens,
+        "width": tower.embed_dim,
+        "depth": len(tower.blocks),
+        "mlp": tower.blocks[0].mlp.fc1.out_features,
+        "patch_in": patch.in_channels * patch.kernel_size[0] * patch.kernel_size[1],
+    }
 
 
-def training_step_flops(config: CLEFTConfig, batch_size: int, text_length: int,
-                        gradient_checkpointing: bool = True) -> StepFlops:
+def training_step_flops(
+    config: CLEFTConfig, batch_size: int, text_length: int, gradient_checkpointing: bool = True
+) -> StepFlops:
     """FLOPs of one stage-1 step on `batch_size` image-text pairs of `text_length` tokens (one process)."""
     text = config.text_config
     if text.model_type != "gpt2" or config.peft_config["peft_type"] != "LORA":

@@ -9,11 +9,11 @@ read-only disk reported as ONE line (`ModelFolderWriteError`, an `OSError`) inst
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 import errno
 import os
-import shutil
-from collections.abc import Iterable, Mapping
 from pathlib import Path
+import shutil
 from typing import Any
 
 from .atomic_folder import atomic_folder
@@ -53,8 +53,9 @@ def is_disk_full(error: BaseException) -> bool:
     return any(word in str(error).lower() for word in _DISK_FULL_WORDS)
 
 
-def write_model_folder_safely(folder: str | os.PathLike, savables: Iterable[Any], needed_bytes: int = 0,
-                              what: str = "the model folder") -> Path:
+def write_model_folder_safely(
+    folder: str | os.PathLike, savables: Iterable[Any], needed_bytes: int = 0, what: str = "the model folder"
+) -> Path:
     """Write `folder` atomically from `savables`; `ModelFolderWriteError` (one line, `folder` untouched, the
     staging folder removed) when the disk lacks ~`needed_bytes` or fills up / refuses the write."""
     folder = Path(folder)
@@ -77,8 +78,9 @@ def write_model_folder_safely(folder: str | os.PathLike, savables: Iterable[Any]
         if is_disk_full(error):
             raise _no_space(folder, needed_bytes, free_bytes(folder), what) from error
         if getattr(error, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise ModelFolderWriteError(f"cannot write {what} {folder}: {error.strerror}; use another output_dir"
-                                        ) from error
+            raise ModelFolderWriteError(
+                f"cannot write {what} {folder}: {error.strerror}; use another output_dir"
+            ) from error
         raise
     return folder
 
@@ -86,9 +88,17 @@ def write_model_folder_safely(folder: str | os.PathLike, savables: Iterable[Any]
 def _no_space(folder: Path, needed: int, free: int | None, what: str) -> ModelFolderWriteError:
     need = f": it needs ~{human_size(needed)}" if needed else ""
     have = f", {human_size(free)} free" if free is not None else ""
-    return ModelFolderWriteError(f"no space left for {what} {folder}{need}{have}; nothing of it was written. Free "
-                                 "space or use another output_dir")
+    return ModelFolderWriteError(
+        f"no space left for {what} {folder}{need}{have}; nothing of it was written. Free "
+        "space or use another output_dir"
+    )
 
 
-__all__ = ["ModelFolderWriteError", "free_bytes", "human_size", "is_disk_full", "tensor_bytes",
-           "write_model_folder_safely"]
+__all__ = [
+    "ModelFolderWriteError",
+    "free_bytes",
+    "human_size",
+    "is_disk_full",
+    "tensor_bytes",
+    "write_model_folder_safely",
+]

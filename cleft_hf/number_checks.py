@@ -9,8 +9,8 @@ number, got nan"), so a message never blames a field that is fine.
 
 from __future__ import annotations
 
-import math
 from dataclasses import fields
+import math
 from typing import Any
 
 from .arguments import ConfigError
@@ -34,8 +34,16 @@ def check_finite_numbers(arguments: Any) -> None:
             raise ConfigError(f"config field '{item.name}' must be a finite number, got {value!r}")
 
 
-def check_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False, hint: str = "") -> None:
+def check_range(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    hint: str = "",
+) -> None:
     """Raise `ConfigError` unless every number of `value` (a number or a list) lies in the range; None passes."""
     if value is None:
         return
@@ -43,8 +51,9 @@ def check_range(name: str, value: Any, *, low: float | None = None, high: float 
         too_low = low is not None and (number <= low if low_open else number < low)
         too_high = high is not None and (number >= high if high_open else number > high)
         if too_low or too_high or not math.isfinite(number):
-            raise ConfigError(f"config field '{name}' must be {_describe(low, high, low_open, high_open)}, "
-                              f"got {value!r}{hint}")
+            raise ConfigError(
+                f"config field '{name}' must be {_describe(low, high, low_open, high_open)}, got {value!r}{hint}"
+            )
 
 
 def _describe(low, high, low_open: bool, high_open: bool) -> str:

@@ -40,7 +40,7 @@ class RunLock:
     def held(self) -> bool:
         return self._descriptor is not None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -63,9 +63,14 @@ class RunLock:
                 continue
             previous = _read_owner(descriptor)
             if previous:
-                logger.warning("output_dir %s: taking over the stale lock of a run that is gone (%s)",
-                               self.path.parent, previous)
-            owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+                logger.warning(
+                    "output_dir %s: taking over the stale lock of a run that is gone (%s)", self.path.parent, previous
+                )
+            owner = {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            }
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, json.dumps(owner).encode("utf-8"), 0)
             self._descriptor = descriptor

@@ -12,8 +12,8 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
-from cleft_hf.cli import run_cli  # noqa: E402
-from cleft_hf.evaluation.arguments import EvaluateArguments  # noqa: E402
+from cleft_hf.cli import run_cli
+from cleft_hf.evaluation.arguments import EvaluateArguments
 
 
 def main(args: EvaluateArguments) -> dict:

@@ -8,38 +8,44 @@ the exact upload folder and stops. The card's training section lists every stage
 in its `training_log.json`), unless `--training_summary` files are given. User errors end in one line (exit code 2); `--debug` shows the traceback.
 """
 
+from dataclasses import dataclass
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
-from cleft_hf.cli import run_cli
 from cleft_hf.arguments import ConfigError, arg, parse_arguments
+from cleft_hf.cli import run_cli
 
 
 @dataclass
 class PushArguments:
     """Share a trained CLEFT model on the Hub (weights, learned prompts, processor, model card) in one commit."""
 
-    model_dir: Optional[str] = arg(None, "Saved CLEFT model folder (model + processor; required).")
-    hub_model_id: Optional[str] = arg(None, "Hub repository 'user/name' (required).")
-    results: Optional[list[str]] = arg(None, "results.json of the evaluation, or several (one per task, e.g. EMBED "
-                                       "density and BI-RADS); none: the card says not evaluated.")
-    training_summary: Optional[list[str]] = arg(None, "Run arguments files (.yaml or .json), one per stage in order, "
-                                                "for the card's recipe (default: the stages recorded in the model "
-                                                "folder's training_log.json).")
+    model_dir: str | None = arg(None, "Saved CLEFT model folder (model + processor; required).")
+    hub_model_id: str | None = arg(None, "Hub repository 'user/name' (required).")
+    results: list[str] | None = arg(
+        None,
+        "results.json of the evaluation, or several (one per task, e.g. EMBED "
+        "density and BI-RADS); none: the card says not evaluated.",
+    )
+    training_summary: list[str] | None = arg(
+        None,
+        "Run arguments files (.yaml or .json), one per stage in order, "
+        "for the card's recipe (default: the stages recorded in the model "
+        "folder's training_log.json).",
+    )
     private: bool = arg(False, "Create the repository private.")
-    full_weights: bool = arg(False, "Include the base LLM weights (default: the model's rule, adapter-only for a "
-                             "large LLM).")
-    text_model_name_or_path: Optional[str] = arg(None, "Local base LLM for an adapter-only --model_dir.")
-    license: Optional[str] = arg(None, "Licence id for the card metadata (e.g. apache-2.0).")
-    datasets: Optional[list[str]] = arg(None, "Hub dataset ids for the card metadata.")
-    revision: Optional[str] = arg(None, "Branch to commit to (created if missing).")
-    commit_message: Optional[str] = arg(None, "Commit message.")
-    build_only: Optional[str] = arg(None, "Only write the upload folder to this folder; no upload, no token.")
+    full_weights: bool = arg(
+        False, "Include the base LLM weights (default: the model's rule, adapter-only for a large LLM)."
+    )
+    text_model_name_or_path: str | None = arg(None, "Local base LLM for an adapter-only --model_dir.")
+    license: str | None = arg(None, "Licence id for the card metadata (e.g. apache-2.0).")
+    datasets: list[str] | None = arg(None, "Hub dataset ids for the card metadata.")
+    revision: str | None = arg(None, "Branch to commit to (created if missing).")
+    commit_message: str | None = arg(None, "Commit message.")
+    build_only: str | None = arg(None, "Only write the upload folder to this folder; no upload, no token.")
 
     def __post_init__(self) -> None:
         for name in ("model_dir", "hub_model_id"):
@@ -73,16 +79,26 @@ def push(args: PushArguments) -> str:
     model = CLEFTModel.from_pretrained(args.model_dir, text_model_name_or_path=args.text_model_name_or_path)
     processor = CLEFTProcessor.from_pretrained(args.model_dir)
     options = dict(
-        results=args.results, save_base_model=True if args.full_weights else None,
+        results=args.results,
+        save_base_model=True if args.full_weights else None,
         training_summary=[load_summary(path) for path in args.training_summary] if args.training_summary else None,
-        license=args.license, datasets=args.datasets,
+        license=args.license,
+        datasets=args.datasets,
     )
     if args.build_only:
         folder = build_upload_folder(model, processor, args.build_only, repo_id=args.hub_model_id, **options)
         print(folder)
         return str(folder)
-    url = push_to_hub(model, processor, args.hub_model_id, private=args.private, token=token,
-                      revision=args.revision, commit_message=args.commit_message, **options)
+    url = push_to_hub(
+        model,
+        processor,
+        args.hub_model_id,
+        private=args.private,
+        token=token,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        **options,
+    )
     print(url)
     return url
 

@@ -17,8 +17,11 @@ AutoConfig.register(CLEFTConfig.model_type, CLEFTConfig, exist_ok=True)
 AutoModel.register(CLEFTConfig, CLEFTModel, exist_ok=True)
 AutoModelForZeroShotImageClassification.register(CLEFTConfig, CLEFTModel, exist_ok=True)
 # One class for every backend: transformers asks for torchvision's when it is installed, PIL's otherwise.
-AutoImageProcessor.register(CLEFTConfig, image_processor_classes={"torchvision": CLEFTImageProcessor,
-                                                                  "pil": CLEFTImageProcessor}, exist_ok=True)
+AutoImageProcessor.register(
+    CLEFTConfig,
+    image_processor_classes={"torchvision": CLEFTImageProcessor, "pil": CLEFTImageProcessor},
+    exist_ok=True,
+)
 AutoProcessor.register(CLEFTConfig, CLEFTProcessor, exist_ok=True)
 
 # Saved folders carry `auto_map` and these files, so `trust_remote_code=True` loads without cleft_hf.

@@ -12,12 +12,11 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .text_tower_cleft import NO_ADAPTER, check_text_family, is_encoder_config, keep_first_layers
-
 from .pooling_cleft import ENCODER_POOLINGS, TEXT_POOLINGS
 from .projection_cleft import PROJECTION_HEADS
 from .prompt_sets_cleft import LEGACY_PROMPT_FIELDS, UNNAMED_PROMPT_SET, check_prompt_sets, fold_legacy_prompt_fields
 from .quantization_cleft import check_text_quantization
+from .text_tower_cleft import NO_ADAPTER, check_text_family, is_encoder_config, keep_first_layers
 
 DEFAULT_VISION_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
 DEFAULT_TEXT_MODEL = "stanford-crfm/BioMedLM"
@@ -25,22 +24,44 @@ DEFAULT_PROMPT_TEMPLATE = "this is a chest x ray of a patient with {}"
 DEFAULT_PROMPT_INIT_TEXT = DEFAULT_PROMPT_TEMPLATE.replace("{}", "").strip()
 # stanford-crfm/BioMedLM (GPT-2 family, 2.7 B): the paper's default text tower.
 BIOMEDLM_CONFIG = {
-    "n_layer": 32, "n_embd": 2560, "n_head": 20, "n_positions": 1024,
-    "vocab_size": 28896, "bos_token_id": 28895, "eos_token_id": 28895,
+    "n_layer": 32,
+    "n_embd": 2560,
+    "n_head": 20,
+    "n_positions": 1024,
+    "vocab_size": 28896,
+    "bos_token_id": 28895,
+    "eos_token_id": 28895,
 }
 # config.json entry that makes transformers' `pipeline()` load CLEFT's zero-shot pipeline from the model's files.
-CUSTOM_PIPELINES = {"zero-shot-image-classification": {
-    "impl": "pipeline_cleft.CLEFTZeroShotImageClassificationPipeline", "pt": ["AutoModel"], "tf": [], "default": {},
-    "type": "multimodal"}}
+CUSTOM_PIPELINES = {
+    "zero-shot-image-classification": {
+        "impl": "pipeline_cleft.CLEFTZeroShotImageClassificationPipeline",
+        "pt": ["AutoModel"],
+        "tf": [],
+        "default": {},
+        "type": "multimodal",
+    }
+}
 SUPPORTED_PEFT_TYPES = ("LORA", "IA3", "PREFIX_TUNING", "ADALORA", NO_ADAPTER)
 DEFAULT_LORA = {"peft_type": "LORA", "r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
 
 # Set while a config is read from a file (`from_dict`): unknown keys there are kept (a newer version's fields).
 _READING_SAVED_CONFIG = contextvars.ContextVar("reading_saved_cleft_config", default=False)
 # Keywords transformers' `PretrainedConfig.__post_init__` consumes besides its own fields.
-_BASE_CONFIG_KEYWORDS = ("name_or_path", "attn_implementation", "experts_implementation", "output_attentions",
-                         "torch_dtype", "num_labels", "per_layer_config", "rope_scaling", "rope_theta",
-                         "_commit_hash", "model_type", "auto_map")
+_BASE_CONFIG_KEYWORDS = (
+    "name_or_path",
+    "attn_implementation",
+    "experts_implementation",
+    "output_attentions",
+    "torch_dtype",
+    "num_labels",
+    "per_layer_config",
+    "rope_scaling",
+    "rope_theta",
+    "_commit_hash",
+    "model_type",
+    "auto_map",
+)
 
 
 def transformers_config_keys() -> set[str]:
@@ -48,8 +69,11 @@ def transformers_config_keys() -> set[str]:
     the generation parameters it drops)."""
     from transformers import GenerationConfig
 
-    return ({f.name for f in dataclasses.fields(PretrainedConfig)} | set(_BASE_CONFIG_KEYWORDS)
-            | set(GenerationConfig._get_default_generation_params()))
+    return (
+        {f.name for f in dataclasses.fields(PretrainedConfig)}
+        | set(_BASE_CONFIG_KEYWORDS)
+        | set(GenerationConfig._get_default_generation_params())
+    )
 
 
 def _default_target_modules(peft_type: str, family: str) -> dict[str, Any]:
@@ -67,7 +91,9 @@ def _default_target_modules(peft_type: str, family: str) -> dict[str, Any]:
         return {}
     defaults = {"target_modules": list(table[family])}
     if peft_type == "IA3":
-        defaults["feedforward_modules"] = list(constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[family])
+        defaults["feedforward_modules"] = list(
+            constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[family]
+        )
     return defaults
 
 
@@ -207,10 +233,15 @@ class CLEFTConfig(PretrainedConfig):
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {self.text_pooling!r}")
         if (self.text_pooling in ENCODER_POOLINGS) != self.text_is_encoder and self.text_pooling != "mean":
-            kind, allowed = ("an encoder", ENCODER_POOLINGS) if self.text_is_encoder else (
-                "a causal LLM", ("last", "first_pad", "mean"))
-            raise ValueError(f"text_pooling={self.text_pooling!r} does not fit {kind} text tower "
-                             f"({self.text_config.model_type}): use one of {allowed}")
+            kind, allowed = (
+                ("an encoder", ENCODER_POOLINGS)
+                if self.text_is_encoder
+                else ("a causal LLM", ("last", "first_pad", "mean"))
+            )
+            raise ValueError(
+                f"text_pooling={self.text_pooling!r} does not fit {kind} text tower "
+                f"({self.text_config.model_type}): use one of {allowed}"
+            )
         if not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:
@@ -239,8 +270,10 @@ class CLEFTConfig(PretrainedConfig):
         if peft_type == NO_ADAPTER:  # the whole text tower trains: nothing else to configure
             extra = sorted(set(resolved) - {"peft_type"})
             if extra:
-                raise ValueError(f"peft_config with peft_type NONE (whole text tower trained) takes no other field, "
-                                 f"got {extra}: drop them, or choose an adapter (e.g. peft_type LORA)")
+                raise ValueError(
+                    f"peft_config with peft_type NONE (whole text tower trained) takes no other field, "
+                    f"got {extra}: drop them, or choose an adapter (e.g. peft_type LORA)"
+                )
             return {"peft_type": NO_ADAPTER}
         resolved["peft_type"] = peft_type
         family = self.text_config.model_type

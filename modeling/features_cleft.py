@@ -60,8 +60,10 @@ class CLEFTFeaturesMixin:
         outputs = self.text_model(attention_mask=model_mask, return_dict=True, **inputs)
         hidden = outputs.last_hidden_state
         return BaseModelOutputWithPooling(
-            last_hidden_state=hidden, pooler_output=pool_text(hidden, attention_mask, pooling),
-            hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"),
+            last_hidden_state=hidden,
+            pooler_output=pool_text(hidden, attention_mask, pooling),
+            hidden_states=outputs.get("hidden_states"),
+            attentions=outputs.get("attentions"),
         )
 
     def get_text_features(

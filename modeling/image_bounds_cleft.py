@@ -52,7 +52,8 @@ def check_pixel_budget(height: int, width: int, frames: int = 1, source: str | N
         frames_text = f" x {frames} frames" if frames and int(frames) > 1 else ""
         raise ImageTooLargeError(
             f"{_named(source)} claims {width} x {height} pixels{frames_text} ({total / 1e6:.0f} M), over the pixel "
-            f"budget of {budget / 1e6:.0f} M; if it is a real image, raise {MAX_PIXELS_ENV} (a number of pixels)")
+            f"budget of {budget / 1e6:.0f} M; if it is a real image, raise {MAX_PIXELS_ENV} (a number of pixels)"
+        )
 
 
 def box_reduce_to_float(values: torch.Tensor, factor: int) -> torch.Tensor:
@@ -61,8 +62,10 @@ def box_reduce_to_float(values: torch.Tensor, factor: int) -> torch.Tensor:
     height, width = values.shape[-2:]
     usable = height // factor * factor
     rows = max(factor, BAND_ELEMENTS // max(1, width * values.shape[0]) // factor * factor)
-    bands = [F.avg_pool2d(values[:, top : min(top + rows, usable)].float().unsqueeze(0), factor)[0]
-             for top in range(0, usable, rows)]
+    bands = [
+        F.avg_pool2d(values[:, top : min(top + rows, usable)].float().unsqueeze(0), factor)[0]
+        for top in range(0, usable, rows)
+    ]
     return torch.cat(bands, dim=1)
 
 
@@ -72,9 +75,18 @@ def check_finite_pixels(tensor: torch.Tensor, source: str | None = None) -> None
         finite = torch.isfinite(tensor)
         if not bool(finite.all()):
             bad = int((~finite).sum())
-            raise ValueError(f"{_named(source)} has {bad} NaN/infinite pixel values (of {tensor.numel()}); fix or "
-                             "drop the image (its scores would all be NaN)")
+            raise ValueError(
+                f"{_named(source)} has {bad} NaN/infinite pixel values (of {tensor.numel()}); fix or "
+                "drop the image (its scores would all be NaN)"
+            )
 
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "MAX_PIXELS_ENV", "ImageTooLargeError", "box_reduce_to_float",
-           "check_finite_pixels", "check_pixel_budget", "max_image_pixels"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_PIXELS_ENV",
+    "ImageTooLargeError",
+    "box_reduce_to_float",
+    "check_finite_pixels",
+    "check_pixel_budget",
+    "max_image_pixels",
+]

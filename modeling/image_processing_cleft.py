@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,9 @@ class CLEFTImageProcessor(BaseImageProcessor):
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError("image_mean and image_std must have 3 values (one per output channel)")
         if high_bit_depth_scaling not in HIGH_BIT_DEPTH_SCALINGS:
-            raise ValueError(f"high_bit_depth_scaling must be one of {HIGH_BIT_DEPTH_SCALINGS}, got {high_bit_depth_scaling!r}")
+            raise ValueError(
+                f"high_bit_depth_scaling must be one of {HIGH_BIT_DEPTH_SCALINGS}, got {high_bit_depth_scaling!r}"
+            )
         self.do_resize = do_resize
         self.do_center_crop = do_center_crop
         self.do_normalize = do_normalize
@@ -140,7 +143,9 @@ class CLEFTImageProcessor(BaseImageProcessor):
             if reduced is not None:
                 return reduced
         if isinstance(image, np.ndarray):
-            tensor = torch.from_numpy(np.ascontiguousarray(image.astype(np.float32) if image.dtype == np.uint16 else image))
+            tensor = torch.from_numpy(
+                np.ascontiguousarray(image.astype(np.float32) if image.dtype == np.uint16 else image)
+            )
             dtype = image.dtype
         elif isinstance(image, torch.Tensor):
             tensor, dtype = image.detach().cpu(), image.dtype
@@ -193,9 +198,7 @@ class CLEFTImageProcessor(BaseImageProcessor):
             return tensor
         if tensor.shape[-1] in (1, 3):
             return tensor.permute(2, 0, 1)
-        raise ValueError(
-            f"expected 1 (grey) or 3 (RGB) channels, got an image of shape {tuple(tensor.shape)}"
-        )
+        raise ValueError(f"expected 1 (grey) or 3 (RGB) channels, got an image of shape {tuple(tensor.shape)}")
 
     def resize_and_crop(self, tensor: torch.Tensor) -> torch.Tensor:
         """`(C, H, W)` -> `(C, crop_h, crop_w)`: shorter side to `size["shortest_edge"]`, centre crop."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
+import torch
 from torch import nn
 from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
 
@@ -32,8 +32,13 @@ def check_local_folder(name_or_path: str | os.PathLike) -> None:
     """A path that names no existing folder is a FileNotFoundError saying so (transformers would take it for a
     Hub id and answer about the repo id's form): an absolute path, `~`, `./`, `../`, two or more `/`, or a Path."""
     text = str(name_or_path)
-    looks_local = (isinstance(name_or_path, os.PathLike) or os.path.isabs(text) or text.startswith((".", "~"))
-                   or text.count("/") > 1 or "\\" in text)
+    looks_local = (
+        isinstance(name_or_path, os.PathLike)
+        or os.path.isabs(text)
+        or text.startswith((".", "~"))
+        or text.count("/") > 1
+        or "\\" in text
+    )
     if looks_local and not os.path.isdir(os.path.expanduser(text)):
         where = os.path.abspath(os.path.expanduser(text))
         raise FileNotFoundError(f"model folder {text} does not exist" + (f" ({where})" if where != text else ""))
@@ -66,4 +71,10 @@ def base_llm_tensors(language_model: nn.Module) -> dict[str, tuple[nn.Module, st
     return tensors
 
 
-__all__ = ["base_llm_tensors", "check_attn_implementation", "check_local_folder", "default_llm_dtype", "resolve_llm_dtype"]
+__all__ = [
+    "base_llm_tensors",
+    "check_attn_implementation",
+    "check_local_folder",
+    "default_llm_dtype",
+    "resolve_llm_dtype",
+]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from peft.tuners.tuners_utils import BaseTunerLayer
 import timm
 import torch
-import torch.nn.functional as F
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+import torch.nn.functional as F
+from transformers import PretrainedConfig, PreTrainedModel
 
 from .configuration_cleft import CLEFTConfig
 from .features_cleft import CLEFTFeaturesMixin
@@ -27,12 +27,18 @@ from .text_tower_cleft import new_text_model, pretrained_text_model, unwrapped_t
 from .weights_check_cleft import load_checked
 from .zero_shot_cleft import CLEFTZeroShotMixin
 
-
 # Checkpoints written before `logit_bias` moved out of the prompt learner (and `legacy_prompt_key_mapping`: before
 # the prompt sets were one `ModuleDict`).
 LEGACY_KEY_MAPPING = {r"^prompt_learner\.logit_bias$": "logit_bias"}
-HUB_DOWNLOAD_KEYWORDS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision",
-                         "subfolder")
+HUB_DOWNLOAD_KEYWORDS = (
+    "cache_dir",
+    "force_download",
+    "proxies",
+    "local_files_only",
+    "token",
+    "revision",
+    "subfolder",
+)
 
 
 def build_vision_tower(config: CLEFTConfig, pretrained: bool = False) -> nn.Module:
@@ -80,8 +86,15 @@ class CLEFTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True  # the attention that matters is the LLM's; transformers checks it supports it
     # Trainable parts stay float32 masters when `dtype` makes the frozen base LLM bfloat16/float16.
     _keep_in_fp32_modules_strict = [
-        "vision_model", "visual_projection", "text_projection", "logit_scale", "logit_bias", "prompt_sets", "lora_",
-        "ia3_", "prompt_encoder",
+        "vision_model",
+        "visual_projection",
+        "text_projection",
+        "logit_scale",
+        "logit_bias",
+        "prompt_sets",
+        "lora_",
+        "ia3_",
+        "prompt_encoder",
     ]
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -112,7 +125,11 @@ class CLEFTPreTrainedModel(PreTrainedModel):
 
 
 class CLEFTModel(
-    CLEFTFeaturesMixin, CLEFTPromptSetsMixin, CLEFTZeroShotMixin, CLEFTPromptEnsembleMixin, CLEFTSimilarityMapsMixin,
+    CLEFTFeaturesMixin,
+    CLEFTPromptSetsMixin,
+    CLEFTZeroShotMixin,
+    CLEFTPromptEnsembleMixin,
+    CLEFTSimilarityMapsMixin,
     CLEFTPreTrainedModel,
 ):
     r"""CLEFT: contrastive image-text model whose text encoder is a PEFT-adapted causal LLM.
@@ -136,10 +153,12 @@ class CLEFTModel(
         self.logit_scale = nn.Parameter(torch.tensor([float(config.logit_scale_init_value)]))
         # Added to the scaled similarities: SigLIP's bias and the stage-2 BCE bias; trained only by those losses.
         self.logit_bias = nn.Parameter(torch.tensor([float(config.logit_bias_init_value)]), requires_grad=False)
-        self.prompt_sets = nn.ModuleDict({  # the learned prompt sets by task (e.g. EMBED density and birads)
-            task: build_prompt_learner(entry, config, self.text_embed_dim)
-            for task, entry in (config.prompt_sets or {}).items()
-        })
+        self.prompt_sets = nn.ModuleDict(
+            {  # the learned prompt sets by task (e.g. EMBED density and birads)
+                task: build_prompt_learner(entry, config, self.text_embed_dim)
+                for task, entry in (config.prompt_sets or {}).items()
+            }
+        )
         # Units FSDP wraps / device maps keep whole: the LLM's decoder layer (reached through PEFT) + timm blocks.
         self._no_split_modules = sorted(vision_block_classes(self.vision_model))
         self._ignore_missing_base_weights(not config.checkpoint_has_base_model)
@@ -159,8 +178,11 @@ class CLEFTModel(
                     f"text_model.{name}.{key}" for key in module.state_dict() if not key.startswith("base_layer.")
                 )
         return [
-            key for key in self.state_dict() if key.startswith("text_model.")
-            and key not in adapter_keys and not key.startswith("text_model.prompt_encoder.")
+            key
+            for key in self.state_dict()
+            if key.startswith("text_model.")
+            and key not in adapter_keys
+            and not key.startswith("text_model.prompt_encoder.")
         ]
 
     def _ignore_missing_base_weights(self, ignore: bool) -> None:
@@ -179,7 +201,7 @@ class CLEFTModel(
         attn_implementation: str | None = None,
         text_kwargs: dict[str, Any] | None = None,
         **config_kwargs: Any,
-    ) -> "CLEFTModel":
+    ) -> CLEFTModel:
         """A new CLEFT model from a timm vision model name and a causal LLM id or folder.
 
         `dtype` is the frozen base LLM's (default: bfloat16 on GPU, float32 on CPU); the vision tower, adapters,
@@ -197,7 +219,9 @@ class CLEFTModel(
             text_kwargs["attn_implementation"] = attn_implementation
         text_config = AutoConfig.from_pretrained(text, **{k: v for k, v in text_kwargs.items() if k == "revision"})
         config = CLEFTConfig(
-            vision_model_name=vision, text_config=text_config.to_dict(), text_model_name_or_path=str(text),
+            vision_model_name=vision,
+            text_config=text_config.to_dict(),
+            text_model_name_or_path=str(text),
             **config_kwargs,
         )
         if config.text_tower_trained:  # a text tower trained whole keeps float32 masters, as the vision tower
@@ -219,15 +243,19 @@ class CLEFTModel(
         choice = self.config.save_base_model if save_base_model is None else save_base_model
         if self.config.text_tower_trained:  # no frozen base model: the trained text tower is always saved
             if choice is False:
-                raise ValueError("save_base_model=False (adapter-only) needs an adapter, but peft_type NONE trains "
-                                 "the whole text tower: leave save_base_model unset or true")
+                raise ValueError(
+                    "save_base_model=False (adapter-only) needs an adapter, but peft_type NONE trains "
+                    "the whole text tower: leave save_base_model unset or true"
+                )
             return True
         if choice is None:
             n_llm = sum(p.numel() for p in self.text_model.get_base_model().parameters())
             choice = n_llm < self.config.adapter_only_threshold and not self.config.text_quantization
         if choice and self.config.text_quantization:
-            raise ValueError("a CLEFT model with a quantised base LLM saves adapter-only (save_base_model=False): "
-                             "loading re-quantises the base LLM from text_model_name_or_path")
+            raise ValueError(
+                "a CLEFT model with a quantised base LLM saves adapter-only (save_base_model=False): "
+                "loading re-quantises the base LLM from text_model_name_or_path"
+            )
         if not choice and not self.config.text_model_name_or_path:
             raise ValueError("adapter-only saving needs config.text_model_name_or_path to find the base LLM again")
         return bool(choice)
@@ -250,8 +278,14 @@ class CLEFTModel(
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path, *args: Any, text_model_name_or_path=None, dtype=None,
-        attn_implementation: str | None = None, text_quantization: dict | None = None, **kwargs,
+        cls,
+        pretrained_model_name_or_path,
+        *args: Any,
+        text_model_name_or_path=None,
+        dtype=None,
+        attn_implementation: str | None = None,
+        text_quantization: dict | None = None,
+        **kwargs,
     ):
         """Load a CLEFT model (safetensors only); adapter-only checkpoints fetch the base LLM from
         `config.text_model_name_or_path` or the `text_model_name_or_path` override.
@@ -269,23 +303,36 @@ class CLEFTModel(
         kwargs["use_safetensors"] = True
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
-        legacy = {} if "key_mapping" in kwargs else {**LEGACY_KEY_MAPPING, **legacy_prompt_key_mapping(
-            cls._saved_config(pretrained_model_name_or_path, kwargs))}
+        legacy = (
+            {}
+            if "key_mapping" in kwargs
+            else {
+                **LEGACY_KEY_MAPPING,
+                **legacy_prompt_key_mapping(cls._saved_config(pretrained_model_name_or_path, kwargs)),
+            }
+        )
         kwargs.setdefault("key_mapping", legacy)
         allow_partial, with_info = kwargs.pop("allow_partial_weights", False), kwargs.pop("output_loading_info", False)
         loaded, info = load_checked(  # weights not covering the model: an error naming them (weights_check_cleft)
             lambda **checks: super(CLEFTModel, cls).from_pretrained(
-                pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs, **checks),
-            pretrained_model_name_or_path, allow_partial)
+                pretrained_model_name_or_path, *args, dtype=resolve_llm_dtype(dtype), **kwargs, **checks
+            ),
+            pretrained_model_name_or_path,
+            allow_partial,
+        )
         model = (loaded, info) if with_info else loaded
         if text_quantization is not None:
             loaded.config.text_quantization = check_text_quantization(text_quantization)
         if loaded.config.text_quantization and loaded.config.checkpoint_has_base_model:
-            raise ValueError("text_quantization needs an adapter-only checkpoint (its base LLM is quantised from its "
-                             "original weights): save this model with save_base_model=False first")
+            raise ValueError(
+                "text_quantization needs an adapter-only checkpoint (its base LLM is quantised from its "
+                "original weights): save this model with save_base_model=False first"
+            )
         loaded._weight_conversions = [  # saving writes the current layout, not the older one it was read from
-            c for c in getattr(loaded, "_weight_conversions", None) or []
-            if not set(c.target_patterns) & set(legacy.values())]
+            c
+            for c in getattr(loaded, "_weight_conversions", None) or []
+            if not set(c.target_patterns) & set(legacy.values())
+        ]
         if not loaded.config.checkpoint_has_base_model:
             source = text_model_name_or_path or loaded.config.text_model_name_or_path
             loaded.load_base_llm_weights(source, token=kwargs.get("token"))
@@ -319,12 +366,24 @@ class CLEFTModel(
         attn = getattr(inner.config, "_attn_implementation", None)
         try:
             if self.config.text_quantization:
-                language_model = load_quantized_llm(source, self.config.text_quantization, dtype=dtype,
-                                                    attn_implementation=attn, use_safetensors=True, **hub_kwargs)
+                language_model = load_quantized_llm(
+                    source,
+                    self.config.text_quantization,
+                    dtype=dtype,
+                    attn_implementation=attn,
+                    use_safetensors=True,
+                    **hub_kwargs,
+                )
             else:
                 language_model = pretrained_text_model(
-                    source, inner.config if cut else None, dtype=dtype, attn_implementation=attn,
-                    use_safetensors=True, base_only=True, **hub_kwargs)
+                    source,
+                    inner.config if cut else None,
+                    dtype=dtype,
+                    attn_implementation=attn,
+                    use_safetensors=True,
+                    base_only=True,
+                    **hub_kwargs,
+                )
         except (OSError, ValueError) as error:
             raise OSError(
                 f"cannot load the base LLM {source!r} needed by this adapter-only CLEFT checkpoint "
@@ -438,8 +497,12 @@ class CLEFTModel(
                 raise ValueError("return_loss needs as many texts as images (matching pairs)")
             loss = clip_loss(image_embeds, text_embeds, self.logit_scale, gather=False)
         output = CLEFTOutput(
-            loss=loss, logits_per_image=logits_per_image, logits_per_text=logits_per_image.t(),
-            image_embeds=image_embeds, text_embeds=text_embeds, text_model_output=text_outputs,
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            text_model_output=text_outputs,
             vision_model_output=vision_outputs,
         )
         return output if return_dict is not False else output.to_tuple()

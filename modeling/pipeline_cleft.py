@@ -27,8 +27,10 @@ def _read_dicom(path: str) -> Any:
     try:
         from cleft_hf.data.dicom import read_dicom
     except ImportError:
-        raise ImportError(f"{path} is a DICOM file: reading it needs the cleft-hf package (with pydicom), as in "
-                          "training; install it, or pass the decoded pixel array instead of the path") from None
+        raise ImportError(
+            f"{path} is a DICOM file: reading it needs the cleft-hf package (with pydicom), as in "
+            "training; install it, or pass the decoded pixel array instead of the path"
+        ) from None
     return read_dicom(path)
 
 
@@ -75,8 +77,10 @@ class CLEFTZeroShotImageClassificationPipeline(ZeroShotImageClassificationPipeli
         if image is None:
             raise ValueError("Cannot call the zero-shot-image-classification pipeline without an images argument!")
         if candidate_labels is None and not kwargs.get("use_learned_prompts"):
-            raise ValueError("candidate_labels are needed with hand prompts (they are optional only with "
-                             "use_learned_prompts=True, which defaults to the learned classes)")
+            raise ValueError(
+                "candidate_labels are needed with hand prompts (they are optional only with "
+                "use_learned_prompts=True, which defaults to the learned classes)"
+            )
         return Pipeline.__call__(self, image, candidate_labels=candidate_labels, **kwargs)
 
     def _sanitize_parameters(self, use_learned_prompts: bool = False, task: str | None = None, **kwargs: Any):
@@ -88,9 +92,15 @@ class CLEFTZeroShotImageClassificationPipeline(ZeroShotImageClassificationPipeli
             preprocess["learned_prompts"] = {"task": task, "class_names": stored}
         return preprocess, forward, postprocess
 
-    def preprocess(self, image: Any, candidate_labels: list[str] | None = None,
-                   hypothesis_template: str = "This is a photo of {}.", timeout: float | None = None,
-                   tokenizer_kwargs: dict | None = None, learned_prompts: dict | None = None) -> dict:
+    def preprocess(
+        self,
+        image: Any,
+        candidate_labels: list[str] | None = None,
+        hypothesis_template: str = "This is a photo of {}.",
+        timeout: float | None = None,
+        tokenizer_kwargs: dict | None = None,
+        learned_prompts: dict | None = None,
+    ) -> dict:
         inputs = self.image_processor(images=[_open_image(image, timeout)], return_tensors="pt").to(self.dtype)
         if learned_prompts is not None:
             inputs["candidate_labels"] = list(candidate_labels or learned_prompts["class_names"])
@@ -98,7 +108,9 @@ class CLEFTZeroShotImageClassificationPipeline(ZeroShotImageClassificationPipeli
             return inputs
         inputs["candidate_labels"] = candidate_labels
         sequences = [hypothesis_template.format(label) for label in candidate_labels]
-        inputs["text_inputs"] = [self.tokenizer(sequences, return_tensors="pt", padding=True, **(tokenizer_kwargs or {}))]
+        inputs["text_inputs"] = [
+            self.tokenizer(sequences, return_tensors="pt", padding=True, **(tokenizer_kwargs or {}))
+        ]
         return inputs
 
     def _forward(self, model_inputs: dict) -> dict:
@@ -106,8 +118,9 @@ class CLEFTZeroShotImageClassificationPipeline(ZeroShotImageClassificationPipeli
         if learned is None:
             return super()._forward(model_inputs)
         labels = model_inputs.pop("candidate_labels")
-        logits = self.model.zero_shot_classify(model_inputs["pixel_values"], labels, use_learned_prompts=True,
-                                               task=learned["task"], return_logits=True)
+        logits = self.model.zero_shot_classify(
+            model_inputs["pixel_values"], labels, use_learned_prompts=True, task=learned["task"], return_logits=True
+        )
         return {"candidate_labels": labels, "logits": logits}
 
 

@@ -37,8 +37,10 @@ def text_attention_inputs(attention_mask: torch.Tensor, pooling: str) -> tuple[t
     if pooling == "first_pad":
         short = (attention_mask.sum(dim=1) < 2).nonzero().flatten().tolist()
         if short:
-            raise ValueError(f"text_pooling='first_pad' needs a token before the pooled EOS (batch rows {short}): "
-                             "tokenise with the CLEFT processor, which appends the EOS")
+            raise ValueError(
+                f"text_pooling='first_pad' needs a token before the pooled EOS (batch rows {short}): "
+                "tokenise with the CLEFT processor, which appends the EOS"
+            )
         rows = torch.arange(attention_mask.shape[0], device=attention_mask.device)
         attention_mask = attention_mask.clone()
         attention_mask[rows, last_token_index(attention_mask)] = 0

@@ -91,8 +91,12 @@ class CLEFTProcessor(ProcessorMixin):
                 raise ValueError(f"empty text at position(s) {empty}")
             encoding.update(
                 self.tokenizer(
-                    texts, padding=padding, truncation=truncation, max_length=max_length or self.max_length,
-                    return_tensors=return_tensors, **kwargs,
+                    texts,
+                    padding=padding,
+                    truncation=truncation,
+                    max_length=max_length or self.max_length,
+                    return_tensors=return_tensors,
+                    **kwargs,
                 )
             )
         if images is not None:

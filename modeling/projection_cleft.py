@@ -40,8 +40,10 @@ class CLEFTMLPProjection(nn.Module):
             finally:
                 self.head.train()
         if features.shape[0] < 2:
-            raise ValueError("projection_head='mlp' (BatchNorm) needs at least 2 examples per training batch and "
-                             "process: raise per_device_batch_size, or use projection_head 'linear'")
+            raise ValueError(
+                "projection_head='mlp' (BatchNorm) needs at least 2 examples per training batch and "
+                "process: raise per_device_batch_size, or use projection_head 'linear'"
+            )
         return self.head(features)
 
 

@@ -40,13 +40,18 @@ def fold_legacy_prompt_fields(config: Any, legacy: dict[str, Any], from_disk: bo
     names, token_ids, task = (legacy.get(field) for field in LEGACY_PROMPT_FIELDS)
     if token_ids is None:
         if names is not None and not from_disk:
-            raise ValueError("class_names is no CLEFTConfig field: learned prompt sets are set up on the model, "
-                             "model.setup_prompt_learning(class_names, processor, task=...)")
+            raise ValueError(
+                "class_names is no CLEFTConfig field: learned prompt sets are set up on the model, "
+                "model.setup_prompt_learning(class_names, processor, task=...)"
+            )
         return
     key = task or UNNAMED_PROMPT_SET
-    entry = {"class_names": names, "prompt_class_token_ids": token_ids,
-             "prompt_num_context_tokens": config.prompt_num_context_tokens,
-             "prompt_class_specific": config.prompt_class_specific}
+    entry = {
+        "class_names": names,
+        "prompt_class_token_ids": token_ids,
+        "prompt_num_context_tokens": config.prompt_num_context_tokens,
+        "prompt_class_specific": config.prompt_class_specific,
+    }
     config.prompt_sets = {key: entry, **{k: v for k, v in (config.prompt_sets or {}).items() if k != key}}
     config.active_prompt_set = key
 
@@ -74,9 +79,12 @@ def legacy_prompt_key_mapping(config: Any) -> dict[str, str]:
 
 def build_prompt_learner(entry: dict[str, Any], config: Any, hidden_size: int) -> CLEFTPromptLearner:
     """The (untrained) learner of a `config.prompt_sets` entry (sizes missing from it: the config's)."""
-    return CLEFTPromptLearner(entry.get("prompt_num_context_tokens", config.prompt_num_context_tokens),
-                              hidden_size, len(entry["class_names"]),
-                              entry.get("prompt_class_specific", config.prompt_class_specific))
+    return CLEFTPromptLearner(
+        entry.get("prompt_num_context_tokens", config.prompt_num_context_tokens),
+        hidden_size,
+        len(entry["class_names"]),
+        entry.get("prompt_class_specific", config.prompt_class_specific),
+    )
 
 
 class CLEFTPromptSetsMixin:
@@ -99,8 +107,9 @@ class CLEFTPromptSetsMixin:
             return config.active_prompt_set
         if task not in (config.prompt_sets or {}):
             known = [name for name in self.prompt_set_names() if name]
-            raise ValueError(f"this model has no learned prompt set {task!r}; its sets: "
-                             f"{known or 'none (train stage 2)'}")
+            raise ValueError(
+                f"this model has no learned prompt set {task!r}; its sets: {known or 'none (train stage 2)'}"
+            )
         return task
 
     def prompt_set(self, task: str | None = None) -> tuple[CLEFTPromptLearner, list[str], list[list[int]]]:
@@ -116,17 +125,21 @@ class CLEFTPromptSetsMixin:
 
     def _store_prompt_set(self, key: str, learner: CLEFTPromptLearner, names: list[str], token_ids: list) -> None:
         config = self.config
-        entry = {"class_names": names, "prompt_class_token_ids": token_ids,
-                 "prompt_num_context_tokens": learner.num_context_tokens,
-                 "prompt_class_specific": learner.class_specific}
+        entry = {
+            "class_names": names,
+            "prompt_class_token_ids": token_ids,
+            "prompt_num_context_tokens": learner.num_context_tokens,
+            "prompt_class_specific": learner.class_specific,
+        }
         config.prompt_sets = {**(config.prompt_sets or {}), key: entry}
         config.active_prompt_set = key
         self.prompt_sets[key] = learner
 
     def _new_prompt_learner(self, num_classes: int) -> CLEFTPromptLearner:
         config = self.config
-        learner = CLEFTPromptLearner(config.prompt_num_context_tokens, self.text_embed_dim, num_classes,
-                                     config.prompt_class_specific)
+        learner = CLEFTPromptLearner(
+            config.prompt_num_context_tokens, self.text_embed_dim, num_classes, config.prompt_class_specific
+        )
         return learner.to(self.logit_scale.device, self.logit_scale.dtype)
 
     def set_prompt_classes(self, class_names: Sequence[str], processor: Any) -> None:
@@ -177,8 +190,11 @@ class CLEFTPromptSetsMixin:
         specific = config.prompt_class_specific
         wanted = (config.prompt_num_context_tokens, specific, len(names) if specific else None)
         learner = self.prompt_sets[key] if key == active and key in self.prompt_sets else None  # the active set
-        if learner is None or wanted != (learner.num_context_tokens, learner.class_specific,
-                                         learner.ctx.shape[0] if learner.class_specific else None):
+        if learner is None or wanted != (
+            learner.num_context_tokens,
+            learner.class_specific,
+            learner.ctx.shape[0] if learner.class_specific else None,
+        ):
             learner = self._new_prompt_learner(len(names))
         self._store_prompt_set(key, learner, names, self._class_token_ids(names, processor))
         self.initialize_prompt_context(processor)

@@ -10,10 +10,10 @@ bitsandbytes is optional (`pip install 'cleft-hf[quantization]'`) and imported o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import importlib.util
 import inspect
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -63,15 +63,19 @@ def check_text_quantization(value: Any) -> dict[str, Any] | None:
         raise ValueError(f"text_quantization must be a BitsAndBytesConfig mapping, got {value!r}")
     unknown = sorted(set(value) - set(_known_fields()))
     if unknown:
-        raise ValueError(f"text_quantization has unknown field(s) {unknown}; BitsAndBytesConfig takes "
-                         f"{_known_fields()}")
-    mapping = {k: str(v).removeprefix("torch.") if k in _DTYPE_FIELDS and v is not None else v
-               for k, v in value.items()}
+        raise ValueError(
+            f"text_quantization has unknown field(s) {unknown}; BitsAndBytesConfig takes {_known_fields()}"
+        )
+    mapping = {
+        k: str(v).removeprefix("torch.") if k in _DTYPE_FIELDS and v is not None else v for k, v in value.items()
+    }
     if bool(mapping.get("load_in_4bit")) == bool(mapping.get("load_in_8bit")):
         raise ValueError("text_quantization needs exactly one of load_in_4bit: true or load_in_8bit: true")
     if mapping.get("load_in_4bit") and mapping.get("bnb_4bit_quant_type", "fp4") not in FOUR_BIT_TYPES:
-        raise ValueError(f"text_quantization bnb_4bit_quant_type must be one of {FOUR_BIT_TYPES}, "
-                         f"got {mapping['bnb_4bit_quant_type']!r}")
+        raise ValueError(
+            f"text_quantization bnb_4bit_quant_type must be one of {FOUR_BIT_TYPES}, "
+            f"got {mapping['bnb_4bit_quant_type']!r}"
+        )
     try:
         BitsAndBytesConfig(**mapping)
     except (TypeError, ValueError, AttributeError) as error:
@@ -135,14 +139,18 @@ def fsdp2_refusal(text_quantization: dict[str, Any] | None) -> str | None:
     if not text_quantization:
         return None
     if text_quantization.get("load_in_8bit"):
-        return ("text_quantization load_in_8bit does not train under FSDP2 (accelerate keeps only 4-bit weights out "
-                "of sharding, and FSDP2 cannot shard the int8 ones): use DDP (multi-GPU without FSDP) or load_in_4bit")
+        return (
+            "text_quantization load_in_8bit does not train under FSDP2 (accelerate keeps only 4-bit weights out "
+            "of sharding, and FSDP2 cannot shard the int8 ones): use DDP (multi-GPU without FSDP) or load_in_4bit"
+        )
     storage = text_quantization.get("bnb_4bit_quant_storage") or "uint8"
     if storage != "uint8":
-        return (f"bnb_4bit_quant_storage={storage} makes FSDP2 shard the packed 4-bit weights as plain float tensors, "
-                "which a mixed-precision all-gather casts and 16-bit storage exposes to NaN canonicalisation "
-                "(bitsandbytes issue 1945): leave it at uint8 (each GPU then holds the whole 4-bit base, FSDP2 "
-                "shards the rest) or use DDP")
+        return (
+            f"bnb_4bit_quant_storage={storage} makes FSDP2 shard the packed 4-bit weights as plain float tensors, "
+            "which a mixed-precision all-gather casts and 16-bit storage exposes to NaN canonicalisation "
+            "(bitsandbytes issue 1945): leave it at uint8 (each GPU then holds the whole 4-bit base, FSDP2 "
+            "shards the rest) or use DDP"
+        )
     return None
 
 
@@ -160,7 +168,14 @@ def put_quantized_base_llm(model: nn.Module, language_model: nn.Module, build_to
 
 
 __all__ = [
-    "QUANTIZATION_INSTALL_HINT", "check_text_quantization", "fsdp2_refusal", "has_quantized_weights",
-    "load_quantized_llm", "prepare_quantized_llm", "put_quantized_base_llm", "quantized_load_kwargs",
-    "quiet_bitsandbytes_hub_kernel_notice", "require_bitsandbytes",
+    "QUANTIZATION_INSTALL_HINT",
+    "check_text_quantization",
+    "fsdp2_refusal",
+    "has_quantized_weights",
+    "load_quantized_llm",
+    "prepare_quantized_llm",
+    "put_quantized_base_llm",
+    "quantized_load_kwargs",
+    "quiet_bitsandbytes_hub_kernel_notice",
+    "require_bitsandbytes",
 ]

@@ -11,8 +11,8 @@ bilinear interpolation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+import math
 from typing import Any
 
 import numpy as np
@@ -121,8 +121,9 @@ def otsu_crop_uint8(grey: np.ndarray) -> np.ndarray:
     return grey[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def reference_eval_pixels(image: Any, image_mean: Sequence[float], image_std: Sequence[float],
-                          size: int = OUTPUT_SIZE) -> torch.Tensor:
+def reference_eval_pixels(
+    image: Any, image_mean: Sequence[float], image_std: Sequence[float], size: int = OUTPUT_SIZE
+) -> torch.Tensor:
     """One image -> `(3, size, size)` float32 pixel values, exactly the reference's evaluation tensor."""
     from PIL import Image
 
@@ -134,5 +135,11 @@ def reference_eval_pixels(image: Any, image_mean: Sequence[float], image_std: Se
     return (tensor - mean) / std
 
 
-__all__ = ["area_resize", "letterbox", "otsu_crop_uint8", "otsu_threshold_uint8", "reference_eval_pixels",
-           "to_grey_uint8"]
+__all__ = [
+    "area_resize",
+    "letterbox",
+    "otsu_crop_uint8",
+    "otsu_threshold_uint8",
+    "reference_eval_pixels",
+    "to_grey_uint8",
+]

@@ -19,15 +19,20 @@ NO_ADAPTER = "NONE"  # peft_type of a text tower trained whole, without an adapt
 def is_encoder_config(text_config: PretrainedConfig) -> bool:
     """A bidirectional encoder (BERT, RoBERTa, DistilBERT, ModernBERT...): a masked-LM family used as an encoder,
     not as a decoder (`is_decoder`) and not an encoder-decoder (BART stays with the causal LMs)."""
-    return (text_config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not text_config.is_encoder_decoder
-            and not getattr(text_config, "is_decoder", False))
+    return (
+        text_config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not text_config.is_encoder_decoder
+        and not getattr(text_config, "is_decoder", False)
+    )
 
 
 def check_text_family(text_config: PretrainedConfig) -> None:
     """A text tower is a causal LM or an encoder; anything else ends in one line naming both."""
     if text_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not is_encoder_config(text_config):
-        raise ValueError(f"text_config model_type {text_config.model_type!r} is neither a causal LM nor an encoder "
-                         "(masked-LM) family: use e.g. gpt2, llama, qwen2 or bert, roberta, distilbert")
+        raise ValueError(
+            f"text_config model_type {text_config.model_type!r} is neither a causal LM nor an encoder "
+            "(masked-LM) family: use e.g. gpt2, llama, qwen2 or bert, roberta, distilbert"
+        )
 
 
 def text_layer_count(text_config: PretrainedConfig) -> int | None:
@@ -51,8 +56,10 @@ def keep_first_layers(text_config: PretrainedConfig, num_layers: int | None) -> 
     if have is None:
         raise ValueError(f"text_num_layers: cannot find the layer count of text_config ({text_config.model_type})")
     if num_layers > have:
-        raise ValueError(f"text_num_layers={num_layers} is larger than the text model's {have} layers: "
-                         f"set it to at most {have} (or leave it out to keep them all)")
+        raise ValueError(
+            f"text_num_layers={num_layers} is larger than the text model's {have} layers: "
+            f"set it to at most {have} (or leave it out to keep them all)"
+        )
     name = "num_hidden_layers" if hasattr(text_config, "num_hidden_layers") else "n_layers"
     setattr(text_config, name, num_layers)
 
@@ -71,8 +78,9 @@ def new_text_model(text_config: PretrainedConfig) -> nn.Module:
     return AutoModel.from_config(text_config, **kwargs)
 
 
-def pretrained_text_model(source: str, text_config: PretrainedConfig | None = None, *, base_only: bool = False,
-                          **kwargs: Any) -> nn.Module:
+def pretrained_text_model(
+    source: str, text_config: PretrainedConfig | None = None, *, base_only: bool = False, **kwargs: Any
+) -> nn.Module:
     """Pretrained base text model (no head, no pooler) of `source`; with `text_config` (a cut or encoder config)
     only the layers it describes are loaded. A causal LLM is loaded as a causal LM and its base model kept
     (`base_only`: straight as its base model)."""
@@ -106,6 +114,14 @@ def unwrapped_text_model(text_model: nn.Module) -> nn.Module:
     return text_model.get_base_model() if isinstance(text_model, PeftModel) else text_model
 
 
-__all__ = ["NO_ADAPTER", "check_text_family", "is_encoder_config", "keep_first_layers", "new_text_model",
-           "pretrained_text_model", "text_layer_count", "unwrapped_text_model",
-           "wrap_text_model"]
+__all__ = [
+    "NO_ADAPTER",
+    "check_text_family",
+    "is_encoder_config",
+    "keep_first_layers",
+    "new_text_model",
+    "pretrained_text_model",
+    "text_layer_count",
+    "unwrapped_text_model",
+    "wrap_text_model",
+]

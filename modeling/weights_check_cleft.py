@@ -9,9 +9,9 @@ corrupt safetensors file is one line naming the file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,21 @@ def weight_files(source: str | os.PathLike) -> list[str]:
 
 
 def _listed(keys: list[Any]) -> str:
-    names = [key if isinstance(key, str) else f"{key[0]} {tuple(key[1])} in the file, {tuple(key[2])} in the model"
-             for key in keys]
+    names = [
+        key if isinstance(key, str) else f"{key[0]} {tuple(key[1])} in the file, {tuple(key[2])} in the model"
+        for key in keys
+    ]
     return ", ".join(names[:_SHOWN]) + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
 
 def weight_problems(info: dict[str, Any]) -> list[str]:
     """Phrases for the missing / unexpected / shape-mismatched keys of transformers' `loading_info`."""
     problems = []
-    for kind, words in (("missing_keys", "missing"), ("unexpected_keys", "not in the model (dropped)"),
-                        ("mismatched_keys", "of another shape")):
+    for kind, words in (
+        ("missing_keys", "missing"),
+        ("unexpected_keys", "not in the model (dropped)"),
+        ("mismatched_keys", "of another shape"),
+    ):
         keys = sorted(info.get(kind) or [], key=str)
         if keys:
             problems.append(f"{len(keys)} weights {words}: {_listed(keys)}")
@@ -57,17 +62,22 @@ def load_checked(load: Callable[..., Any], source: str | os.PathLike, allow_part
     except Exception as error:
         if not _is_unreadable_file(error):
             raise
-        raise OSError(f"cannot read the weights of {source} ({', '.join(weight_files(source))}): "
-                      f"{' '.join(str(error).split())}; the file is truncated or corrupt: copy or download it again"
-                      ) from None
+        raise OSError(
+            f"cannot read the weights of {source} ({', '.join(weight_files(source))}): "
+            f"{' '.join(str(error).split())}; the file is truncated or corrupt: copy or download it again"
+        ) from None
     problems = weight_problems(info)
     if problems:
-        message = (f"the weights of {source} ({', '.join(weight_files(source))}) do not match the model its "
-                   f"config.json builds: {'; '.join(problems)}")
+        message = (
+            f"the weights of {source} ({', '.join(weight_files(source))}) do not match the model its "
+            f"config.json builds: {'; '.join(problems)}"
+        )
         if not allow_partial_weights:
-            raise ValueError(f"{message}. Fix config.json or the weights, or pass allow_partial_weights=True "
-                             "(--allow_partial_weights true) to load them anyway (the missing ones randomly "
-                             "initialised)")
+            raise ValueError(
+                f"{message}. Fix config.json or the weights, or pass allow_partial_weights=True "
+                "(--allow_partial_weights true) to load them anyway (the missing ones randomly "
+                "initialised)"
+            )
         logger.warning("%s (loaded anyway: allow_partial_weights)", message)
     return model, info
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,9 @@ class CLEFTZeroShotMixin:
         if prompt_templates is not None:
             if use_learned_prompts:
                 raise ValueError("prompt_templates are hand prompts: leave them out with use_learned_prompts=True")
-            return self.encode_prompt_ensemble(check_class_names(class_names or self.config.class_names), processor,
-                                               prompt_templates)
+            return self.encode_prompt_ensemble(
+                check_class_names(class_names or self.config.class_names), processor, prompt_templates
+            )
         if use_learned_prompts:
             _, stored, _ = self.prompt_set(task)
             if not stored:
@@ -50,29 +52,41 @@ class CLEFTZeroShotMixin:
                 unknown = [name for name in names if name not in stored]
                 if unknown:
                     where = f" of set {task!r}" if task else ""
-                    raise ValueError(f"no learned prompt{where} for class name(s) {unknown}; the learned classes "
-                                     f"are {stored} (same spelling and case)")
+                    raise ValueError(
+                        f"no learned prompt{where} for class name(s) {unknown}; the learned classes "
+                        f"are {stored} (same spelling and case)"
+                    )
                 features = features[[stored.index(name) for name in names]]
         else:
             stored_prompts = (self.config.hand_prompts or {}).get(task or self.config.prompt_task) or {}
             if task is not None and not stored_prompts and task not in self.prompt_set_names():
-                raise ValueError(f"this model has no prompts for task {task!r}; it has "
-                                 f"{sorted(set(self.config.hand_prompts or {}) | set(filter(None, self.prompt_set_names())))}")
+                raise ValueError(
+                    f"this model has no prompts for task {task!r}; it has "
+                    f"{sorted(set(self.config.hand_prompts or {}) | set(filter(None, self.prompt_set_names())))}"
+                )
             default_names = list(stored_prompts) if task is not None and stored_prompts else self.config.class_names
             names = check_class_names(class_names if class_names is not None else default_names)
             if processor is None:
                 raise ValueError("hand-written prompts need a processor (or tokenizer) to tokenise them")
             template = prompt_template or self.config.prompt_template
-            texts = [stored_prompts[n.lower()] if prompt_template is None and n.lower() in stored_prompts
-                     else template.format(n) for n in names]
+            texts = [
+                stored_prompts[n.lower()]
+                if prompt_template is None and n.lower() in stored_prompts
+                else template.format(n)
+                for n in names
+            ]
             batch = tokenizer_of(processor)(texts, padding=True, return_tensors="pt")
             features = self.get_text_features(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         return F.normalize(features, dim=-1)
 
     def _text_side_version(self) -> tuple[int, ...]:
         """In-place update counters of every text-side tensor: the cache key goes stale after any step."""
-        tensors = [*self.text_model.parameters(), *self.text_projection.parameters(), *self.text_projection.buffers(),
-                   *(learner.ctx for learner in self.prompt_sets.values())]
+        tensors = [
+            *self.text_model.parameters(),
+            *self.text_projection.parameters(),
+            *self.text_projection.buffers(),
+            *(learner.ctx for learner in self.prompt_sets.values()),
+        ]
         return tuple(t._version for t in tensors)
 
     def cached_class_embeddings(self, **prompt_kwargs: Any) -> torch.FloatTensor:
@@ -126,8 +140,12 @@ class CLEFTZeroShotMixin:
             if class_names is not None:
                 check_class_names(class_names)
             class_embeddings = self.cached_class_embeddings(
-                class_names=class_names, processor=processor, prompt_template=prompt_template,
-                use_learned_prompts=use_learned_prompts, task=task, prompt_templates=prompt_templates,
+                class_names=class_names,
+                processor=processor,
+                prompt_template=prompt_template,
+                use_learned_prompts=use_learned_prompts,
+                task=task,
+                prompt_templates=prompt_templates,
             )
         if image_embeds is None:
             if pixel_values is None:
@@ -143,4 +161,5 @@ class CLEFTZeroShotMixin:
         from .pipeline_cleft import CLEFTZeroShotImageClassificationPipeline
 
         return CLEFTZeroShotImageClassificationPipeline(
-            model=self, tokenizer=processor.tokenizer, image_processor=processor.image_processor, **kwargs)
+            model=self, tokenizer=processor.tokenizer, image_processor=processor.image_processor, **kwargs
+        )

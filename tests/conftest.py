@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
+from tiny_models import TINY_VISION_MODEL, tiny_cleft_config, tiny_text_config, tiny_vision_kwargs
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cleft_hf import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
 from cleft_hf.demo.language_model.tokenizer_training import train_tokenizer
-from tiny_models import TINY_VISION_MODEL, tiny_cleft_config, tiny_text_config, tiny_vision_kwargs
 
 FAMILIES = ("gpt2", "llama")
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "cleft_hf" / "demo" / "demo.yaml"
@@ -112,9 +112,20 @@ def demo_llm(tmp_path_factory, demo_tree):
     from cleft_hf.demo.language_model import pretrain_causal_lm
 
     reports = load_mimic_cxr(demo_tree)["train"]["text"]
-    result = pretrain_causal_lm(reports, tmp_path_factory.mktemp("demo-llm"), family="gpt2", vocab_size=300,
-                                num_layers=2, hidden_size=32, num_heads=2, seq_len=64, batch_size=16, max_steps=5,
-                                append_eos=True, progress=False)
+    result = pretrain_causal_lm(
+        reports,
+        tmp_path_factory.mktemp("demo-llm"),
+        family="gpt2",
+        vocab_size=300,
+        num_layers=2,
+        hidden_size=32,
+        num_heads=2,
+        seq_len=64,
+        batch_size=16,
+        max_steps=5,
+        append_eos=True,
+        progress=False,
+    )
     return result.path
 
 
@@ -141,9 +152,17 @@ def _tiny_stage1(output: Path, overrides: dict) -> Path:
 def embed_stage1(tmp_path_factory, embed_tree, demo_tree, demo_llm):
     """A 2-step stage-1 model on `embed_tree` (density task)."""
     output = tmp_path_factory.mktemp("embed-stage1")
-    return _tiny_stage1(output, {**tiny_run_overrides(demo_tree, demo_llm, output), "dataset": "embed",
-                                 "data_root": str(embed_tree), "dataset_kwargs": {"task": "density"}, "save_every": 0,
-                                 "max_steps": 2})
+    return _tiny_stage1(
+        output,
+        {
+            **tiny_run_overrides(demo_tree, demo_llm, output),
+            "dataset": "embed",
+            "data_root": str(embed_tree),
+            "dataset_kwargs": {"task": "density"},
+            "save_every": 0,
+            "max_steps": 2,
+        },
+    )
 
 
 @pytest.fixture(scope="session")
@@ -156,15 +175,26 @@ def cxr_stage1(tmp_path_factory, demo_tree, demo_llm):
 def tiny_run_overrides(demo_tree, demo_llm, output_dir) -> dict:
     """Overrides making cleft_hf/demo/demo.yaml a seconds-long CPU run on the tiny demo tree."""
     return {
-        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(output_dir), "report_to": "none",
-        "per_device_batch_size": 8, "dataloader_num_workers": 0, "max_text_length": 48,
+        "dataset": "synthetic",
+        "data_root": str(demo_tree),
+        "output_dir": str(output_dir),
+        "report_to": "none",
+        "per_device_batch_size": 8,
+        "dataloader_num_workers": 0,
+        "max_text_length": 48,
         "model_config": {
-            "text_model_name_or_path": str(demo_llm), "image_size": 32, "projection_dim": 16,
+            "text_model_name_or_path": str(demo_llm),
+            "image_size": 32,
+            "projection_dim": 16,
             "vision_model_name": TINY_VISION_MODEL,  # the paper's tower family (ViT with registers), tiny
             "vision_model_kwargs": tiny_vision_kwargs(width=32, depth=1, reg_tokens=1),
         },
-        "warmup_steps": 1, "max_steps": 4,
-        "save_every": 2, "keep_last": 2, "log_every": 1, "eval_every": 0,
+        "warmup_steps": 1,
+        "max_steps": 4,
+        "save_every": 2,
+        "keep_last": 2,
+        "log_every": 1,
+        "eval_every": 0,
     }
 
 
@@ -180,8 +210,9 @@ _BLOCK_CLEFT_HF = textwrap.dedent(
 )
 
 
-def run_isolated(tmp_path: Path, code: str, *args, block_cleft_hf: bool = True, env: dict | None = None,
-                 timeout: int = 300) -> subprocess.CompletedProcess:
+def run_isolated(
+    tmp_path: Path, code: str, *args, block_cleft_hf: bool = True, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run `code` as a script in a fresh interpreter: offline, its own HF_HOME, cwd `tmp_path`, `args` as argv.
     With `block_cleft_hf` the interpreter has a bare PATH-only environment and importing cleft_hf fails (a Hub
     user without the package); otherwise it inherits this session's environment."""
@@ -189,6 +220,10 @@ def run_isolated(tmp_path: Path, code: str, *args, block_cleft_hf: bool = True, 
     script.write_text((_BLOCK_CLEFT_HF if block_cleft_hf else "import sys\n") + textwrap.dedent(code))
     base = {"PATH": "/usr/bin:/bin"} if block_cleft_hf else dict(os.environ)
     return subprocess.run(
-        [sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
         env={**base, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), **(env or {})},
     )

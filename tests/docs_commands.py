@@ -29,16 +29,22 @@ REPO = Path(__file__).resolve().parent.parent
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 CI_TARGETS = ("make test", "make bench", "make docs-check")
 # Appended to the training scripts' twins: demo-size runs (validation and checkpoints still exercised).
-DEMO_SIZE = {"pretrain.py": ["--max_steps", "8", "--warmup_steps", "1", "--save_every", "4", "--eval_every", "4"],
-             "prompt_tune.py": ["--max_steps", "6", "--warmup_steps", "1", "--eval_every", "3"]}
+DEMO_SIZE = {
+    "pretrain.py": ["--max_steps", "8", "--warmup_steps", "1", "--save_every", "4", "--eval_every", "4"],
+    "prompt_tune.py": ["--max_steps", "6", "--warmup_steps", "1", "--eval_every", "3"],
+}
 # `make demo` at a small size: the same pipeline, fewer studies and steps.
-SMALL_DEMO = {"data": {"n_studies": 400, "n_test_per_class": 10},
-              "language_model": {"max_steps": 30, "time_budget_s": 15},
-              "pretrain": {"max_steps": 30, "warmup_steps": 3, "eval_every": 15},
-              "prompt_tune": {"max_steps": 20, "warmup_steps": 2, "eval_every": 10}}
-SMALL_MAMMO_DEMO = {"data": {"n_images": 480},
-                    "pretrain": {"max_steps": 20, "warmup_steps": 2},
-                    "prompt_tune": {"max_steps": 10, "warmup_steps": 1}}
+SMALL_DEMO = {
+    "data": {"n_studies": 400, "n_test_per_class": 10},
+    "language_model": {"max_steps": 30, "time_budget_s": 15},
+    "pretrain": {"max_steps": 30, "warmup_steps": 3, "eval_every": 15},
+    "prompt_tune": {"max_steps": 20, "warmup_steps": 2, "eval_every": 10},
+}
+SMALL_MAMMO_DEMO = {
+    "data": {"n_images": 480},
+    "pretrain": {"max_steps": 20, "warmup_steps": 2},
+    "prompt_tune": {"max_steps": 10, "warmup_steps": 1},
+}
 
 
 def commands(document: Path) -> list[str]:
@@ -77,14 +83,19 @@ def script_of(command: str) -> str | None:
 
 
 def needs_twin(command: str) -> bool:
-    return re.search(r"(^|\s)/data/", command) is not None or (script_of(command) == "examples/push_to_hub.py" and "--build_only" not in command)
+    return re.search(r"(^|\s)/data/", command) is not None or (
+        script_of(command) == "examples/push_to_hub.py" and "--build_only" not in command
+    )
 
 
 def twins(document: Path) -> dict[str, list[str]]:
     """Each real-data command of `document` -> its demo twins (same script, runnable)."""
     listed = commands(document) + inline_commands(document)
-    return {cmd: [other for other in listed if not needs_twin(other) and script_of(other) == script_of(cmd)]
-            for cmd in listed if needs_twin(cmd)}
+    return {
+        cmd: [other for other in listed if not needs_twin(other) and script_of(other) == script_of(cmd)]
+        for cmd in listed
+        if needs_twin(cmd)
+    }
 
 
 def argv_of(command: str) -> list[str]:
@@ -112,14 +123,26 @@ def small_demo_config(sandbox: Path, name: str = "demo.yaml", sizes: dict | None
 
 def small_demo_argv(sandbox: Path, output_dir: str = "outputs/demo") -> list[str]:
     """`python -m cleft_hf.demo` at the small size (both modalities)."""
-    return [sys.executable, "-m", "cleft_hf.demo", "--output_dir", output_dir,
-            "--config", str(small_demo_config(sandbox)),
-            "--mammo_config", str(small_demo_config(sandbox, "embed_demo.yaml", SMALL_MAMMO_DEMO))]
+    return [
+        sys.executable,
+        "-m",
+        "cleft_hf.demo",
+        "--output_dir",
+        output_dir,
+        "--config",
+        str(small_demo_config(sandbox)),
+        "--mammo_config",
+        str(small_demo_config(sandbox, "embed_demo.yaml", SMALL_MAMMO_DEMO)),
+    ]
 
 
 def run(argv: list[str], sandbox: Path) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=sandbox, env=env, capture_output=True, text=True)
     if done.returncode != 0:

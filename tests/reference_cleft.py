@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import AutoConfig, GPT2Model
 
 VISION = "img_encoder_q.model."
@@ -28,7 +28,7 @@ def text_prefix(state: dict) -> str:
 def vit_features(state: dict, pixels: torch.Tensor) -> torch.Tensor:
     """DINOv2-reg ViT as torch.hub runs it at 224 px (bicubic antialiased grid, registers after the position
     embedding), then the mean of all final tokens before the last LayerNorm -> `(batch, width)`."""
-    s = {k[len(VISION):]: v.float() for k, v in state.items() if k.startswith(VISION)}
+    s = {k[len(VISION) :]: v.float() for k, v in state.items() if k.startswith(VISION)}
     weight = s["patch_embed.proj.weight"]
     width, patch = weight.shape[0], weight.shape[-1]
     heads = width // 64
@@ -45,7 +45,7 @@ def vit_features(state: dict, pixels: torch.Tensor) -> torch.Tensor:
     x = torch.cat([x[:, :1], s["register_tokens"].expand(batch, -1, -1), x[:, 1:]], dim=1)
     depth = len({k.split(".")[1] for k in s if k.startswith("blocks.")})
     for i in range(depth):
-        b = {k[len(f"blocks.{i}."):]: v for k, v in s.items() if k.startswith(f"blocks.{i}.")}
+        b = {k[len(f"blocks.{i}.") :]: v for k, v in s.items() if k.startswith(f"blocks.{i}.")}
         h = F.layer_norm(x, (width,), b["norm1.weight"], b["norm1.bias"], eps=1e-6)
         qkv = (h @ b["attn.qkv.weight"].t() + b["attn.qkv.bias"]).reshape(batch, -1, 3, heads, width // heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
@@ -60,8 +60,11 @@ def vit_features(state: dict, pixels: torch.Tensor) -> torch.Tensor:
 
 def project(state: dict, tower: str, features: torch.Tensor) -> torch.Tensor:
     """`global_embed`: Linear with bias, or the MLP head (eval-mode BatchNorms)."""
-    p = {k[len(f"{tower}.global_embed."):]: v.float() for k, v in state.items()
-         if k.startswith(f"{tower}.global_embed.")}
+    p = {
+        k[len(f"{tower}.global_embed.") :]: v.float()
+        for k, v in state.items()
+        if k.startswith(f"{tower}.global_embed.")
+    }
     if "weight" in p:
         return features @ p["weight"].t() + p["bias"]
     h = features @ p["head.0.weight"].t() + p["head.0.bias"]
@@ -79,7 +82,7 @@ def image_embeddings(state: dict, pixels: torch.Tensor) -> torch.Tensor:
 def merged_gpt2(state: dict, llm_dir) -> GPT2Model:
     """transformers' GPT-2 holding the checkpoint's LLM with LoRA merged by hand: W += (B A)^T alpha / r."""
     prefix = text_prefix(state)
-    inner = {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}
+    inner = {k[len(prefix) :]: v.float() for k, v in state.items() if k.startswith(prefix)}
     merged = {}
     for key, value in inner.items():
         if ".lora_" in key:
@@ -109,8 +112,14 @@ def _pooled_first_pad(hidden: torch.Tensor, ids: torch.Tensor, eos: int) -> torc
 @torch.no_grad()
 def text_embeddings(state: dict, llm_dir, tokenizer, texts: list[str]) -> torch.Tensor:
     """Captions tokenised as the reference (no BOS/EOS added, pad = EOS, right padding to 64, truncation)."""
-    batch = tokenizer(texts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt",
-                      add_special_tokens=False)
+    batch = tokenizer(
+        texts,
+        padding="max_length",
+        max_length=MAX_LENGTH,
+        truncation=True,
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
     hidden = merged_gpt2(state, llm_dir)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
     pooled = _pooled_first_pad(hidden, batch["input_ids"], tokenizer.eos_token_id)
     return F.normalize(project(state, "text_encoder_q", pooled), dim=-1)
@@ -120,8 +129,14 @@ def text_embeddings(state: dict, llm_dir, tokenizer, texts: list[str]) -> torch.
 def prompt_class_embeddings(state: dict, llm_dir, tokenizer, class_names: list[str]) -> torch.Tensor:
     """Stage 2: `"X " + class.lower()` tokenised, first token dropped, the 30 context vectors before it (mask 1),
     positions 0..29+L, pooled at the first pad after the class tokens."""
-    batch = tokenizer(["X " + name.lower() for name in class_names], padding="max_length", max_length=MAX_LENGTH,
-                      truncation=True, return_tensors="pt", add_special_tokens=False)
+    batch = tokenizer(
+        ["X " + name.lower() for name in class_names],
+        padding="max_length",
+        max_length=MAX_LENGTH,
+        truncation=True,
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
     ids, mask = batch["input_ids"][:, 1:], batch["attention_mask"][:, 1:]
     model = merged_gpt2(state, llm_dir)
     context = state[CONTEXT_KEY].float()
@@ -129,8 +144,9 @@ def prompt_class_embeddings(state: dict, llm_dir, tokenizer, class_names: list[s
     embeds = torch.cat([context.expand(n, -1, -1), model.wte(ids)], dim=1)
     full_mask = torch.cat([torch.ones(n, context.shape[0], dtype=mask.dtype), mask], dim=1)
     hidden = model(inputs_embeds=embeds, attention_mask=full_mask)[0]
-    pooled = _pooled_first_pad(hidden, torch.cat([torch.zeros(n, context.shape[0], dtype=ids.dtype), ids], 1),
-                               tokenizer.eos_token_id)
+    pooled = _pooled_first_pad(
+        hidden, torch.cat([torch.zeros(n, context.shape[0], dtype=ids.dtype), ids], 1), tokenizer.eos_token_id
+    )
     return F.normalize(project(state, "text_encoder_q", pooled), dim=-1)
 
 
@@ -152,7 +168,7 @@ def reference_pixels_integer_scale(grey: np.ndarray) -> torch.Tensor:
     small = (np.floor(small + 0.5) if factor == 2 else np.round(small)).astype(np.uint8)  # OpenCV's rounding
     pad_h, pad_w = 256 - small.shape[0], 256 - small.shape[1]
     boxed = np.zeros((256, 256), np.uint8)
-    boxed[pad_h // 2: pad_h // 2 + small.shape[0], pad_w // 2: pad_w // 2 + small.shape[1]] = small
+    boxed[pad_h // 2 : pad_h // 2 + small.shape[0], pad_w // 2 : pad_w // 2 + small.shape[1]] = small
     values = boxed.astype(np.float64).ravel()
     best, best_t = -1.0, 0
     for t in range(256):
@@ -164,7 +180,7 @@ def reference_pixels_integer_scale(grey: np.ndarray) -> torch.Tensor:
         if sigma > best + 1e-12:
             best, best_t = sigma, t
     rows, cols = np.nonzero(boxed > best_t)
-    cropped = boxed[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    cropped = boxed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     rgb = Image.fromarray(cropped).convert("RGB").resize((224, 224), Image.BILINEAR)
     tensor = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).float() / 255.0
     return (tensor - 0.5) / 0.5
@@ -177,8 +193,11 @@ def opencv_reference_pixels(grey: np.ndarray) -> torch.Tensor:
     import torchvision.transforms as T
 
     height, width = grey.shape
-    new_hw = (256, int(float(width) * (256 / float(height)))) if height >= width else (
-        int(float(height) * (256 / float(width))), 256)
+    new_hw = (
+        (256, int(float(width) * (256 / float(height))))
+        if height >= width
+        else (int(float(height) * (256 / float(width))), 256)
+    )
     small = cv2.resize(grey, new_hw[::-1], interpolation=cv2.INTER_AREA)
     pad_h, pad_w = 256 - new_hw[0], 256 - new_hw[1]
     boxed = np.pad(small, [(pad_h // 2, math.ceil(pad_h / 2)), (pad_w // 2, math.ceil(pad_w / 2))])
@@ -186,6 +205,6 @@ def opencv_reference_pixels(grey: np.ndarray) -> torch.Tensor:
     _, mask = cv2.threshold(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     if mask.any():
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        rgb = rgb[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+        rgb = rgb[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     transform = T.Compose([T.Resize((224, 224)), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
     return transform(Image.fromarray(rgb))

@@ -22,19 +22,21 @@ if __name__ == "__main__":
         write_audit.start(sys.argv[2], spec["watched"])
 
     from accelerate import PartialState
+    from fsdp_train_worker import make_accelerator_allowing_cpu_fsdp
 
+    from cleft_hf.evaluation.arguments import EvaluateArguments
     from cleft_hf.evaluation.runner import run_evaluation
     from cleft_hf.training import runner
-    from cleft_hf.evaluation.arguments import EvaluateArguments
     from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
     from cleft_hf.training.contrastive_pretraining import run_pretraining
     from cleft_hf.training.prompt_tuning import run_prompt_tuning
-    from fsdp_train_worker import make_accelerator_allowing_cpu_fsdp
 
     runner.make_accelerator = make_accelerator_allowing_cpu_fsdp
-    entries = {"pretrain": (PretrainArguments, run_pretraining),
-               "prompt_tune": (PromptTuneArguments, run_prompt_tuning),
-               "evaluate": (EvaluateArguments, run_evaluation)}
+    entries = {
+        "pretrain": (PretrainArguments, run_pretraining),
+        "prompt_tune": (PromptTuneArguments, run_prompt_tuning),
+        "evaluate": (EvaluateArguments, run_evaluation),
+    }
     destroy_process_group = PartialState.destroy_process_group
     PartialState.destroy_process_group = lambda self, group=None: None  # `end_training` of a job: keep it
     for job in spec["jobs"]:
@@ -59,15 +61,36 @@ def launch_command(how: str, jobs_file, record_dir, *, machine_rank: int = 0, po
 
     here = Path(__file__).resolve().parent
     if how == "machines":
-        topology = ["--multi_gpu", "--num_machines", "2", "--machine_rank", str(machine_rank),
-                    "--main_process_ip", "127.0.0.1"]
+        topology = [
+            "--multi_gpu",
+            "--num_machines",
+            "2",
+            "--machine_rank",
+            str(machine_rank),
+            "--main_process_ip",
+            "127.0.0.1",
+        ]
     elif how == "fsdp":
         topology = ["--config_file", str(here.parent / "examples/configs/accelerate/fsdp.yaml"), "--num_machines", "1"]
     else:
         topology = ["--multi_gpu", "--num_machines", "1"]
-    return [sys.executable, "-m", "accelerate.commands.launch", *topology, "--num_processes", "2",
-            "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
-            str(here / "stage_worker.py"), str(jobs_file), str(record_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *topology,
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(here / "stage_worker.py"),
+        str(jobs_file),
+        str(record_dir),
+    ]
 
 
 def launch_env(**extra: str) -> dict[str, str]:
@@ -76,9 +99,15 @@ def launch_env(**extra: str) -> dict[str, str]:
     from pathlib import Path
 
     here = Path(__file__).resolve().parent
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")]), **extra}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
 
 
 def write_jobs(path, jobs: list[tuple[str, object]], watched=()) -> None:

@@ -11,8 +11,13 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_paper_co
 
 
 def test_tiny_comparison_prints_every_line():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--steps", "1"], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--steps", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     for variant in ("cleft", "bert"):

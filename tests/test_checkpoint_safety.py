@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 import pickle
 import shutil
-from pathlib import Path
 
 import pytest
+from test_training_utils import _train
 import torch
-from torch import nn
 
 from cleft_hf import atomic_folder
+from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
 from cleft_hf.training.checkpoint_files import COMPLETE_MARKER, CheckpointError
 from cleft_hf.training.checkpointing import CheckpointManager, list_checkpoints
-from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
-from test_training_utils import _train
 
 PAYLOAD_MARKER = "payload-ran"
 
@@ -51,7 +50,9 @@ def test_malicious_file_in_every_position_never_runs_code(tmp_path):
     _train(tmp_path / "run", steps=4, save_every=2, keep_last=1)
     checkpoint = tmp_path / "run" / "checkpoints" / "step_4"
     files = sorted(p.name for p in checkpoint.iterdir())
-    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "trainer_state.json", COMPLETE_MARKER} <= set(files)
+    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "trainer_state.json", COMPLETE_MARKER} <= set(
+        files
+    )
     assert not any(name.startswith(("custom_checkpoint", "scheduler")) for name in files)  # nothing pickled with code
     positions = files + ["custom_checkpoint_0.pkl", "scheduler.bin", "sampler.bin", "scaler.pt"]
     for name in positions:
@@ -146,7 +147,9 @@ def test_full_disk_during_save_names_the_folder_and_cleans_up(tmp_path, monkeypa
 
     monkeypatch.setattr(torch, "save", disk_fills_up)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(CheckpointError, match=r"no space left on .*checkpoints: a checkpoint needs ~\d+ kB, 1 kB free"):
+    with pytest.raises(
+        CheckpointError, match=r"no space left on .*checkpoints: a checkpoint needs ~\d+ kB, 1 kB free"
+    ):
         _train(tmp_path / "run", steps=4, save_every=2, resume="latest")
     monkeypatch.setattr(torch, "save", real_save)
     root = tmp_path / "run" / "checkpoints"

@@ -15,14 +15,22 @@ from transformers import AutoTokenizer, GPT2Config
 from cleft_hf import CLEFTModel, CLEFTProcessor
 from cleft_hf.cli import run_cli
 from cleft_hf.conversion import ConversionError, inspect_reference_state_dict, map_reference_state_dict
-from cleft_hf.convert_original_checkpoint import (ConvertArguments, convert_original_checkpoint, main,
-                                                  prompt_learner_keys, reference_config)
+from cleft_hf.convert_original_checkpoint import (
+    ConvertArguments,
+    convert_original_checkpoint,
+    main,
+    prompt_learner_keys,
+    reference_config,
+)
 from cleft_hf.demo.reference_checkpoint import REAL_VISION, reference_state_dict, write_reference_checkpoints
 from cleft_hf.modeling.configuration_cleft import BIOMEDLM_CONFIG
 
 CLASSES = ["atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion"]
-CAPTIONS = ["this is a chest x ray of a patient with edema", "there is no pleural effusion bilaterally.",
-            "findings consistent with cardiomegaly in the right lower lobe. " * 12]  # > 64 tokens: truncated
+CAPTIONS = [
+    "this is a chest x ray of a patient with edema",
+    "there is no pleural effusion bilaterally.",
+    "findings consistent with cardiomegaly in the right lower lobe. " * 12,
+]  # > 64 tokens: truncated
 
 
 def _image(seed: int) -> np.ndarray:
@@ -38,8 +46,9 @@ def converted(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"reference_{str(request.param)[6:]}")
     paths = write_reference_checkpoints(folder, dtype=request.param)
     for stage in (1, 2):
-        convert_original_checkpoint(paths[f"stage{stage}"], folder / f"converted{stage}",
-                                    text_model_name_or_path=str(paths["llm"]))
+        convert_original_checkpoint(
+            paths[f"stage{stage}"], folder / f"converted{stage}", text_model_name_or_path=str(paths["llm"])
+        )
     return folder, paths
 
 
@@ -48,8 +57,9 @@ def reference_processor_folder(tmp_path_factory):
     """A converted stage-1 model's folder (its processor: the reference's preprocessing)."""
     folder = tmp_path_factory.mktemp("reference_processor")
     paths = write_reference_checkpoints(folder)
-    return convert_original_checkpoint(paths["stage1"], folder / "converted1",
-                                       text_model_name_or_path=str(paths["llm"]))
+    return convert_original_checkpoint(
+        paths["stage1"], folder / "converted1", text_model_name_or_path=str(paths["llm"])
+    )
 
 
 def _state(path) -> dict:
@@ -84,8 +94,9 @@ def test_stage1_matches_the_reference_forward(converted):
     pixels = processor(images=images)["pixel_values"]
     with torch.no_grad():
         inputs = processor(text=CAPTIONS[:2])
-        ours_text = torch.nn.functional.normalize(model.get_text_features(inputs["input_ids"],
-                                                                          inputs["attention_mask"]), dim=-1)
+        ours_text = torch.nn.functional.normalize(
+            model.get_text_features(inputs["input_ids"], inputs["attention_mask"]), dim=-1
+        )
         ours_image = torch.nn.functional.normalize(model.get_image_features(pixels), dim=-1)
     expected_text = ref.text_embeddings(state, paths["llm"], tokenizer, CAPTIONS[:2])
     expected_image = ref.image_embeddings(state, pixels)
@@ -105,8 +116,9 @@ def test_stage1_matches_the_reference_forward(converted):
     long_ids = tokenizer(CAPTIONS[2], add_special_tokens=False)["input_ids"][:63]
     with torch.no_grad():
         inputs = processor(text=CAPTIONS[2:])
-        ours_long = torch.nn.functional.normalize(model.get_text_features(**{k: inputs[k] for k in
-                                                                             ("input_ids", "attention_mask")}), dim=-1)
+        ours_long = torch.nn.functional.normalize(
+            model.get_text_features(**{k: inputs[k] for k in ("input_ids", "attention_mask")}), dim=-1
+        )
     assert inputs["input_ids"].shape[1] == 64
     expected_long = ref.text_embeddings(state, paths["llm"], tokenizer, [tokenizer.decode(long_ids)])
     assert (ours_long - expected_long).abs().max() < 1e-5
@@ -138,23 +150,34 @@ def test_mlp_projection_checkpoint(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(paths["llm"])
     with torch.no_grad():
         inputs = processor(text=CAPTIONS[:2])
-        ours = torch.nn.functional.normalize(model.get_text_features(inputs["input_ids"], inputs["attention_mask"]),
-                                             dim=-1)
+        ours = torch.nn.functional.normalize(
+            model.get_text_features(inputs["input_ids"], inputs["attention_mask"]), dim=-1
+        )
     assert model.config.projection_head == "mlp"
     assert (ours - ref.text_embeddings(state, paths["llm"], tokenizer, CAPTIONS[:2])).abs().max() < 1e-5
 
 
 def _meta_layout(stage: int):
-    return reference_state_dict(stage=stage, vision=REAL_VISION, text={"n_layer": 32, "n_embd": 2560,
-                                "n_positions": 1024}, vocab_size=28896, projection_dim=512, device="meta")
+    return reference_state_dict(
+        stage=stage,
+        vision=REAL_VISION,
+        text={"n_layer": 32, "n_embd": 2560, "n_positions": 1024},
+        vocab_size=28896,
+        projection_dim=512,
+        device="meta",
+    )
 
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_real_size_layout_maps_every_key(stage):
     state = _meta_layout(stage)
     layout = inspect_reference_state_dict(state)
-    assert (layout.stage, layout.lora_rank, layout.lora_targets, layout.reference_image_size) == (stage, 8, ["c_attn"],
-                                                                                                   518)
+    assert (layout.stage, layout.lora_rank, layout.lora_targets, layout.reference_image_size) == (
+        stage,
+        8,
+        ["c_attn"],
+        518,
+    )
     assert layout.vision_kwargs["num_heads"] == 12 and layout.num_context_tokens == (30 if stage == 2 else None)
     config = reference_config(layout, GPT2Config(**BIOMEDLM_CONFIG), "stanford-crfm/BioMedLM")
     with torch.device("meta"):
@@ -191,8 +214,12 @@ def test_refused_files_end_in_one_line(tmp_path, capsys):
     with pytest.raises(ConversionError, match="embedding has .* rows"):
         convert_original_checkpoint(paths["stage1"], tmp_path / "o5", text_model_name_or_path=llm)
     with pytest.raises(SystemExit) as exited:  # the command line: one line, exit code 2
-        run_cli(main, ConvertArguments, argv=["--checkpoint", str(code), "--output_dir", str(tmp_path / "o6"),
-                                              "--text_model_name_or_path", llm], config_file=False)
+        run_cli(
+            main,
+            ConvertArguments,
+            argv=["--checkpoint", str(code), "--output_dir", str(tmp_path / "o6"), "--text_model_name_or_path", llm],
+            config_file=False,
+        )
     lines = capsys.readouterr().err.strip().splitlines()
     assert exited.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: checkpoint "), lines
 
@@ -202,12 +229,18 @@ def test_saved_dtypes(reference_processor_folder, tmp_path):
 
     def dtypes(folder):
         with safe_open(str(folder / "model.safetensors"), "pt") as weights:
-            return {name: weights.get_slice(name).get_dtype() for name in
-                    ("text_model.base_model.model.wte.weight", "vision_model.pos_embed", "logit_scale")}
+            return {
+                name: weights.get_slice(name).get_dtype()
+                for name in ("text_model.base_model.model.wte.weight", "vision_model.pos_embed", "logit_scale")
+            }
 
-    assert dtypes(reference_processor_folder) == {"text_model.base_model.model.wte.weight": "BF16",
-                                                  "vision_model.pos_embed": "F32", "logit_scale": "F32"}
+    assert dtypes(reference_processor_folder) == {
+        "text_model.base_model.model.wte.weight": "BF16",
+        "vision_model.pos_embed": "F32",
+        "logit_scale": "F32",
+    }
     source = reference_processor_folder.parent
-    convert_original_checkpoint(source / "stage1.ckpt", tmp_path / "fp32", text_model_name_or_path=str(source / "llm"),
-                                dtype="float32")
+    convert_original_checkpoint(
+        source / "stage1.ckpt", tmp_path / "fp32", text_model_name_or_path=str(source / "llm"), dtype="float32"
+    )
     assert set(dtypes(tmp_path / "fp32").values()) == {"F32"}

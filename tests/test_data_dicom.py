@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pydicom
-import pytest
 from PIL import Image
+import pydicom
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, RLELossless, UID
+from pydicom.uid import UID, JPEGBaseline8Bit, RLELossless
+import pytest
 
 from cleft_hf.data.dicom import is_dicom, read_dicom, read_dicom_header
 from cleft_hf.demo.dicom_writer import write_dicom

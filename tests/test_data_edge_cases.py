@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import logging
 
+from datasets import ClassLabel, Features, Value
 import numpy as np
 import pandas as pd
 import pytest
-from datasets import ClassLabel, Features, Value
 
 from cleft_hf.data import (
-    CHEXPERT_5X200_CLASSES, CHEXPERT_CLASSES, load_chexpert, load_embed, load_mimic_cxr, load_rsna_pneumonia,
+    CHEXPERT_5X200_CLASSES,
+    CHEXPERT_CLASSES,
+    load_chexpert,
+    load_embed,
+    load_mimic_cxr,
+    load_rsna_pneumonia,
 )
 from cleft_hf.data._tables import column_values, dataset_from_columns, multilabel_columns, multilabel_features
 from cleft_hf.data.load_cache import image_paths
@@ -29,11 +34,19 @@ def _chexpert(folder, rows: int = 60, seed: int = 0):
         relative = f"train/patient{index:05d}/study1/view1_frontal.jpg"
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         (folder / relative).write_bytes(b"")
-        labels = {name: "" for name in CHEXPERT_CLASSES}
+        labels = dict.fromkeys(CHEXPERT_CLASSES, "")
         labels[CHEXPERT_5X200_CLASSES[index % 5]] = 1
         labels["Fracture"] = rng.choice([0, ""])
-        records.append({"Path": f"{folder.name}/{relative}", "Sex": "Male", "Age": 50, "Frontal/Lateral": "Frontal",
-                        "AP/PA": "PA", **labels})
+        records.append(
+            {
+                "Path": f"{folder.name}/{relative}",
+                "Sex": "Male",
+                "Age": 50,
+                "Frontal/Lateral": "Frontal",
+                "AP/PA": "PA",
+                **labels,
+            }
+        )
     pd.DataFrame(records).to_csv(folder / "train.csv", index=False)
     pd.DataFrame(records[:3]).to_csv(folder / "valid.csv", index=False)
     return folder
@@ -58,17 +71,20 @@ def test_no_readable_image_is_the_same_error_everywhere(trees, name):
         LOADERS[name](trees / name, verify="decode", skip_bad=True)
 
 
-@pytest.mark.parametrize("name, arguments, message", [
-    ("chexpert", {"uncertain": "maybe"}, "uncertain must be one of"),
-    ("chexpert", {"verify": "all"}, "verify must be one of"),
-    ("chexpert", {"splits": ("train", "dev")}, "CheXpert split must be one of"),
-    ("mimic_cxr", {"labeler": "chexbert"}, "labeler must be one of"),
-    ("mimic_cxr", {"uncertain": "maybe"}, "uncertain must be one of"),
-    ("mimic_cxr", {"fallback": "all"}, "fallback must be one of"),
-    ("rsna", {"split_fractions": (1, -1, 0)}, "split_fractions"),
-    ("embed", {"task": "bi-rads"}, "task must be one of"),
-    ("embed", {"verify": "all"}, "verify must be one of"),
-])
+@pytest.mark.parametrize(
+    "name, arguments, message",
+    [
+        ("chexpert", {"uncertain": "maybe"}, "uncertain must be one of"),
+        ("chexpert", {"verify": "all"}, "verify must be one of"),
+        ("chexpert", {"splits": ("train", "dev")}, "CheXpert split must be one of"),
+        ("mimic_cxr", {"labeler": "chexbert"}, "labeler must be one of"),
+        ("mimic_cxr", {"uncertain": "maybe"}, "uncertain must be one of"),
+        ("mimic_cxr", {"fallback": "all"}, "fallback must be one of"),
+        ("rsna", {"split_fractions": (1, -1, 0)}, "split_fractions"),
+        ("embed", {"task": "bi-rads"}, "task must be one of"),
+        ("embed", {"verify": "all"}, "verify must be one of"),
+    ],
+)
 def test_invalid_arguments_are_rejected_before_reading_files(tmp_path, name, arguments, message):
     with pytest.raises(ValueError, match=message):  # the root does not even exist: no file was looked at
         LOADERS[name](tmp_path / "missing", **arguments)
@@ -110,13 +126,22 @@ def test_chexpert_5x200_split_is_removed_from_training(trees):
 def test_arrow_subsets_match_the_slow_datasets_path():
     raw = np.random.default_rng(0).choice([1.0, 0.0, -1.0, np.nan], size=(500, len(CHEXPERT_CLASSES)))
     features = Features({"image": Value("string"), "path": Value("string"), **multilabel_features(CHEXPERT_CLASSES)})
-    dataset = dataset_from_columns({"image": [f"{i}.jpg" for i in range(500)], "path": [f"p{i}" for i in range(500)],
-                                    **multilabel_columns(raw, "zeros")}, features)
+    dataset = dataset_from_columns(
+        {
+            "image": [f"{i}.jpg" for i in range(500)],
+            "path": [f"p{i}" for i in range(500)],
+            **multilabel_columns(raw, "zeros"),
+        },
+        features,
+    )
     assert dataset[3]["positive_classes"] == np.flatnonzero(raw[3] == 1).tolist()
     assert column_values(dataset, "labels").shape == (500, len(CHEXPERT_CLASSES))
     indices, labels = [5, 2, 400], [1, 0, 4]
     fast = select_with_labels(dataset, indices, labels, CHEXPERT_5X200_CLASSES)
-    slow = dataset.select(indices).remove_columns(["labels", "label_mask"]).add_column(
-        "labels", labels, feature=ClassLabel(names=list(CHEXPERT_5X200_CLASSES)))
+    slow = (
+        dataset.select(indices)
+        .remove_columns(["labels", "label_mask"])
+        .add_column("labels", labels, feature=ClassLabel(names=list(CHEXPERT_5X200_CLASSES)))
+    )
     assert fast.features == slow.features and fast.to_list() == slow.to_list()
     assert exclude_images(dataset, fast)["path"] == [f"p{i}" for i in range(500) if i not in indices]

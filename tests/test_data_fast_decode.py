@@ -4,17 +4,18 @@ DataLoader of the scripts decoding files itself, and decode errors that name the
 
 from __future__ import annotations
 
+from datasets import concatenate_datasets
 import numpy as np
+from PIL import Image
 import pytest
 import torch
-from datasets import concatenate_datasets
-from PIL import Image
 
 from cleft_hf import CLEFTImageProcessor
 from cleft_hf.data import load_embed, load_mimic_cxr, make_eval_transform, read_dicom
 from cleft_hf.data.dicom import reduction_factor
 from cleft_hf.data.load_cache import image_paths
-from cleft_hf.data.preprocess import main as preprocess_main, preprocess
+from cleft_hf.data.preprocess import main as preprocess_main
+from cleft_hf.data.preprocess import preprocess
 from cleft_hf.data.transforms import load_image
 from cleft_hf.demo.dicom_writer import write_dicom
 from cleft_hf.demo.synthetic import write_demo_embed, write_demo_mimic_cxr
@@ -88,8 +89,10 @@ def test_preprocessed_embed_pngs_are_read_transparently(tmp_path):
 
 def test_preprocess_cli_on_jpegs_with_workers(tmp_path, capsys):
     write_demo_mimic_cxr(tmp_path, 12, image_size=64, seed=2, n_test_per_class=1, empty_report_rate=0.0)
-    assert preprocess_main(["--dataset", "mimic_cxr", "--data_root", str(tmp_path), "--size", "40",
-                            "--num_workers", "2"]) == 0
+    assert (
+        preprocess_main(["--dataset", "mimic_cxr", "--data_root", str(tmp_path), "--size", "40", "--num_workers", "2"])
+        == 0
+    )
     assert "written=" in capsys.readouterr().out
     data = load_mimic_cxr(tmp_path)
     assert all(p.endswith(".jpg.png") for p in image_paths(data))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 from pathlib import Path
+import shutil
 
+from datasets import ClassLabel, Dataset, Features, Value, concatenate_datasets
 import numpy as np
 import pandas as pd
-import pytest
-from datasets import ClassLabel, Dataset, Features, Value, concatenate_datasets
 from PIL import Image
+import pytest
 
 from cleft_hf.data import (
     CHEXPERT_5X200_CLASSES,
@@ -59,7 +59,9 @@ def test_mimic_splits_views_text_and_labels(mimic_root):
         assert all(text.strip() for text in split["text"])
     assert label_names(data["train"]) == list(CHEXPERT_CLASSES)
     row = data["test"][0]
-    report = (mimic_root / "files" / f"p{str(row['subject_id'])[:2]}" / f"p{row['subject_id']}" / f"s{row['study_id']}.txt").read_text()
+    report = (
+        mimic_root / "files" / f"p{str(row['subject_id'])[:2]}" / f"p{row['subject_id']}" / f"s{row['study_id']}.txt"
+    ).read_text()
     assert row["text"] == report_text(report)[0]
     assert row["image"].size == (32, 32)
     five = build_chexpert_5x200(data["test"], n_per_class=3)
@@ -87,7 +89,10 @@ def test_mimic_plain_tables_and_separate_report_tree(tmp_path, mimic_copy, mimic
 def test_mimic_study_without_usable_text_is_reported(mimic_copy):
     data = load_mimic_cxr(mimic_copy)
     first, second = data["train"][0], data["train"][1]
-    paths = [mimic_copy / "files" / f"p{str(r['subject_id'])[:2]}" / f"p{r['subject_id']}" / f"s{r['study_id']}.txt" for r in (first, second)]
+    paths = [
+        mimic_copy / "files" / f"p{str(r['subject_id'])[:2]}" / f"p{r['subject_id']}" / f"s{r['study_id']}.txt"
+        for r in (first, second)
+    ]
     paths[0].write_text("                FINAL REPORT\n EXAMINATION:  CHEST\n\n INDICATION:  ___ with cough.\n")
     paths[1].unlink()
     reloaded, report = load_mimic_cxr(mimic_copy, return_report=True)
@@ -135,9 +140,15 @@ def test_mimic_unreadable_and_missing_images(mimic_copy):
 def _chexpert_tree(root: Path) -> Path:
     folder = root / "CheXpert-v1.0-small"
     rows = {
-        "train": [("patient00001/study1/view1_frontal.jpg", "Frontal", {"Cardiomegaly": 1, "Edema": -1, "Pleural Effusion": 0}),
-                  ("patient00001/study1/view2_lateral.jpg", "Lateral", {"Cardiomegaly": 1}),
-                  ("patient00002/study1/view1_frontal.jpg", "Frontal", {"No Finding": 1})],
+        "train": [
+            (
+                "patient00001/study1/view1_frontal.jpg",
+                "Frontal",
+                {"Cardiomegaly": 1, "Edema": -1, "Pleural Effusion": 0},
+            ),
+            ("patient00001/study1/view2_lateral.jpg", "Lateral", {"Cardiomegaly": 1}),
+            ("patient00002/study1/view1_frontal.jpg", "Frontal", {"No Finding": 1}),
+        ],
         "valid": [("patient00003/study1/view1_frontal.jpg", "Frontal", {"Atelectasis": 1, "Pneumothorax": 0})],
     }
     for split, entries in rows.items():
@@ -146,9 +157,16 @@ def _chexpert_tree(root: Path) -> Path:
             path = folder / split / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.full((20, 24), 100, np.uint8)).save(path)
-            records.append({"Path": f"CheXpert-v1.0-small/{split}/{relative}", "Sex": "Female", "Age": 61,
-                            "Frontal/Lateral": view, "AP/PA": "AP" if view == "Frontal" else "",
-                            **{name: labels.get(name, "") for name in CHEXPERT_CLASSES}})
+            records.append(
+                {
+                    "Path": f"CheXpert-v1.0-small/{split}/{relative}",
+                    "Sex": "Female",
+                    "Age": 61,
+                    "Frontal/Lateral": view,
+                    "AP/PA": "AP" if view == "Frontal" else "",
+                    **{name: labels.get(name, "") for name in CHEXPERT_CLASSES},
+                }
+            )
         pd.DataFrame(records).to_csv(folder / f"{split}.csv", index=False)
     return folder
 
@@ -195,7 +213,9 @@ def test_chexpert_bad_values_and_missing_tables(tmp_path):
 # ------------------------------------------------------------------------------------------------ 5x200 builder
 def _multilabel_dataset(raw: np.ndarray) -> Dataset:
     features = Features({"image": Value("string"), **multilabel_features(CHEXPERT_CLASSES)})
-    return dataset_from_columns({"image": [f"{i}.jpg" for i in range(len(raw))], **multilabel_columns(raw, "zeros")}, features)
+    return dataset_from_columns(
+        {"image": [f"{i}.jpg" for i in range(len(raw))], **multilabel_columns(raw, "zeros")}, features
+    )
 
 
 def test_chexpert_5x200_balance_determinism_and_candidates():
@@ -207,7 +227,9 @@ def test_chexpert_5x200_balance_determinism_and_candidates():
     raw[::13, CHEXPERT_CLASSES.index("Support Devices")] = 1
     dataset = _multilabel_dataset(raw)
     five = build_chexpert_5x200(dataset, seed=3, n_per_class=20)
-    assert isinstance(five.features["labels"], ClassLabel) and five.features["labels"].names == list(CHEXPERT_5X200_CLASSES)
+    assert isinstance(five.features["labels"], ClassLabel) and five.features["labels"].names == list(
+        CHEXPERT_5X200_CLASSES
+    )
     assert np.bincount(five["labels"]).tolist() == [20] * 5
     chosen = [int(name.split(".")[0]) for name in five["image"]]
     for index, label in zip(chosen, five["labels"]):
@@ -240,7 +262,9 @@ def test_rsna_rows_collapse_and_balanced_test(tmp_path):
     counts = np.bincount(balanced["labels"])
     assert counts[0] == counts[1] == min(np.bincount(everything["labels"]))
     labels.loc[labels.index[-1], "Target"] = 1 - labels["Target"].iloc[-1]
-    pd.concat([labels, labels.iloc[[-1]].assign(Target=1 - labels["Target"].iloc[-1])]).to_csv(tmp_path / "stage_2_train_labels.csv", index=False)
+    pd.concat([labels, labels.iloc[[-1]].assign(Target=1 - labels["Target"].iloc[-1])]).to_csv(
+        tmp_path / "stage_2_train_labels.csv", index=False
+    )
     with pytest.raises(ValueError, match="'Target'.*disagrees"):
         load_rsna_pneumonia(tmp_path)
 
@@ -261,11 +285,17 @@ def test_embed_join_captions_and_path_mapping(embed_root):
     assert all(Path(p).is_file() and str(embed_root / "images") in p for p in everything["image"])
     clinical = pd.read_csv(embed_root / "tables" / "EMBED_OpenData_clinical.csv", dtype={"acc_anon": str})
     for row in everything.select(range(10)):
-        same_side = clinical[(clinical["acc_anon"] == row["acc_anon"]) & (clinical["side"] == row["laterality"])].iloc[0]
+        same_side = clinical[(clinical["acc_anon"] == row["acc_anon"]) & (clinical["side"] == row["laterality"])].iloc[
+            0
+        ]
         assert row["birads"] == "ANBPSMK".index(same_side["asses"]) == row["labels"]
         assert f"BI-RADS Category {row['birads']}: {EMBED_BIRADS_CLASSES[row['birads']]}." in row["text"]
-        assert f"for the {'left' if row['laterality'] == 'L' else 'right'} breast with {row['view']} view" in row["text"]
-    assert any("The mass is" in t for t in everything["text"]) and any("calcification is present" in t for t in everything["text"])
+        assert (
+            f"for the {'left' if row['laterality'] == 'L' else 'right'} breast with {row['view']} view" in row["text"]
+        )
+    assert any("The mass is" in t for t in everything["text"]) and any(
+        "calcification is present" in t for t in everything["text"]
+    )
     explicit = load_embed(embed_root, path_prefix="/mnt/NAS2/mammo/anon_dicom")
     assert explicit["train"]["image"] == data["train"]["image"]
     wrong = load_embed(embed_root, path_prefix="/elsewhere/dicoms")  # rows not under the prefix: suffix search
@@ -283,7 +313,9 @@ def test_embed_images_read_dense_bright(embed_root):
 
 def test_embed_density_task_and_builders(tmp_path, embed_root):
     density = concatenate_datasets(list(load_embed(embed_root, task="density").values()))
-    assert set(density["labels"]) <= {0, 1, 2, 3} and all(d == l + 1 for d, l in zip(density["density"], density["labels"]))
+    assert set(density["labels"]) <= {0, 1, 2, 3} and all(
+        d == l + 1 for d, l in zip(density["density"], density["labels"])
+    )
     four = build_embed_density_4x500(density, n_per_class=2, seed=0)
     assert np.bincount(four["labels"]).tolist() == [2, 2, 2, 2]
     assert build_embed_density_4x500(density, n_per_class=2, seed=0)["image"] == four["image"]

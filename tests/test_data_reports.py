@@ -5,8 +5,6 @@ fallback warnings, per-study special cases, and the load report of the MIMIC-CXR
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -15,22 +13,41 @@ from cleft_hf.data.reports import administrative_headings, split_sections
 
 HEADER = "                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n \n INDICATION:  ___ with cough\n \n"
 LAYOUTS = {  # report -> (text, source)
-    "mimic": (HEADER + " COMPARISON:  None.\n \n FINDINGS: \n \n Heart size is normal.  Lungs are clear.\n \n"
-              " IMPRESSION: \n \n No acute process.\n", ("Heart size is normal. Lungs are clear. No acute process.", "findings+impression")),
-    "lower": ("examination: chest\n\nindication: cough\n\nfindings: heart normal.\n\nimpression: no acute process.\n",
-              ("heart normal. no acute process.", "findings+impression")),
-    "title": ("Examination: Chest\nIndication: cough\nFindings: Heart normal.\nImpression: No acute process.\n",
-              ("Heart normal. No acute process.", "findings+impression")),
-    "title under upper-case headings": (" EXAMINATION: CHEST\n INDICATION: cough\n Findings: Heart normal.\n Impression: Clear.\n",
-                                        ("Heart normal. Clear.", "findings+impression")),
-    "study description + typo": (HEADER + " CHEST, TWO VIEWS:\n \n Lungs are clear.\n \n IMPRESSON:\n No acute process.\n",
-                                 ("Lungs are clear. No acute process.", "findings+impression")),
-    "views of the chest": (" HISTORY: fever\n PA AND LATERAL VIEWS OF THE CHEST:\n Lungs are clear.", ("Lungs are clear.", "findings")),
+    "mimic": (
+        HEADER + " COMPARISON:  None.\n \n FINDINGS: \n \n Heart size is normal.  Lungs are clear.\n \n"
+        " IMPRESSION: \n \n No acute process.\n",
+        ("Heart size is normal. Lungs are clear. No acute process.", "findings+impression"),
+    ),
+    "lower": (
+        "examination: chest\n\nindication: cough\n\nfindings: heart normal.\n\nimpression: no acute process.\n",
+        ("heart normal. no acute process.", "findings+impression"),
+    ),
+    "title": (
+        "Examination: Chest\nIndication: cough\nFindings: Heart normal.\nImpression: No acute process.\n",
+        ("Heart normal. No acute process.", "findings+impression"),
+    ),
+    "title under upper-case headings": (
+        " EXAMINATION: CHEST\n INDICATION: cough\n Findings: Heart normal.\n Impression: Clear.\n",
+        ("Heart normal. Clear.", "findings+impression"),
+    ),
+    "study description + typo": (
+        HEADER + " CHEST, TWO VIEWS:\n \n Lungs are clear.\n \n IMPRESSON:\n No acute process.\n",
+        ("Lungs are clear. No acute process.", "findings+impression"),
+    ),
+    "views of the chest": (
+        " HISTORY: fever\n PA AND LATERAL VIEWS OF THE CHEST:\n Lungs are clear.",
+        ("Lungs are clear.", "findings"),
+    ),
     "impression only": (HEADER + " IMPRESSIONS: No acute process.", ("No acute process.", "impression")),
     "combined": (" FINDINGS AND IMPRESSION:\n Small effusion.", ("Small effusion.", "findings+impression")),
-    "wrapped upper-case token": (" FINDINGS:\n New opacity in the right lower lobe as on the\n CT: consistent with pneumonia.\n",
-                                 ("New opacity in the right lower lobe as on the CT: consistent with pneumonia.", "findings")),
-    "last paragraph": (HEADER.replace("cough\n \n", "cough\n Lungs are clear.\n \n No pneumothorax.\n"), ("No pneumothorax.", "fallback")),
+    "wrapped upper-case token": (
+        " FINDINGS:\n New opacity in the right lower lobe as on the\n CT: consistent with pneumonia.\n",
+        ("New opacity in the right lower lobe as on the CT: consistent with pneumonia.", "findings"),
+    ),
+    "last paragraph": (
+        HEADER.replace("cough\n \n", "cough\n Lungs are clear.\n \n No pneumothorax.\n"),
+        ("No pneumothorax.", "fallback"),
+    ),
     "no headings": ("Lungs are clear, no effusion.", ("Lungs are clear, no effusion.", "fallback")),
     "administrative only": (" EXAMINATION: CHEST\n COMPARISON: None.", ("", "none")),
     "empty findings": (HEADER + " FINDINGS:\n \n IMPRESSION: Clear.", ("Clear.", "impression")),
@@ -69,7 +86,10 @@ def test_official_special_cases_by_study():
 
 
 def test_administrative_headings_in_text():
-    assert administrative_headings("EXAMINATION: chest. Indication: cough. Lungs clear.") == ["EXAMINATION", "INDICATION"]
+    assert administrative_headings("EXAMINATION: chest. Indication: cough. Lungs clear.") == [
+        "EXAMINATION",
+        "INDICATION",
+    ]
     assert administrative_headings("Lungs are clear.") == []
 
 
@@ -83,7 +103,9 @@ def mimic_tree(tmp_path):
 
 def test_loader_reports_text_sources_and_warns_on_unparsed_fallbacks(mimic_tree, caplog):
     reports = sorted((mimic_tree / "files").glob("p*/p*/s*.txt"))
-    reports[0].write_text("Report of ___ EXAMINATION: CHEST INDICATION: cough. Lungs are clear.\n")  # one unparsed line
+    reports[0].write_text(
+        "Report of ___ EXAMINATION: CHEST INDICATION: cough. Lungs are clear.\n"
+    )  # one unparsed line
     with caplog.at_level(logging.INFO, logger="cleft_hf.data._tables"):
         data, report = load_mimic_cxr(mimic_tree, views=None, return_report=True)
     assert sum(report.text_sources.values()) == len(reports)

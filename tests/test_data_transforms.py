@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
 import numpy as np
+from PIL import Image
 import pytest
 import torch
-from datasets import Dataset, Features, Image as ImageFeature, Value
-from PIL import Image
 
 from cleft_hf import CLEFTImageProcessor
 from cleft_hf.data import make_eval_transform, make_train_transform
-from cleft_hf.demo.dicom_writer import write_dicom
 from cleft_hf.data.transforms import augment_text
+from cleft_hf.demo.dicom_writer import write_dicom
 
 REPORT = "The heart is enlarged. There is a small left effusion. No pneumothorax. Lungs are otherwise clear."
 
@@ -30,8 +31,13 @@ def files(tmp_path):
 
 
 def _dataset(files, n=4):
-    features = Features({"image": ImageFeature(), "text": Value("string"), "labels": Value("int64"), "label_mask": Value("float32")})
-    return Dataset.from_dict({"image": [files["png"]] * n, "text": [REPORT] * n, "labels": list(range(n)), "label_mask": [1.0] * n}, features=features)
+    features = Features(
+        {"image": ImageFeature(), "text": Value("string"), "labels": Value("int64"), "label_mask": Value("float32")}
+    )
+    return Dataset.from_dict(
+        {"image": [files["png"]] * n, "text": [REPORT] * n, "labels": list(range(n)), "label_mask": [1.0] * n},
+        features=features,
+    )
 
 
 def test_eval_transform_matches_image_processor(files, image_processor):
@@ -64,7 +70,9 @@ def test_train_transform_is_random_but_seeded(files, image_processor):
     again = [dataset[0]["pixel_values"] for _ in range(3)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     # with every augmentation off, a square image goes through like the eval transform (up to resampling)
-    still = make_train_transform(image_processor, scale=(1.0, 1.0), max_rotation=0, max_translate=0, brightness=0, contrast=0)
+    still = make_train_transform(
+        image_processor, scale=(1.0, 1.0), max_rotation=0, max_translate=0, brightness=0, contrast=0
+    )
     square = files["grey"][:, 8:56]
     plain = make_eval_transform(CLEFTImageProcessor(size=32, crop_size=32))({"image": [square]})["pixel_values"][0]
     torch.testing.assert_close(still({"image": [square]})["pixel_values"][0], plain, atol=0.03, rtol=0)
@@ -73,7 +81,16 @@ def test_train_transform_is_random_but_seeded(files, image_processor):
 def test_hflip_mirrors(image_processor):
     image = np.zeros((32, 32), np.uint8)
     image[:, :8] = 255
-    flips = make_train_transform(image_processor, scale=(1.0, 1.0), max_rotation=0, max_translate=0, brightness=0, contrast=0, hflip=True, seed=0)
+    flips = make_train_transform(
+        image_processor,
+        scale=(1.0, 1.0),
+        max_rotation=0,
+        max_translate=0,
+        brightness=0,
+        contrast=0,
+        hflip=True,
+        seed=0,
+    )
     sides = {bool(flips({"image": [image]})["pixel_values"][0][0, :, :4].mean() > 0) for _ in range(12)}
     assert sides == {True, False}
 
@@ -82,7 +99,9 @@ def test_dataloader_workers_draw_different_augmentations(files, image_processor)
     dataset = _dataset(files, n=4)
     dataset.set_transform(make_train_transform(image_processor, seed=1))
     torch.manual_seed(0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=lambda rows: torch.stack([r["pixel_values"] for r in rows]))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=2, num_workers=2, collate_fn=lambda rows: torch.stack([r["pixel_values"] for r in rows])
+    )
     batches = list(loader)
     assert len(batches) == 2 and not torch.equal(batches[0][0], batches[1][0])
 

@@ -10,10 +10,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
 
-from cleft_hf.demo.language_model import pretrain_causal_lm, tiny_causal_lm_config, train_tokenizer  # noqa: E402
-from cleft_hf.demo.language_model.pretraining import collate_windows, encode_documents, split_train_eval  # noqa: E402
+from cleft_hf.demo.language_model import pretrain_causal_lm, tiny_causal_lm_config, train_tokenizer
+from cleft_hf.demo.language_model.pretraining import collate_windows, encode_documents, split_train_eval
 
 FINDINGS = ["cardiomegaly", "pleural effusion", "pulmonary edema", "consolidation", "atelectasis", "pneumothorax"]
 SIDES = ["left", "right", "bilateral"]
@@ -26,19 +26,30 @@ def make_reports(count: int, seed: int = 0) -> list[str]:
     reports = []
     for _ in range(count):
         if rng.random() < 0.25:
-            reports.append(rng.choice([
-                "No acute cardiopulmonary process.",
-                "The lungs are clear. Heart size is normal. No pleural effusion or pneumothorax.",
-                "Normal chest radiograph. No focal consolidation.",
-            ]))
+            reports.append(
+                rng.choice(
+                    [
+                        "No acute cardiopulmonary process.",
+                        "The lungs are clear. Heart size is normal. No pleural effusion or pneumothorax.",
+                        "Normal chest radiograph. No focal consolidation.",
+                    ]
+                )
+            )
             continue
         positives = rng.sample(FINDINGS, rng.randint(1, 2))
         negatives = [finding for finding in FINDINGS if finding not in positives]
         sentences = [f"There is {rng.choice(SEVERITIES)} {rng.choice(SIDES)} {finding}." for finding in positives]
         sentences.append(f"No {rng.choice(negatives)} or {rng.choice(negatives)}.")
         if rng.random() < 0.5:
-            sentences.append(rng.choice(["Heart size is normal.", "Lines and tubes are unchanged.",
-                                         "Findings are unchanged from the prior study."]))
+            sentences.append(
+                rng.choice(
+                    [
+                        "Heart size is normal.",
+                        "Lines and tubes are unchanged.",
+                        "Findings are unchanged from the prior study.",
+                    ]
+                )
+            )
         reports.append(" ".join(sentences))
     return reports
 
@@ -79,7 +90,11 @@ def test_gpt2_family_special_tokens(reports):
 def test_llama_family_special_tokens(reports):
     tokenizer = train_tokenizer(reports, family="llama")
     assert (tokenizer.unk_token, tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (
-        "<unk>", "<s>", "</s>", "<pad>")
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<pad>",
+    )
     special_ids = [tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id]
     assert special_ids == [0, 1, 2, 3]
     assert tokenizer.convert_tokens_to_ids("<0x41>") == 4 + 0x41  # byte tokens follow the specials
@@ -104,8 +119,9 @@ def test_tokenizer_rejects_bad_input(reports):
 
 def test_tiny_config_sizes_and_special_ids(reports):
     tokenizer = train_tokenizer(reports, family="llama", vocab_size=400)
-    config = tiny_causal_lm_config("llama", len(tokenizer), num_layers=3, hidden_size=32, num_heads=2,
-                                   max_positions=48, tokenizer=tokenizer)
+    config = tiny_causal_lm_config(
+        "llama", len(tokenizer), num_layers=3, hidden_size=32, num_heads=2, max_positions=48, tokenizer=tokenizer
+    )
     assert isinstance(config, LlamaConfig)
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (3, 32, 2)
     assert (config.max_position_embeddings, config.vocab_size, config.intermediate_size) == (48, len(tokenizer), 128)
@@ -137,8 +153,19 @@ def test_windows_and_padding_mask_labels_not_eos(reports):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_pretrain_saves_loadable_model_and_learns(tmp_path, reports, family):
-    kwargs = dict(family=family, vocab_size=400, num_layers=2, hidden_size=32, num_heads=2, seq_len=64,
-                  batch_size=16, max_steps=30, lr=1e-2, seed=0, progress=False)
+    kwargs = dict(
+        family=family,
+        vocab_size=400,
+        num_layers=2,
+        hidden_size=32,
+        num_heads=2,
+        seq_len=64,
+        batch_size=16,
+        max_steps=30,
+        lr=1e-2,
+        seed=0,
+        progress=False,
+    )
     result = pretrain_causal_lm(reports, tmp_path / "a", **kwargs)
     assert result.num_steps == len(result.train_loss_curve) == 30
     first, last = sum(result.train_loss_curve[:5]) / 5, sum(result.train_loss_curve[-5:]) / 5
@@ -167,6 +194,17 @@ def test_pretrain_saves_loadable_model_and_learns(tmp_path, reports, family):
 
 
 def test_pretrain_time_budget_replans_steps(tmp_path, reports):
-    result = pretrain_causal_lm(reports, tmp_path, vocab_size=400, num_layers=1, hidden_size=32, num_heads=2,
-                                seq_len=64, batch_size=8, max_steps=100_000, time_budget_s=3.0, progress=False)
+    result = pretrain_causal_lm(
+        reports,
+        tmp_path,
+        vocab_size=400,
+        num_layers=1,
+        hidden_size=32,
+        num_heads=2,
+        seq_len=64,
+        batch_size=8,
+        max_steps=100_000,
+        time_budget_s=3.0,
+        progress=False,
+    )
     assert 5 < result.num_steps < 100_000 and result.seconds < 10.0

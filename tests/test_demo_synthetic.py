@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 import pydicom
 import pytest
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 from cleft_hf.data import CHEXPERT_5X200_CLASSES, build_chexpert_5x200, load_chexpert, load_mimic_cxr
@@ -27,7 +27,11 @@ KEYWORDS = {  # every wording of a positive finding contains one of these
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_mimic_demo_is_byte_identical_for_a_seed(tmp_path):
@@ -49,12 +53,16 @@ def test_mimic_demo_test_split_reports_and_labels(tmp_path):
         assert any(word in text.lower() for word in KEYWORDS[name]), (name, text)
     labels = pd.read_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz")
     assert list(labels.columns[2:]) == sorted(labels.columns[2:])  # the real table's alphabetical order
-    assert set(np.unique(labels[list(CXR_FINDINGS)].to_numpy()[~np.isnan(labels[list(CXR_FINDINGS)].to_numpy())])) <= {-1.0, 0.0, 1.0}
+    assert set(np.unique(labels[list(CXR_FINDINGS)].to_numpy()[~np.isnan(labels[list(CXR_FINDINGS)].to_numpy())])) <= {
+        -1.0,
+        0.0,
+        1.0,
+    }
 
 
 def test_reports_vary_name_the_classes_and_negate():
     rng = np.random.default_rng(0)
-    named, texts, negated = {name: 0 for name in CXR_FINDINGS}, set(), 0
+    named, texts, negated = dict.fromkeys(CXR_FINDINGS, 0), set(), 0
     for index in range(250):
         kind = CXR_FINDINGS[index % 5]
         report, labels = write_report(sample_case(rng, kind), rng)
@@ -66,7 +74,11 @@ def test_reports_vary_name_the_classes_and_negate():
     assert len(texts) > 200 and negated > 50
     report, labels = write_report(sample_case(rng, "normal"), rng, layout="standard")
     assert labels["No Finding"] == 1.0 and "IMPRESSION:" in report
-    assert write_report(sample_case(rng, "Edema"), rng, layout="empty")[0].rstrip().endswith(("None.", "___.", "from ___."))
+    assert (
+        write_report(sample_case(rng, "Edema"), rng, layout="empty")[0]
+        .rstrip()
+        .endswith(("None.", "___.", "from ___."))
+    )
 
 
 def test_findings_are_learnable_from_small_images():
@@ -76,7 +88,9 @@ def test_findings_are_learnable_from_small_images():
     for index in range(5 * 90):
         rng = np.random.default_rng([11, index])
         pixels = renderer.render(sample_case(rng, CXR_FINDINGS[index % 5]), rng)
-        features.append(np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR), np.float32).ravel() / 255.0)
+        features.append(
+            np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR), np.float32).ravel() / 255.0
+        )
         targets.append(index % 5)
     features, targets = np.stack(features), np.array(targets)
     train, test = slice(0, 300), slice(300, None)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 import shlex
 
+from docs_commands import DOCUMENTS, REPO, commands, inline_commands, script_of, twins
 import pytest
 
-from docs_commands import DOCUMENTS, REPO, commands, inline_commands, needs_twin, script_of, twins
 from cleft_hf.arguments import make_parser, read_config_file
 
-ENTRY_CLASSES = {"examples/pretrain.py": ("cleft_hf.training.config", "PretrainArguments", "pretrain"),
-                 "examples/prompt_tune.py": ("cleft_hf.training.config", "PromptTuneArguments", "prompt_tune"),
-                 "examples/evaluate.py": ("cleft_hf.evaluation.arguments", "EvaluateArguments", "evaluate"),
-                 "examples/push_to_hub.py": (str(REPO / "examples" / "push_to_hub.py"), "PushArguments", None)}
-MODULE_ENTRY_CLASSES = {"cleft_hf.convert_original_checkpoint": ("cleft_hf.convert_original_checkpoint",
-                                                                 "ConvertArguments")}
+ENTRY_CLASSES = {
+    "examples/pretrain.py": ("cleft_hf.training.config", "PretrainArguments", "pretrain"),
+    "examples/prompt_tune.py": ("cleft_hf.training.config", "PromptTuneArguments", "prompt_tune"),
+    "examples/evaluate.py": ("cleft_hf.evaluation.arguments", "EvaluateArguments", "evaluate"),
+    "examples/push_to_hub.py": (str(REPO / "examples" / "push_to_hub.py"), "PushArguments", None),
+}
+MODULE_ENTRY_CLASSES = {
+    "cleft_hf.convert_original_checkpoint": ("cleft_hf.convert_original_checkpoint", "ConvertArguments")
+}
 ALL = [(document.name, command) for document in DOCUMENTS for command in commands(document)]
 
 
@@ -33,8 +35,13 @@ def _arguments_class(script: str):
 
 def test_the_readme_lists_the_commands_a_user_runs():
     scripts = {script_of(command) for _, command in ALL}
-    assert {"make demo", "examples/pretrain.py", "examples/prompt_tune.py", "examples/evaluate.py",
-            "examples/push_to_hub.py"} <= scripts
+    assert {
+        "make demo",
+        "examples/pretrain.py",
+        "examples/prompt_tune.py",
+        "examples/evaluate.py",
+        "examples/push_to_hub.py",
+    } <= scripts
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
@@ -58,12 +65,12 @@ def test_every_command_parses(name, command):
         if script in MODULE_ENTRY_CLASSES:
             module, class_name = MODULE_ENTRY_CLASSES[script]
             cls = getattr(importlib.import_module(module), class_name)
-            _, unknown = make_parser(cls, {}, config_file=False).parse_known_args(words[words.index(script) + 1:])
+            _, unknown = make_parser(cls, {}, config_file=False).parse_known_args(words[words.index(script) + 1 :])
             assert not unknown, f"{name}: `{command}`: unknown arguments {unknown}"
         return
     assert (REPO / script).is_file(), f"{name}: `{command}` runs a missing script"
     cls, section = _arguments_class(script)
-    argv = words[words.index(script) + 1:]
+    argv = words[words.index(script) + 1 :]
     defaults = {}
     if section is not None and "--config" in argv:
         config = REPO / argv[argv.index("--config") + 1]
@@ -79,4 +86,3 @@ def test_inline_commands_name_existing_scripts(document):
         script = script_of(command)
         exists = (REPO / script).is_file() if script.endswith(".py") else importlib.util.find_spec(script) is not None
         assert exists, f"{document.name}: `{command}`"
-

@@ -7,19 +7,33 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
-from huggingface_hub import ModelCard
 
 from docs_commands import run_all
+from huggingface_hub import ModelCard
+import pytest
+
 from cleft_hf import CLEFTModel
 
-MAMMO_KEYS = ("density_zero_shot_acc_hand_prompts", "density_zero_shot_acc_learned_prompts",
-              "density_linear_probe_acc", "birads_zero_shot_acc_learned_prompts", "birads_linear_probe_acc",
-              "birads_linear_probe_balanced_acc")
-STAGES = ("data", "language_model", "cxr_stage1", "cxr_stage2", "cxr_evaluation", "mammo_stage1",
-          "mammo_stage2_density", "mammo_stage2_birads", "mammo_evaluation_density", "mammo_evaluation_birads")
+MAMMO_KEYS = (
+    "density_zero_shot_acc_hand_prompts",
+    "density_zero_shot_acc_learned_prompts",
+    "density_linear_probe_acc",
+    "birads_zero_shot_acc_learned_prompts",
+    "birads_linear_probe_acc",
+    "birads_linear_probe_balanced_acc",
+)
+STAGES = (
+    "data",
+    "language_model",
+    "cxr_stage1",
+    "cxr_stage2",
+    "cxr_evaluation",
+    "mammo_stage1",
+    "mammo_stage2_density",
+    "mammo_stage2_birads",
+    "mammo_evaluation_density",
+    "mammo_evaluation_birads",
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +79,31 @@ def test_demo_mammography_model_carries_both_prompt_sets(demo_dir):
     configs = {result.dataset_config for result in card.data.eval_results}
     assert configs == {"density", "birads"}, configs
     assert "task `density`" in card.text and "task `birads`" in card.text
-    for title in ("Stage 1 (contrastive pretraining)", "Stage 2 (context prompt learning, density)",
-                  "Stage 2 (context prompt learning, birads)"):  # every stage's recipe, recorded by the runs
+    for title in (
+        "Stage 1 (contrastive pretraining)",
+        "Stage 2 (context prompt learning, density)",
+        "Stage 2 (context prompt learning, birads)",
+    ):  # every stage's recipe, recorded by the runs
         assert f"### {title}" in card.text, title
     log = json.loads((demo_dir / "mammo" / "model" / "training_log.json").read_text())
     assert [n for n in log if n.startswith("stage")] == [
-        "stage 1 (contrastive)", "stage 2 (prompts, density)", "stage 2 (prompts, birads)"]
+        "stage 1 (contrastive)",
+        "stage 2 (prompts, density)",
+        "stage 2 (prompts, birads)",
+    ]
 
 
 def test_demo_mammography_model_loads_as_remote_code(demo_dir):
-    code = ("import sys, torch; from transformers import AutoModel; "
-            "sys.modules['cleft_hf'] = None; "  # without our package
-            f"m = AutoModel.from_pretrained({str(demo_dir / 'mammo' / 'model')!r}, trust_remote_code=True); "
-            "print(sorted(n for n in m.prompt_set_names() if n))")
+    code = (
+        "import sys, torch; from transformers import AutoModel; "
+        "sys.modules['cleft_hf'] = None; "  # without our package
+        f"m = AutoModel.from_pretrained({str(demo_dir / 'mammo' / 'model')!r}, trust_remote_code=True); "
+        "print(sorted(n for n in m.prompt_set_names() if n))"
+    )
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=demo_dir, env={**env, "HF_HUB_OFFLINE": "1"},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=demo_dir, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "['birads', 'density']"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+import shutil
 
 import pandas as pd
 import pytest

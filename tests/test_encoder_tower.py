@@ -32,14 +32,22 @@ def bert_dir(tmp_path_factory):
 
 @pytest.fixture
 def bert_processor(bert_dir):
-    return CLEFTProcessor(CLEFTImageProcessor(size=32, crop_size=32), AutoTokenizer.from_pretrained(bert_dir),
-                          max_length=48)
+    return CLEFTProcessor(
+        CLEFTImageProcessor(size=32, crop_size=32), AutoTokenizer.from_pretrained(bert_dir), max_length=48
+    )
 
 
 def _bert_clip(bert_dir, **config):
     torch.manual_seed(0)
-    fields = {"vision_model_kwargs": tiny_vision_kwargs(), "image_size": 32, "projection_dim": 16,
-              "prompt_num_context_tokens": 4, "text_num_layers": 2, "peft_config": WHOLE, **config}
+    fields = {
+        "vision_model_kwargs": tiny_vision_kwargs(),
+        "image_size": 32,
+        "projection_dim": 16,
+        "prompt_num_context_tokens": 4,
+        "text_num_layers": 2,
+        "peft_config": WHOLE,
+        **config,
+    }
     return CLEFTModel.from_vision_text_pretrained(TINY_VISION_MODEL, str(bert_dir), vision_pretrained=False, **fields)
 
 
@@ -59,8 +67,14 @@ def test_config_cuts_layers_and_refuses_bad_values(bert_dir):
         CLEFTConfig(text_config=text_config, peft_config={"peft_type": "NONE", "r": 8})
     lora = CLEFTConfig(text_config=text_config)  # key left out: LoRA on peft's default BERT targets
     assert lora.peft_config["target_modules"] == ["query", "value"]
-    distilbert = {"model_type": "distilbert", "vocab_size": 200, "dim": 32, "n_layers": 2, "n_heads": 2,
-                  "hidden_dim": 64}
+    distilbert = {
+        "model_type": "distilbert",
+        "vocab_size": 200,
+        "dim": 32,
+        "n_layers": 2,
+        "n_heads": 2,
+        "hidden_dim": 64,
+    }
     with pytest.raises(ValueError, match="set peft_config\\['target_modules'\\] explicitly .*peft_type NONE"):
         CLEFTConfig(text_config=distilbert)
     assert CLEFTConfig(text_config=distilbert, peft_config=WHOLE, text_num_layers=1).text_config.n_layers == 1
@@ -74,8 +88,9 @@ def test_whole_tower_trains_and_pools_cls(bert_dir, bert_processor):
     assert len(model.text_model.encoder.layer) == 2
     assert all(p.requires_grad for p in model.text_model.parameters())
     reference = BertForMaskedLM.from_pretrained(bert_dir).bert  # the first two layers are the saved ones
-    torch.testing.assert_close(model.text_model.encoder.layer[1].output.dense.weight,
-                               reference.encoder.layer[1].output.dense.weight)
+    torch.testing.assert_close(
+        model.text_model.encoder.layer[1].output.dense.weight, reference.encoder.layer[1].output.dense.weight
+    )
     batch = _batch(bert_processor)
     assert (batch["input_ids"][:, 0] == bert_processor.tokenizer.cls_token_id).all() and "token_type_ids" not in batch
     model.train()
@@ -138,16 +153,22 @@ def test_stage_two_context_after_cls_and_pipeline(bert_dir, bert_processor):
     pixels = _batch(bert_processor)["pixel_values"]
     scores = model.zero_shot_classify(pixels, use_learned_prompts=True)
     assert scores.shape == (3, 2) and torch.allclose(scores.sum(-1), torch.ones(3))
-    classifier = pipeline("zero-shot-image-classification", model=model, tokenizer=bert_processor.tokenizer,
-                          image_processor=bert_processor.image_processor)
+    classifier = pipeline(
+        "zero-shot-image-classification",
+        model=model,
+        tokenizer=bert_processor.tokenizer,
+        image_processor=bert_processor.image_processor,
+    )
     labels = ["edema", "cardiomegaly"]
     images = [torch.rand(3, 40, 40).mul(255).byte().permute(1, 2, 0).numpy() for _ in range(2)]
     from PIL import Image
 
-    results = classifier([Image.fromarray(i) for i in images], candidate_labels=labels,
-                         hypothesis_template=model.config.prompt_template)
-    direct = model.zero_shot_classify(bert_processor(images=[Image.fromarray(i) for i in images])["pixel_values"],
-                                      labels, bert_processor)
+    results = classifier(
+        [Image.fromarray(i) for i in images], candidate_labels=labels, hypothesis_template=model.config.prompt_template
+    )
+    direct = model.zero_shot_classify(
+        bert_processor(images=[Image.fromarray(i) for i in images])["pixel_values"], labels, bert_processor
+    )
     got = torch.tensor([{r["label"]: r["score"] for r in result}[label] for result in results for label in labels])
     torch.testing.assert_close(got.view(2, 2), direct, atol=1e-5, rtol=1e-5)
 
@@ -214,8 +235,15 @@ def test_causal_llm_cut_to_its_first_layers(saved_llm, family, tmp_path):
 
     torch.manual_seed(0)
     model = CLEFTModel.from_vision_text_pretrained(
-        TINY_VISION_MODEL, str(saved_llm), vision_pretrained=False, vision_model_kwargs=tiny_vision_kwargs(),
-        image_size=32, projection_dim=16, prompt_num_context_tokens=4, text_num_layers=1)
+        TINY_VISION_MODEL,
+        str(saved_llm),
+        vision_pretrained=False,
+        vision_model_kwargs=tiny_vision_kwargs(),
+        image_size=32,
+        projection_dim=16,
+        prompt_num_context_tokens=4,
+        text_num_layers=1,
+    )
     full = AutoModel.from_pretrained(saved_llm)
     inner = model.text_model.get_base_model()
     layers = inner.h if family == "gpt2" else inner.layers

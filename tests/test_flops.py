@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tiny_models import tiny_cleft_config
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cleft_hf import CLEFTModel
 from cleft_hf.flops import training_step_flops
-from tiny_models import tiny_cleft_config
 
 
 @pytest.mark.parametrize("checkpointing", [True, False], ids=["checkpointing", "no_checkpointing"])
@@ -28,8 +28,11 @@ def test_analytic_step_flops_equal_flop_counter(tokenizer_dirs, checkpointing, t
     if checkpointing:
         model.activation_checkpointing_enable()
     batch, length = 3, 12
-    inputs = {"pixel_values": torch.randn(batch, 3, 32, 32), "input_ids": torch.randint(0, 300, (batch, length)),
-              "attention_mask": torch.ones(batch, length, dtype=torch.long)}
+    inputs = {
+        "pixel_values": torch.randn(batch, 3, 32, 32),
+        "input_ids": torch.randint(0, 300, (batch, length)),
+        "attention_mask": torch.ones(batch, length, dtype=torch.long),
+    }
     with FlopCounterMode(display=False) as counter:
         model(**inputs, return_loss=True).loss.backward()
     expected = training_step_flops(config, batch, length, gradient_checkpointing=checkpointing).total

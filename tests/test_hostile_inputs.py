@@ -11,30 +11,35 @@ import zlib
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 import pydicom
 import pytest
-import torch
-from cleft_hf.modeling import image_processing_cleft
-from cleft_hf.modeling.image_bounds_cleft import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, ImageTooLargeError
-from PIL import Image
 from safetensors.torch import load_file, save_file
+import torch
 
 from cleft_hf import CLEFTImageProcessor, CLEFTModel
 from cleft_hf.data import read_dicom
 from cleft_hf.data._tables import check_values
 from cleft_hf.data.transforms import ImageDecodeError, make_eval_transform
 from cleft_hf.demo.dicom_writer import write_dicom
+from cleft_hf.modeling import image_processing_cleft
+from cleft_hf.modeling.image_bounds_cleft import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, ImageTooLargeError
 
 
 def _png_header_only(path, width: int, height: int) -> None:
     """A PNG whose IHDR claims `width` x `height` grey pixels, with a small valid IDAT (a decompression bomb's
     header: opening it costs nothing, decoding it would allocate the claimed size)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+        + chunk(b"IEND", b"")
+    )
 
 
 # ------------------------------------------------------------------------------------------------ pixel budget
@@ -102,7 +107,7 @@ def test_non_finite_pixels_are_an_error_naming_the_image(tmp_path, model, proces
 
 
 def test_the_pipeline_opens_dicom_paths_like_training(tmp_path, model, processor):
-    pixels = (np.arange(40 * 48, dtype=np.uint16).reshape(40, 48) * 2)
+    pixels = np.arange(40 * 48, dtype=np.uint16).reshape(40, 48) * 2
     path = tmp_path / "study.dcm"
     write_dicom(path, pixels, bits_stored=12)
     classifier = model.eval().zero_shot_pipeline(processor)
@@ -190,10 +195,10 @@ def test_invalid_utf8_in_a_report_is_warned(tmp_path, caplog):
 
 
 def test_peft_config_that_is_not_a_mapping_names_the_field(tmp_path):
-    from cleft_hf.arguments import ConfigError
-    from cleft_hf.arguments import load_arguments
+    from cleft_hf.arguments import ConfigError, load_arguments
     from cleft_hf.training.config import PretrainArguments
 
     with pytest.raises(ConfigError, match=r"model_config.*peft_config must be a mapping.*got 'lora'"):
-        load_arguments(PretrainArguments, overrides={"data_root": str(tmp_path), "model_config": {
-            "peft_config": "lora"}})
+        load_arguments(
+            PretrainArguments, overrides={"data_root": str(tmp_path), "model_config": {"peft_config": "lora"}}
+        )

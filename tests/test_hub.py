@@ -8,27 +8,26 @@ import argparse
 import importlib.util
 import json
 import logging
-import math
+from pathlib import Path
 import re
 import shutil
 import textwrap
-from pathlib import Path
 
+from conftest import run_isolated
 import huggingface_hub
-import pytest
-import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import LocalTokenNotFoundError
 from PIL import Image
+import pytest
 from safetensors.torch import load_file
+from test_saving import _from_llm
+import torch
 
-import cleft_hf.modeling
 from cleft_hf import CLEFTModel
 from cleft_hf.arguments import ConfigError
 from cleft_hf.hub import build_upload_folder, maybe_push_to_hub, push_to_hub, render_model_card
 from cleft_hf.hub.model_card import training_rows
-from conftest import run_isolated
-from test_saving import _from_llm
+import cleft_hf.modeling
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["edema", "cardiomegaly", "pleural effusion"]
@@ -36,18 +35,39 @@ HUB_LLM_ID = "cleft-tests/tiny-llm"  # the base LLM id an adapter-only upload re
 FAKE_TOKEN = "hf_cleftTESTtoken0123456789abcdefXYZ"
 MODELING_FILES = {p.name for p in Path(cleft_hf.modeling.__file__).parent.glob("*.py")} - {"__init__.py"}
 UPLOAD_FILES = MODELING_FILES | {
-    "README.md", "config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
 }
 CLASS_NAMES = ["Atelectasis", "Cardiomegaly", "Edema"]
-_ZERO_SHOT = [("zero_shot", metric, CLASS_NAMES, {"prompts": prompts}, value) for prompts, metric, value in [
-    ("hand", "accuracy", 0.4716666666666667), ("hand", "auroc", 0.6931234567), ("hand", "macro_f1", 0.41),
-    ("learned", "accuracy", 0.5383333333333333), ("learned", "auroc", 0.74), ("learned", "macro_f1", float("nan"))]]
+_ZERO_SHOT = [
+    ("zero_shot", metric, CLASS_NAMES, {"prompts": prompts}, value)
+    for prompts, metric, value in [
+        ("hand", "accuracy", 0.4716666666666667),
+        ("hand", "auroc", 0.6931234567),
+        ("hand", "macro_f1", 0.41),
+        ("learned", "accuracy", 0.5383333333333333),
+        ("learned", "auroc", 0.74),
+        ("learned", "macro_f1", float("nan")),
+    ]
+]
 _PROBE = [("linear_probe", "accuracy", CLASS_NAMES, {"label_fraction": f}, v) for f, v in [(0.01, 0.39), (1.0, 0.61)]]
 _RETRIEVAL = [("retrieval", "recall", None, {"k": 5, "direction": "mean"}, 0.037500000000000006)]
 RESULTS = {
-    "model": "outputs/stage2/model", "dataset": "chexpert", "task": "findings", "split": "test",
-    "class_names": CLASS_NAMES, "n_images": 600, "n_train_images": 3000, "demo_llm_eval_perplexity": 17.3,
-    "metrics": [dict(zip(("task", "metric", "classes", "setting", "value"), r)) for r in _ZERO_SHOT + _PROBE + _RETRIEVAL],
+    "model": "outputs/stage2/model",
+    "dataset": "chexpert",
+    "task": "findings",
+    "split": "test",
+    "class_names": CLASS_NAMES,
+    "n_images": 600,
+    "n_train_images": 3000,
+    "demo_llm_eval_perplexity": 17.3,
+    "metrics": [
+        dict(zip(("task", "metric", "classes", "setting", "value"), r)) for r in _ZERO_SHOT + _PROBE + _RETRIEVAL
+    ],
 }
 # Independent expectation of the model-index: (task type, metric type, metric name, rounded value) per finite record.
 EXPECTED_EVALS = {
@@ -153,8 +173,9 @@ def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, pro
     assert card.data.base_model == HUB_LLM_ID and "Adapter-only weights" in card.text
     assert "Full weights" in ModelCard.load(full / "README.md").text
 
-    torch.testing.assert_close(_learned_scores(CLEFTModel.from_pretrained(full), processor), expected["full"],
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        _learned_scores(CLEFTModel.from_pretrained(full), processor), expected["full"], atol=1e-6, rtol=0
+    )
     with pytest.raises(OSError, match=f"cannot load the base LLM '{HUB_LLM_ID}'"):
         CLEFTModel.from_pretrained(adapter)  # offline, and the default cache does not hold it
     loaded = CLEFTModel.from_pretrained(adapter, text_model_name_or_path=str(saved_llm))
@@ -163,7 +184,12 @@ def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, pro
     torch.save(_images(), tmp_path / "images.pt")
     cache = _fake_hub_cache(tmp_path / "hub_cache", saved_llm)
     result = run_isolated(
-        tmp_path, _LOAD_REMOTE, str(tmp_path / "images.pt"), str(tmp_path / "scores.pt"), str(full), str(adapter),
+        tmp_path,
+        _LOAD_REMOTE,
+        str(tmp_path / "images.pt"),
+        str(tmp_path / "scores.pt"),
+        str(full),
+        str(adapter),
         env={"HF_HUB_CACHE": str(cache)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -181,38 +207,74 @@ def test_card_metadata_and_table_match_results(model, processor, tmp_path):
     model.config.text_model_name_or_path = str(tmp_path / "llm")  # a local LLM folder: not a base model
     results_path = tmp_path / "results.json"
     results_path.write_text(json.dumps(RESULTS, indent=2))
-    stage1 = {"stage": "1 (contrastive pretraining)", "dataset": "chexpert", "max_steps": 40000,
-              "data_root": str(tmp_path), "text_model_name_or_path": str(tmp_path / "llm"), "hub_token": FAKE_TOKEN}
-    stage2 = {"stage": "2 (context prompt learning)", "max_steps": 8000, "learning_rate": 1e-4,
-              "per_device_batch_size": 72, "num_context_tokens": 30, "auth_token": FAKE_TOKEN, "push_to_hub": True,
-              "loss_curve": [[1, 2.0]], "model_name_or_path": "outputs/stage1/model"}
-    card = render_model_card(model, results=results_path, repo_id="me/cleft-card", training_summary=[stage1, stage2],
-                             datasets=["me/chexpert-captions"], license="apache-2.0")
+    stage1 = {
+        "stage": "1 (contrastive pretraining)",
+        "dataset": "chexpert",
+        "max_steps": 40000,
+        "data_root": str(tmp_path),
+        "text_model_name_or_path": str(tmp_path / "llm"),
+        "hub_token": FAKE_TOKEN,
+    }
+    stage2 = {
+        "stage": "2 (context prompt learning)",
+        "max_steps": 8000,
+        "learning_rate": 1e-4,
+        "per_device_batch_size": 72,
+        "num_context_tokens": 30,
+        "auth_token": FAKE_TOKEN,
+        "push_to_hub": True,
+        "loss_curve": [[1, 2.0]],
+        "model_name_or_path": "outputs/stage1/model",
+    }
+    card = render_model_card(
+        model,
+        results=results_path,
+        repo_id="me/cleft-card",
+        training_summary=[stage1, stage2],
+        datasets=["me/chexpert-captions"],
+        license="apache-2.0",
+    )
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data
     assert data.library_name == "transformers" and data.pipeline_tag == "zero-shot-image-classification"
     tags = {"medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft", "lora", "chest-x-ray"}
     assert tags <= set(data.tags)
-    assert "mammography" not in data.tags and data.license == "apache-2.0" and data.datasets == ["me/chexpert-captions"]
+    assert (
+        "mammography" not in data.tags and data.license == "apache-2.0" and data.datasets == ["me/chexpert-captions"]
+    )
     assert data.base_model is None  # a ViT trained from scratch and an LLM without a Hub id
     assert set(data.metrics) == {"accuracy", "roc_auc", "f1", "recall"}
     got = {(r.task_type, r.metric_type, r.metric_name, r.metric_value) for r in data.eval_results}
     assert got == EXPECTED_EVALS and len(data.eval_results) == len(EXPECTED_EVALS)  # one row each
     assert {(r.dataset_type, r.dataset_name, r.dataset_config, r.dataset_split) for r in data.eval_results} == {
-        ("chexpert", "CheXpert", "findings", "test")}
+        ("chexpert", "CheXpert", "findings", "test")
+    }
     by_name = {r.metric_name: r for r in data.eval_results}
     assert by_name["linear probe accuracy, 1 % of training labels"].metric_args == {"label_fraction": 0.01}
 
     rows = dict(re.findall(r"^\| [^|]+ \| ([^|]+) \| (\S+) \|$", loaded.text, flags=re.MULTILINE))
-    assert rows["zero-shot macro F1, learned prompts"] == "n/a" and rows["zero-shot accuracy, hand prompts"] == "0.4717"
+    assert (
+        rows["zero-shot macro F1, learned prompts"] == "n/a" and rows["zero-shot accuracy, hand prompts"] == "0.4717"
+    )
     assert rows["retrieval R@5 (mean of both directions)"] == "0.0375"
     assert "600 images" in loaded.text and "`Atelectasis`, `Cardiomegaly`, `Edema`" in loaded.text
-    for text in ("### Stage 1 (contrastive pretraining)", "| max_steps | 40000 |", "### Stage 2 (context prompt",
-                 "| per_device_batch_size | 72 |", "| num_context_tokens | 30 |", "not for diagnosis", "du2024cleft",
-                 "| modality | chest X-ray |", "no pretrained weights", "local folder (not on the Hub)",
-                 'hypothesis_template=model.config.prompt_template', "use_learned_prompts=True",
-                 'AutoModel.from_pretrained("me/cleft-card", trust_remote_code=True)', "`pleural effusion`"):
+    for text in (
+        "### Stage 1 (contrastive pretraining)",
+        "| max_steps | 40000 |",
+        "### Stage 2 (context prompt",
+        "| per_device_batch_size | 72 |",
+        "| num_context_tokens | 30 |",
+        "not for diagnosis",
+        "du2024cleft",
+        "| modality | chest X-ray |",
+        "no pretrained weights",
+        "local folder (not on the Hub)",
+        "hypothesis_template=model.config.prompt_template",
+        "use_learned_prompts=True",
+        'AutoModel.from_pretrained("me/cleft-card", trust_remote_code=True)',
+        "`pleural effusion`",
+    ):
         assert text.lower() in loaded.text.lower(), text
     for absent in (FAKE_TOKEN, str(tmp_path), "outputs/stage", "perplexity", "push_to_hub", "data_root"):
         assert absent not in loaded.content, absent
@@ -258,16 +320,19 @@ class _Hub:
             hub.calls.append(("upload_folder", kwargs["repo_id"], kwargs, api.token))
             shutil.copytree(kwargs["folder_path"], copy_to)
             return huggingface_hub.CommitInfo(
-                commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123", commit_message="m",
-                commit_description="", oid="abc123",
+                commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123",
+                commit_message="m",
+                commit_description="",
+                oid="abc123",
             )
 
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
         monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
 
 
-def test_push_to_hub_uploads_the_exact_folder_and_never_leaks_the_token(model, processor, tmp_path, monkeypatch,
-                                                                         caplog, capsys):
+def test_push_to_hub_uploads_the_exact_folder_and_never_leaks_the_token(
+    model, processor, tmp_path, monkeypatch, caplog, capsys
+):
     _with_prompts(model, processor)
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     hub = _Hub(monkeypatch, tmp_path / "uploaded")
@@ -312,6 +377,7 @@ def test_upload_folder_is_atomic(model, processor, tmp_path, monkeypatch):
     (target / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="upload"):
         build_upload_folder(model, processor, target)
+
     def fail(self, *args, **kwargs):
         raise OSError("disk full")
 
@@ -331,8 +397,9 @@ def test_maybe_push_to_hub_and_cli(model, processor, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     hub = _Hub(monkeypatch, tmp_path / "uploaded")
     assert maybe_push_to_hub(argparse.Namespace(push_to_hub=False), model, processor) is None and hub.calls == []
-    args = argparse.Namespace(push_to_hub=True, hub_model_id="me/cleft-stage2", dataset="chexpert", max_steps=8000,
-                              output_dir=str(tmp_path))
+    args = argparse.Namespace(
+        push_to_hub=True, hub_model_id="me/cleft-stage2", dataset="chexpert", max_steps=8000, output_dir=str(tmp_path)
+    )
     url = maybe_push_to_hub(args, str(tmp_path / "model"), results_path=tmp_path / "no_results.json")
     assert url.endswith("/commit/abc123") and [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
     readme = (tmp_path / "uploaded" / "README.md").read_text()
@@ -342,33 +409,88 @@ def test_maybe_push_to_hub_and_cli(model, processor, tmp_path, monkeypatch):
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     (tmp_path / "results.json").write_text(json.dumps(RESULTS))
-    built = Path(cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", "--results",
-                           str(tmp_path / "results.json"), "--build_only", str(tmp_path / "cli_folder")]))
+    built = Path(
+        cli.main(
+            [
+                "--model_dir",
+                str(tmp_path / "model"),
+                "--hub_model_id",
+                "me/cleft-cli",
+                "--results",
+                str(tmp_path / "results.json"),
+                "--build_only",
+                str(tmp_path / "cli_folder"),
+            ]
+        )
+    )
     assert _files(built) == UPLOAD_FILES and "zero-shot accuracy, learned prompts" in (built / "README.md").read_text()
     # one results file per task (EMBED density and BI-RADS) and one arguments file per stage: all in the card
     (tmp_path / "other.json").write_text(json.dumps({**RESULTS, "task": "other"}))
     (tmp_path / "s1.yaml").write_text("stage: 1 (contrastive pretraining)\nmax_steps: 40000\n")
     (tmp_path / "s2.yaml").write_text("stage: 2 (context prompt learning)\nmax_steps: 8000\n")
-    built = Path(cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", "--results",
-                           str(tmp_path / "results.json"), str(tmp_path / "other.json"), "--training_summary",
-                           str(tmp_path / "s1.yaml"), str(tmp_path / "s2.yaml"), "--build_only", str(tmp_path / "two")]))
+    built = Path(
+        cli.main(
+            [
+                "--model_dir",
+                str(tmp_path / "model"),
+                "--hub_model_id",
+                "me/cleft-cli",
+                "--results",
+                str(tmp_path / "results.json"),
+                str(tmp_path / "other.json"),
+                "--training_summary",
+                str(tmp_path / "s1.yaml"),
+                str(tmp_path / "s2.yaml"),
+                "--build_only",
+                str(tmp_path / "two"),
+            ]
+        )
+    )
     card = ModelCard.load(built / "README.md")
     assert {r.dataset_config for r in card.data.eval_results} == {"findings", "other"}
     assert len(card.data.eval_results) == 2 * len(EXPECTED_EVALS)
     assert card.text.index("| max_steps | 40000 |") < card.text.index("| max_steps | 8000 |")
     with pytest.raises(ConfigError, match="--results: file .*missing.json does not exist"):
-        cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", "--results",
-                  str(tmp_path / "results.json"), str(tmp_path / "missing.json"), "--build_only", str(tmp_path / "x")])
+        cli.main(
+            [
+                "--model_dir",
+                str(tmp_path / "model"),
+                "--hub_model_id",
+                "me/cleft-cli",
+                "--results",
+                str(tmp_path / "results.json"),
+                str(tmp_path / "missing.json"),
+                "--build_only",
+                str(tmp_path / "x"),
+            ]
+        )
     with pytest.raises(ValueError, match="invalid Hub repo_id"):
         cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "bad id"])
     assert len(hub.calls) == 2
 
 
 def test_recipe_rows_leave_out_local_paths(tmp_path):
-    rows = dict(training_rows({
-        "data_root": "/data/embed", "learning_rate": 0.002, "init_text": "a photo of",
-        "model_config": {"text_model_name_or_path": "outputs/demo/llm", "image_size": 64,
-                         "vision_model_name": "vit_base_patch14_reg4_dinov2.lvd142m"},
-        "text_model": "stanford-crfm/BioMedLM", "cache": str(tmp_path), "relative": "runs/a/b", "windows": "C:\\x\\y"}))
-    assert rows == {"learning_rate": "0.002", "init_text": "`a photo of`", "text_model": "`stanford-crfm/BioMedLM`",
-                    "model_config": '`{"image_size": 64, "vision_model_name": "vit_base_patch14_reg4_dinov2.lvd142m"}`'}
+    rows = dict(
+        training_rows(
+            {
+                "data_root": "/data/embed",
+                "learning_rate": 0.002,
+                "init_text": "a photo of",
+                "model_config": {
+                    "text_model_name_or_path": "outputs/demo/llm",
+                    "image_size": 64,
+                    "vision_model_name": "vit_base_patch14_reg4_dinov2.lvd142m",
+                },
+                "text_model": "stanford-crfm/BioMedLM",
+                "cache": str(tmp_path),
+                "relative": "runs/a/b",
+                "windows": "C:\\x\\y",
+            }
+        )
+    )
+    assert rows == {
+        "learning_rate": "0.002",
+        "init_text": "`a photo of`",
+        "text_model": "`stanford-crfm/BioMedLM`",
+        "model_config": '`{"image_size": 64, "vision_model_name": "vit_base_patch14_reg4_dinov2.lvd142m"}`',
+    }

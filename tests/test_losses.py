@@ -180,7 +180,9 @@ def test_two_process_ddp_equals_single_process_on_concatenated_batch(tmp_path):
         for rank in ranks:
             assert rank[name]["loss"].item() == pytest.approx(loss.item(), abs=1e-5), name
             for key, param in single.named_parameters():
-                torch.testing.assert_close(rank[name]["grads"][key], param.grad, atol=1e-5, rtol=0, msg=f"{name} {key}")
+                torch.testing.assert_close(
+                    rank[name]["grads"][key], param.grad, atol=1e-5, rtol=0, msg=f"{name} {key}"
+                )
         # Without the gather each rank only sees its own negatives: a different (smaller-batch) loss.
         halves = [slice(0, split), slice(split, None)]
         local_only = [

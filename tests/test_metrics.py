@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
+from conftest import run_isolated
 import pytest
 
 from cleft_hf.metrics import AVAILABLE_METRICS, load_metric
-from conftest import run_isolated
 
 
 def test_classification_metrics_on_a_hand_example():
@@ -20,8 +20,9 @@ def test_classification_metrics_on_a_hand_example():
     assert f1["f1_per_class"] == {"0": pytest.approx(2 / 3), "1": 0.5, "2": 0.0}  # class 2 is never true
     assert f1["macro_f1"] == pytest.approx(7 / 18)
     scores = [[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.3, 0.75, 0.1], [0.1, 0.8, 0.1]]
-    auroc = load_metric("auroc", "multiclass").compute(predictions=scores, references=[0, 1, 0, 1],
-                                                        class_names=["a", "b", "c"])
+    auroc = load_metric("auroc", "multiclass").compute(
+        predictions=scores, references=[0, 1, 0, 1], class_names=["a", "b", "c"]
+    )
     assert auroc["auroc_per_class"]["a"] == 1.0 and auroc["auroc_per_class"]["b"] == 0.75
     assert math.isnan(auroc["auroc_per_class"]["c"]) and auroc["auroc"] == pytest.approx(0.875)  # c skipped
     assert load_metric("auroc").compute(predictions=[0.1, 0.4, 0.4, 0.8], references=[0, 0, 1, 1])["auroc"] == 0.875
@@ -32,8 +33,9 @@ def test_recall_at_k_counts_ties_against_the_query():
     # wrong candidates scoring >= the correct one: 0, 2, 1 (a tie), 3
     result = load_metric("recall_at_k").compute(predictions=scores, references=[0, 0, 1, 0], k=[1, 2, 3, 4])
     assert result == {"recall_at_1": 0.25, "recall_at_2": 0.5, "recall_at_3": 0.75, "recall_at_4": 1.0}
-    multi = load_metric("recall_at_k", "multi").compute(predictions=scores, references=[[0], [1, 3], [1], [0, 2]],
-                                                        k=[1, 2])
+    multi = load_metric("recall_at_k", "multi").compute(
+        predictions=scores, references=[[0], [1, 3], [1], [0, 2]], k=[1, 2]
+    )
     assert multi == {"recall_at_1": 0.25, "recall_at_2": 1.0}
     with pytest.raises(ValueError, match="query 1"):
         load_metric("recall_at_k").compute(predictions=scores[:2], references=[0, 9], k=1)

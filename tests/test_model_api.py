@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from safetensors.torch import load_file, save_file
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from cleft_hf import CLEFTModel
 from cleft_hf.modeling.loss_cleft import MAX_LOGIT_SCALE, clip_loss
@@ -68,7 +68,9 @@ def test_convolutional_vision_tower_pools_the_feature_map(make_model, batch):
     out.loss.backward()
     assert model.vision_model.conv1[0].weight.grad is not None
     with pytest.raises(ValueError, match="needs a transformer vision tower"):
-        make_model(vision_model_name="resnet10t", vision_model_kwargs={}, image_pooling="cls").get_image_features(pixels)
+        make_model(vision_model_name="resnet10t", vision_model_kwargs={}, image_pooling="cls").get_image_features(
+            pixels
+        )
 
 
 def test_logit_bias_is_a_model_parameter_kept_when_prompts_are_rebuilt(model, batch, processor):
@@ -111,7 +113,9 @@ def test_class_specific_context_row_uses_its_own_context(make_model, processor):
     swapped = model.get_prompt_features(ids[[0]], mask[[0]], class_indices=torch.tensor([2]))
     ctx = model.prompt_learner.ctx
     embed = model.text_model.get_input_embeddings()
-    insert_at = int(processor.tokenizer.bos_token_id is not None and bool((ids[:, 0] == processor.tokenizer.bos_token_id).all()))
+    insert_at = int(
+        processor.tokenizer.bos_token_id is not None and bool((ids[:, 0] == processor.tokenizer.bos_token_id).all())
+    )
     for row, context in ((0, ctx[0]), (1, ctx[1]), (2, ctx[2])):
         tokens = embed(ids[row : row + 1, : int(mask[row].sum())])
         manual = torch.cat([tokens[:, :insert_at], context.unsqueeze(0), tokens[:, insert_at:]], dim=1)

@@ -11,8 +11,7 @@ from cleft_hf import CLEFTModel
 
 def _trainable_expected(name: str) -> bool:
     return (
-        name.startswith(("vision_model.", "visual_projection.", "text_projection.", "logit_scale"))
-        or ".lora_" in name
+        name.startswith(("vision_model.", "visual_projection.", "text_projection.", "logit_scale")) or ".lora_" in name
     )
 
 
@@ -57,11 +56,14 @@ def test_explicit_target_modules_override(make_model, family):
     assert wrapped == set(target)
 
 
-@pytest.mark.parametrize("peft_config", [
-    {"peft_type": "IA3"},
-    {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 3},
-    {"peft_type": "ADALORA", "total_step": 10, "init_r": 4, "target_r": 2},
-])
+@pytest.mark.parametrize(
+    "peft_config",
+    [
+        {"peft_type": "IA3"},
+        {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 3},
+        {"peft_type": "ADALORA", "total_step": 10, "init_r": 4, "target_r": 2},
+    ],
+)
 def test_other_peft_methods_train(make_model, batch, peft_config):
     model = make_model(peft_config=peft_config)
     out = model(**batch, return_loss=True)
@@ -132,7 +134,9 @@ def test_zero_shot_probabilities_and_cache(model, batch, processor, monkeypatch)
     torch.testing.assert_close(probs.sum(-1), torch.ones(3))
     calls = []
     original = CLEFTModel.get_text_features
-    monkeypatch.setattr(CLEFTModel, "get_text_features", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(
+        CLEFTModel, "get_text_features", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
     again = model.zero_shot_classify(batch["pixel_values"], names, processor)
     assert calls == [] and torch.equal(again, probs)  # class embeddings reused
     with torch.no_grad():

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
+import torch
 from transformers import pipeline
 
 
@@ -14,7 +14,9 @@ def test_pipeline_matches_direct_call(model, processor):
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (48, 40), dtype=np.uint8)) for _ in range(2)]
     classifier = pipeline(
-        "zero-shot-image-classification", model=model, tokenizer=processor.tokenizer,
+        "zero-shot-image-classification",
+        model=model,
+        tokenizer=processor.tokenizer,
         image_processor=processor.image_processor,
     )
     results = classifier(images, candidate_labels=labels, hypothesis_template=model.config.prompt_template)

@@ -4,11 +4,11 @@ flash attention failing in one line where flash-attn is missing, FSDP/device-map
 from __future__ import annotations
 
 import pytest
+from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
 import torch
 
 from cleft_hf import CLEFTModel
 from cleft_hf.modeling.loading_cleft import resolve_llm_dtype
-from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
 
 DECODER_LAYER = {"gpt2": "GPT2Block", "llama": "LlamaDecoderLayer"}
 
@@ -16,8 +16,14 @@ DECODER_LAYER = {"gpt2": "GPT2Block", "llama": "LlamaDecoderLayer"}
 def _from_llm(saved_llm, **kwargs):
     torch.manual_seed(0)
     return CLEFTModel.from_vision_text_pretrained(
-        TINY_VISION_MODEL, str(saved_llm), vision_pretrained=False, vision_model_kwargs=tiny_vision_kwargs(),
-        image_size=32, projection_dim=32, prompt_num_context_tokens=4, **kwargs,
+        TINY_VISION_MODEL,
+        str(saved_llm),
+        vision_pretrained=False,
+        vision_model_kwargs=tiny_vision_kwargs(),
+        image_size=32,
+        projection_dim=32,
+        prompt_num_context_tokens=4,
+        **kwargs,
     )
 
 
@@ -82,8 +88,10 @@ def test_from_pretrained_restores_the_frozen_set(model, tmp_path):
 
 def test_flash_attention_without_flash_attn_is_one_line(model, saved_llm, tmp_path):
     model.save_pretrained(tmp_path)
-    for load in (lambda: CLEFTModel.from_pretrained(tmp_path, attn_implementation="flash_attention_2"),
-                 lambda: _from_llm(saved_llm, attn_implementation="flash_attention_2")):
+    for load in (
+        lambda: CLEFTModel.from_pretrained(tmp_path, attn_implementation="flash_attention_2"),
+        lambda: _from_llm(saved_llm, attn_implementation="flash_attention_2"),
+    ):
         with pytest.raises(ImportError, match="flash-attn") as error:
             load()
         assert "\n" not in str(error.value) and "sdpa" in str(error.value)
@@ -105,12 +113,18 @@ def test_no_split_modules_name_llm_layer_and_vision_block(model, family, make_mo
 
 
 def test_training_arguments_choose_dtype_and_attention(tmp_path, demo_tree, demo_llm):
-    from cleft_hf.training.config import PretrainArguments
-    from cleft_hf.training.contrastive_pretraining import build_model
     from conftest import tiny_run_overrides
 
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "dtype": "bfloat16",
-                 "attn_implementation": "eager", "gradient_checkpointing": False, "vision_pretrained": False}
+    from cleft_hf.training.config import PretrainArguments
+    from cleft_hf.training.contrastive_pretraining import build_model
+
+    overrides = {
+        **tiny_run_overrides(demo_tree, demo_llm, tmp_path),
+        "dtype": "bfloat16",
+        "attn_implementation": "eager",
+        "gradient_checkpointing": False,
+        "vision_pretrained": False,
+    }
     model = build_model(PretrainArguments(**overrides))
     _assert_bf16_frozen_fp32_trainable(model)
     assert model.text_model.get_base_model().config._attn_implementation == "eager"

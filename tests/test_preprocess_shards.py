@@ -11,7 +11,8 @@ import pytest
 
 from cleft_hf.data import load_mimic_cxr
 from cleft_hf.data.load_cache import image_paths
-from cleft_hf.data.preprocess import main as preprocess_main, parse_shard, preprocess
+from cleft_hf.data.preprocess import main as preprocess_main
+from cleft_hf.data.preprocess import parse_shard, preprocess
 from cleft_hf.data.resized_cache import MANIFEST
 from cleft_hf.demo.synthetic import write_demo_mimic_cxr
 
@@ -36,8 +37,23 @@ def test_shards_write_the_single_run_folder_and_a_killed_shard_resumes(tmp_path,
     for relative in shard1[1:]:
         (folder / relative).unlink()
     (folder / f"{shard1[-1]}.tmp").write_bytes(b"\x89PNG half")
-    assert preprocess_main(["--dataset", "mimic_cxr", "--data_root", str(root), "--size", "40", "--num_workers", "1",
-                            "--shard", "1/3"]) == 0
+    assert (
+        preprocess_main(
+            [
+                "--dataset",
+                "mimic_cxr",
+                "--data_root",
+                str(root),
+                "--size",
+                "40",
+                "--num_workers",
+                "1",
+                "--shard",
+                "1/3",
+            ]
+        )
+        == 0
+    )
     assert "skipped=" in capsys.readouterr().out
     last = preprocess("mimic_cxr", root, 40, num_workers=1, progress=False, shard=(2, 3))
 
@@ -46,8 +62,11 @@ def test_shards_write_the_single_run_folder_and_a_killed_shard_resumes(tmp_path,
     assert last["written"] == sizes[2]
     assert _images(folder) == _images(tmp_path / "single")  # the same files, byte for byte; no temporary left
     assert not list(folder.rglob("*.tmp*"))
-    assert json.loads((folder / MANIFEST).read_text()) == {**json.loads((tmp_path / "single" / MANIFEST).read_text()),
-                                                           "written": single["written"] - 1, "skipped": 1}
+    assert json.loads((folder / MANIFEST).read_text()) == {
+        **json.loads((tmp_path / "single" / MANIFEST).read_text()),
+        "written": single["written"] - 1,
+        "skipped": 1,
+    }
     paths = image_paths(load_mimic_cxr(root))
     assert paths and all("cleft_resized_40px" in path for path in paths)  # the merged copy is read
 

@@ -4,10 +4,10 @@ Otsu breast crop included."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from datasets import Dataset
+import numpy as np
 from PIL import Image
+import torch
 
 from cleft_hf import CLEFTImageProcessor, CLEFTProcessor
 from cleft_hf.data import make_eval_transform, make_loader, read_dicom
@@ -16,19 +16,35 @@ from cleft_hf.demo.synthetic_mammo import render_mammogram
 
 
 def _mammogram_files(tmp_path) -> tuple[str, str]:
-    image = render_mammogram(np.random.default_rng(0), 3, "M", {"massshape": "X", "massmargin": "S", "massdens": "+"},
-                             laterality="R", view="MLO", height=160, width=128)
+    image = render_mammogram(
+        np.random.default_rng(0),
+        3,
+        "M",
+        {"massshape": "X", "massmargin": "S", "massdens": "+"},
+        laterality="R",
+        view="MLO",
+        height=160,
+        width=128,
+    )
     png, dcm = tmp_path / "mammogram.png", tmp_path / "mammogram.dcm"
     Image.fromarray((image * 65535).astype(np.uint16)).save(png)
-    write_dicom(dcm, ((1.0 - image) * 4095).astype(np.uint16), bits_stored=12, photometric="MONOCHROME1",
-                window=(2047.5, 4096), modality="MG")
+    write_dicom(
+        dcm,
+        ((1.0 - image) * 4095).astype(np.uint16),
+        bits_stored=12,
+        photometric="MONOCHROME1",
+        window=(2047.5, 4096),
+        modality="MG",
+    )
     return str(png), str(dcm)
 
 
 def test_every_path_gives_identical_tensors(tmp_path, model, tokenizer):
     png, dcm = _mammogram_files(tmp_path)
     assert Image.open(png).mode == "I;16"
-    CLEFTProcessor(CLEFTImageProcessor(size=40, crop_size=40, do_otsu_crop=True), tokenizer).save_pretrained(tmp_path / "p")
+    CLEFTProcessor(CLEFTImageProcessor(size=40, crop_size=40, do_otsu_crop=True), tokenizer).save_pretrained(
+        tmp_path / "p"
+    )
     processor = CLEFTProcessor.from_pretrained(tmp_path / "p")
     assert processor.image_processor.do_otsu_crop  # travels in preprocessor_config.json
     rows = {"image": [png, dcm], "text": ["a mammogram", "a mammogram"]}
@@ -37,7 +53,9 @@ def test_every_path_gives_identical_tensors(tmp_path, model, tokenizer):
     evaluation = next(iter(loader))["pixel_values"]
     direct = processor(images=[Image.open(png), read_dicom(dcm)])["pixel_values"]
     classifier = model.zero_shot_pipeline(processor)
-    piped = torch.cat([classifier.preprocess(image, candidate_labels=["mass"])["pixel_values"] for image in (png, read_dicom(dcm))])
+    piped = torch.cat(
+        [classifier.preprocess(image, candidate_labels=["mass"])["pixel_values"] for image in (png, read_dicom(dcm))]
+    )
     for name, tensor in (("evaluation", evaluation), ("processor", direct), ("pipeline", piped)):
         assert torch.equal(tensor, training_eval), name
     uncropped = CLEFTImageProcessor(size=40, crop_size=40)(read_dicom(dcm))["pixel_values"]

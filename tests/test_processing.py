@@ -5,24 +5,28 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
-from PIL import Image
 
 from cleft_hf import CLEFTImageProcessor, CLEFTProcessor
 from cleft_hf.modeling.image_processing_cleft import otsu_crop, otsu_threshold
 
 
-@pytest.mark.parametrize("image", [
-    Image.fromarray(np.full((40, 60), 128, np.uint8)),
-    Image.fromarray(np.full((40, 60, 3), 128, np.uint8)),
-    Image.fromarray(np.full((40, 60, 4), 128, np.uint8), mode="RGBA"),
-    np.full((40, 60), 128, np.uint8),
-    np.full((40, 60, 3), 128, np.uint8),
-    np.full((3, 40, 60), 128, np.uint8),
-    torch.full((40, 60), 128, dtype=torch.uint8),
-    torch.full((1, 40, 60), 128 / 255),
-], ids=["pil-L", "pil-rgb", "pil-rgba", "np-gray", "np-hwc", "np-chw", "torch-u8", "torch-float"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.fromarray(np.full((40, 60), 128, np.uint8)),
+        Image.fromarray(np.full((40, 60, 3), 128, np.uint8)),
+        Image.fromarray(np.full((40, 60, 4), 128, np.uint8), mode="RGBA"),
+        np.full((40, 60), 128, np.uint8),
+        np.full((40, 60, 3), 128, np.uint8),
+        np.full((3, 40, 60), 128, np.uint8),
+        torch.full((40, 60), 128, dtype=torch.uint8),
+        torch.full((1, 40, 60), 128 / 255),
+    ],
+    ids=["pil-L", "pil-rgb", "pil-rgba", "np-gray", "np-hwc", "np-chw", "torch-u8", "torch-float"],
+)
 def test_image_input_types(image):
     pixels = CLEFTImageProcessor(size=32, crop_size=32)(image)["pixel_values"]
     assert pixels.shape == (1, 3, 32, 32) and pixels.dtype == torch.float32

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tiny_models import tiny_cleft_config
 import torch
 import torch.nn.functional as F
-from tiny_models import tiny_cleft_config
 
 from cleft_hf import CLEFTModel
 
@@ -18,9 +18,20 @@ def test_default_projections_are_bias_free_linear(model):
 def test_mlp_head_has_the_reference_layout_and_survives_saving(make_model, batch, tmp_path):
     model = make_model(projection_head="mlp").eval()
     keys = {k.split(".", 1)[1] for k in model.state_dict() if k.startswith("visual_projection.")}
-    assert keys == {"head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias", "head.1.running_mean",
-                    "head.1.running_var", "head.1.num_batches_tracked", "head.3.weight", "head.3.bias",
-                    "head.4.running_mean", "head.4.running_var", "head.4.num_batches_tracked"}
+    assert keys == {
+        "head.0.weight",
+        "head.0.bias",
+        "head.1.weight",
+        "head.1.bias",
+        "head.1.running_mean",
+        "head.1.running_var",
+        "head.1.num_batches_tracked",
+        "head.3.weight",
+        "head.3.bias",
+        "head.4.running_mean",
+        "head.4.running_var",
+        "head.4.num_batches_tracked",
+    }
     with torch.no_grad():  # non-trivial running statistics, so eval-mode BatchNorm matters
         for module in model.visual_projection.modules():
             if isinstance(module, torch.nn.BatchNorm1d):
@@ -28,10 +39,19 @@ def test_mlp_head_has_the_reference_layout_and_survives_saving(make_model, batch
                 module.running_var.uniform_(0.5, 2)
     pooled = model.vision_forward(batch["pixel_values"]).pooler_output
     head = model.visual_projection.head
-    hidden = F.relu(F.batch_norm(F.linear(pooled, head[0].weight, head[0].bias), head[1].running_mean,
-                                 head[1].running_var, head[1].weight, head[1].bias, eps=head[1].eps))
-    expected = F.batch_norm(F.linear(hidden, head[3].weight, head[3].bias), head[4].running_mean,
-                            head[4].running_var, eps=head[4].eps)
+    hidden = F.relu(
+        F.batch_norm(
+            F.linear(pooled, head[0].weight, head[0].bias),
+            head[1].running_mean,
+            head[1].running_var,
+            head[1].weight,
+            head[1].bias,
+            eps=head[1].eps,
+        )
+    )
+    expected = F.batch_norm(
+        F.linear(hidden, head[3].weight, head[3].bias), head[4].running_mean, head[4].running_var, eps=head[4].eps
+    )
     torch.testing.assert_close(model.get_image_features(batch["pixel_values"]), expected)
     model.save_pretrained(tmp_path / "mlp")
     loaded = CLEFTModel.from_pretrained(tmp_path / "mlp").eval()
@@ -45,8 +65,10 @@ def test_projection_bias(make_model, batch):
     with torch.no_grad():
         model.text_projection.bias.fill_(0.5)
     pooled = model.text_forward(batch["attention_mask"], input_ids=batch["input_ids"]).pooler_output
-    torch.testing.assert_close(model.get_text_features(batch["input_ids"], batch["attention_mask"]),
-                               pooled @ model.text_projection.weight.t() + 0.5)
+    torch.testing.assert_close(
+        model.get_text_features(batch["input_ids"], batch["attention_mask"]),
+        pooled @ model.text_projection.weight.t() + 0.5,
+    )
 
 
 def test_first_pad_pooling_masks_the_pooled_eos_only(make_model, batch):
@@ -73,8 +95,9 @@ def test_first_pad_needs_a_caption_token(make_model):
         model.get_text_features(torch.tensor([[3]]))
 
 
-@pytest.mark.parametrize("field, value", [("projection_head", "mlp2"), ("text_pooling", "eos"),
-                                          ("projection_bias", "yes")])
+@pytest.mark.parametrize(
+    "field, value", [("projection_head", "mlp2"), ("text_pooling", "eos"), ("projection_bias", "yes")]
+)
 def test_bad_fields_are_refused(family, tokenizer, field, value):
     with pytest.raises(ValueError, match=field):
         tiny_cleft_config(family, tokenizer, **{field: value})

@@ -21,8 +21,10 @@ BIRADS = ["negative", "benign finding", "suspicious abnormality"]
 def _images():
     from PIL import Image
 
-    return [Image.fromarray((torch.rand(40, 48, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy())
-            for i in range(2)]
+    return [
+        Image.fromarray((torch.rand(40, 48, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy())
+        for i in range(2)
+    ]
 
 
 def _two_sets(model, processor):
@@ -30,7 +32,9 @@ def _two_sets(model, processor):
     with torch.no_grad():
         model.prompt_learner.ctx.normal_(generator=torch.Generator().manual_seed(1))
     model.setup_prompt_learning(BIRADS, processor, num_context_tokens=2, task="birads", init_text="")
-    model.config.hand_prompts = {"density": {name: f"breast tissue density {k + 1}: {name}." for k, name in enumerate(DENSITY)}}
+    model.config.hand_prompts = {
+        "density": {name: f"breast tissue density {k + 1}: {name}." for k, name in enumerate(DENSITY)}
+    }
     return model.eval()
 
 
@@ -43,9 +47,12 @@ def test_one_model_carries_named_prompt_sets(model, processor, batch, tmp_path):
     birads = model.zero_shot_classify(pixels, use_learned_prompts=True, task="birads")
     assert density.shape == (3, 4) and birads.shape == (3, 3)
     torch.testing.assert_close(birads, model.zero_shot_classify(pixels, use_learned_prompts=True))  # the active set
-    subset = model.zero_shot_classify(pixels, DENSITY[2:], use_learned_prompts=True, task="density", return_logits=True)
-    torch.testing.assert_close(subset, model.zero_shot_classify(pixels, use_learned_prompts=True, task="density",
-                                                                return_logits=True)[:, 2:])
+    subset = model.zero_shot_classify(
+        pixels, DENSITY[2:], use_learned_prompts=True, task="density", return_logits=True
+    )
+    torch.testing.assert_close(
+        subset, model.zero_shot_classify(pixels, use_learned_prompts=True, task="density", return_logits=True)[:, 2:]
+    )
     model.save_pretrained(tmp_path)
     loaded = CLEFTModel.from_pretrained(tmp_path).eval()
     assert torch.equal(loaded.prompt_sets["density"].ctx, density_ctx) and loaded.config.prompt_task == "birads"
@@ -87,9 +94,12 @@ def test_pipeline_with_learned_sets_and_as_transformers(model, processor, batch)
         torch.testing.assert_close(torch.tensor([scores[n] for n in DENSITY]), expected[row], atol=1e-5, rtol=1e-5)
     labels = ["edema", "cardiomegaly"]
     ours = classifier(images, candidate_labels=labels, hypothesis_template=model.config.prompt_template)
-    theirs = pipeline("zero-shot-image-classification", model=model, tokenizer=processor.tokenizer,
-                      image_processor=processor.image_processor)(
-        images, candidate_labels=labels, hypothesis_template=model.config.prompt_template)
+    theirs = pipeline(
+        "zero-shot-image-classification",
+        model=model,
+        tokenizer=processor.tokenizer,
+        image_processor=processor.image_processor,
+    )(images, candidate_labels=labels, hypothesis_template=model.config.prompt_template)
     for mine, reference in zip(ours, theirs):  # transformers converts to RGB first: float rounding only
         assert [x["label"] for x in mine] == [x["label"] for x in reference]
         assert [x["score"] for x in mine] == pytest.approx([x["score"] for x in reference], abs=1e-6)
@@ -131,7 +141,10 @@ def test_pipeline_travels_with_the_saved_model(model, processor, tmp_path):
     (tmp_path / "isolated.py").write_text(ISOLATED)
     result = subprocess.run(
         [sys.executable, str(tmp_path / "isolated.py"), str(tmp_path / "model"), str(tmp_path / "out.pt")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -26,14 +26,19 @@ def _rewrite(folder, edit_config, edit_state) -> None:
 
 def _to_old_layout(folder, active: str | None) -> None:
     """What the older code wrote: the active set at the top level and under `prompt_learner`."""
+
     def config(saved):
         sets = saved.pop("prompt_sets")
         key = saved.pop("active_prompt_set")
         entry = sets.pop(key)
-        saved.update(class_names=entry["class_names"], prompt_class_token_ids=entry["prompt_class_token_ids"],
-                     prompt_num_context_tokens=entry["prompt_num_context_tokens"],
-                     prompt_class_specific=entry["prompt_class_specific"], prompt_task=active,
-                     prompt_sets=sets or None)
+        saved.update(
+            class_names=entry["class_names"],
+            prompt_class_token_ids=entry["prompt_class_token_ids"],
+            prompt_num_context_tokens=entry["prompt_num_context_tokens"],
+            prompt_class_specific=entry["prompt_class_specific"],
+            prompt_task=active,
+            prompt_sets=sets or None,
+        )
 
     def state(weights):
         key = next(k for k in weights if k.startswith("prompt_sets.") and k.split(".")[1] in (active, "_unnamed"))
@@ -49,8 +54,9 @@ def _scores(model, pixels, tasks):
 
 def test_old_folder_with_two_sets_loads_with_the_same_scores(model, processor, batch, tmp_path):
     model.setup_prompt_learning(DENSITY, processor, num_context_tokens=3, task="density", init_text="")
-    model.setup_prompt_learning(BIRADS, processor, num_context_tokens=2, class_specific=True, task="birads",
-                                init_text="")
+    model.setup_prompt_learning(
+        BIRADS, processor, num_context_tokens=2, class_specific=True, task="birads", init_text=""
+    )
     model.eval()
     pixels = batch["pixel_values"]
     expected = _scores(model, pixels, [None, "density", "birads"])
@@ -75,8 +81,11 @@ def test_old_folder_with_two_sets_loads_with_the_same_scores(model, processor, b
 
 def test_old_folder_with_an_unnamed_set_and_an_old_stage_1_folder(model, processor, batch, tmp_path):
     model.save_pretrained(tmp_path / "stage1")  # older stage-1 folders carry an unused random context
-    _rewrite(tmp_path / "stage1", lambda config: config.update(class_names=None, prompt_task=None),
-             lambda weights: {**weights, "prompt_learner.ctx": torch.randn(4, model.text_embed_dim)})
+    _rewrite(
+        tmp_path / "stage1",
+        lambda config: config.update(class_names=None, prompt_task=None),
+        lambda weights: {**weights, "prompt_learner.ctx": torch.randn(4, model.text_embed_dim)},
+    )
     stage1 = CLEFTModel.from_pretrained(tmp_path / "stage1")
     assert stage1.prompt_set_names() == [] and not list(stage1.prompt_sets)
     with pytest.raises(ValueError, match="no learned prompts"):

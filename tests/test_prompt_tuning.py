@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cleft_hf import CLEFTModel, CLEFTProcessor
-from cleft_hf.data import get_dataset_spec
 from cleft_hf.arguments import load_arguments
+from cleft_hf.data import get_dataset_spec
 from cleft_hf.training.config import PromptTuneArguments
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
 
@@ -23,27 +23,52 @@ def test_stage1_on_mammograms_gives_a_mammography_model(embed_stage1):
 
 
 def _stage2(model_dir, output, dataset, data_root, **extra):
-    args = load_arguments(PromptTuneArguments, DEMO_CONFIG, {
-        "dataset": dataset, "data_root": str(data_root), "output_dir": str(output), "report_to": "none",
-        "model_name_or_path": str(model_dir), "per_device_batch_size": 8, "max_steps": 3, "warmup_steps": 1,
-        "num_context_tokens": 3, "log_every": 1, "eval_every": 0, **extra}, section="prompt_tune")
+    args = load_arguments(
+        PromptTuneArguments,
+        DEMO_CONFIG,
+        {
+            "dataset": dataset,
+            "data_root": str(data_root),
+            "output_dir": str(output),
+            "report_to": "none",
+            "model_name_or_path": str(model_dir),
+            "per_device_batch_size": 8,
+            "max_steps": 3,
+            "warmup_steps": 1,
+            "num_context_tokens": 3,
+            "log_every": 1,
+            "eval_every": 0,
+            **extra,
+        },
+        section="prompt_tune",
+    )
     return run_prompt_tuning(args)
 
 
 @pytest.mark.parametrize("loss", ["clip", "bce"])
 @pytest.mark.parametrize("freeze_vision", [True, False])
 def test_stage2_on_single_label_mammography(tmp_path, embed_tree, embed_stage1, loss, freeze_vision):
-    summary = _stage2(embed_stage1, tmp_path, "embed", embed_tree, loss=loss, freeze_vision=freeze_vision,
-                      dataset_kwargs={"task": "density"})
+    summary = _stage2(
+        embed_stage1,
+        tmp_path,
+        "embed",
+        embed_tree,
+        loss=loss,
+        freeze_vision=freeze_vision,
+        dataset_kwargs={"task": "density"},
+    )
     assert all(torch.isfinite(torch.tensor(value)) for _, value in summary["loss_curve"])
     model = CLEFTModel.from_pretrained(tmp_path / "model")
     before = CLEFTModel.from_pretrained(embed_stage1)
     assert model.config.class_names == list(get_dataset_spec("embed").task("density").class_names)
-    before.setup_prompt_learning(model.config.class_names, CLEFTProcessor.from_pretrained(embed_stage1),
-                                 num_context_tokens=3, task="density")  # the context stage 2 started from
+    before.setup_prompt_learning(
+        model.config.class_names, CLEFTProcessor.from_pretrained(embed_stage1), num_context_tokens=3, task="density"
+    )  # the context stage 2 started from
     assert not torch.equal(model.prompt_learner.ctx, before.prompt_learner.ctx)
-    vision_moved = any(not torch.equal(a, b) for a, b in zip(model.vision_model.state_dict().values(),
-                                                               before.vision_model.state_dict().values()))
+    vision_moved = any(
+        not torch.equal(a, b)
+        for a, b in zip(model.vision_model.state_dict().values(), before.vision_model.state_dict().values())
+    )
     assert vision_moved is not freeze_vision
 
 
@@ -56,7 +81,9 @@ def test_stage2_on_multi_label_reports(tmp_path, demo_tree, embed_stage1, loss, 
 
 def test_density_then_birads_gives_one_model_with_both_prompt_sets(tmp_path, embed_tree, embed_stage1):
     _stage2(embed_stage1, tmp_path / "density", "embed", embed_tree, dataset_kwargs={"task": "density"})
-    _stage2(tmp_path / "density" / "model", tmp_path / "birads", "embed", embed_tree, dataset_kwargs={"task": "birads"})
+    _stage2(
+        tmp_path / "density" / "model", tmp_path / "birads", "embed", embed_tree, dataset_kwargs={"task": "birads"}
+    )
     model = CLEFTModel.from_pretrained(tmp_path / "birads" / "model").eval()
     assert model.prompt_set_names() == ["birads", "density"]
     density = CLEFTModel.from_pretrained(tmp_path / "density" / "model")

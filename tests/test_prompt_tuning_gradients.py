@@ -21,8 +21,15 @@ def test_every_trainable_stage2_parameter_gets_a_gradient(model, processor, batc
     model.configure_for_prompt_tuning(freeze_vision=freeze_vision, train_logit_bias=loss == "bce")
     args = PromptTuneArguments(data_root=str(tmp_path), model_name_or_path="stage1", loss=loss)
     labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
-    inputs = ({"image_embeds": torch.nn.functional.normalize(model.get_image_features(batch["pixel_values"]), dim=-1)
-               .detach()} if freeze_vision else {"pixel_values": batch["pixel_values"]})
+    inputs = (
+        {
+            "image_embeds": torch.nn.functional.normalize(
+                model.get_image_features(batch["pixel_values"]), dim=-1
+            ).detach()
+        }
+        if freeze_vision
+        else {"pixel_values": batch["pixel_values"]}
+    )
     prompt_loss(args, model, model, {**inputs, "labels": labels}, CLASSES, processor).backward()
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {name for name, p in model.named_parameters() if p.grad is not None}

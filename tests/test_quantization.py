@@ -8,21 +8,25 @@ import json
 import logging
 import textwrap
 
-import pytest
-import torch
-from cleft_hf.modeling import quantization_cleft
-from cleft_hf.modeling.quantization_cleft import check_text_quantization
 from conftest import run_isolated, tiny_run_overrides
+import pytest
 from safetensors.torch import load_file
 from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
+import torch
 
 from cleft_hf import CLEFTConfig, CLEFTModel
+from cleft_hf.modeling import quantization_cleft
+from cleft_hf.modeling.quantization_cleft import check_text_quantization
 from cleft_hf.training.optim import build_optimizer
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 needs_bnb = pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes not installed (pip install 'cleft-hf[quantization]')")
-NF4 = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-       "bnb_4bit_compute_dtype": "bfloat16"}
+NF4 = {
+    "load_in_4bit": True,
+    "bnb_4bit_quant_type": "nf4",
+    "bnb_4bit_use_double_quant": True,
+    "bnb_4bit_compute_dtype": "bfloat16",
+}
 INT8 = {"load_in_8bit": True}
 QUANTIZED_CLASSES = {"nf4": ("Params4bit", torch.uint8), "int8": ("Int8Params", torch.int8)}
 
@@ -30,9 +34,16 @@ QUANTIZED_CLASSES = {"nf4": ("Params4bit", torch.uint8), "int8": ("Int8Params", 
 def _build(llm_folder, quantization, **fields) -> CLEFTModel:
     torch.manual_seed(0)
     return CLEFTModel.from_vision_text_pretrained(
-        TINY_VISION_MODEL, str(llm_folder), vision_pretrained=False, text_quantization=quantization,
-        vision_model_kwargs=tiny_vision_kwargs(), image_size=32, projection_dim=32, prompt_num_context_tokens=4,
-        **fields)
+        TINY_VISION_MODEL,
+        str(llm_folder),
+        vision_pretrained=False,
+        text_quantization=quantization,
+        vision_model_kwargs=tiny_vision_kwargs(),
+        image_size=32,
+        projection_dim=32,
+        prompt_num_context_tokens=4,
+        **fields,
+    )
 
 
 # ----------------------------------------------------------------------------- without bitsandbytes
@@ -40,10 +51,12 @@ def test_text_quantization_is_checked_and_stored_as_json():
     stored = check_text_quantization({**NF4, "bnb_4bit_compute_dtype": torch.bfloat16})
     assert stored == NF4 and json.dumps(stored)
     assert check_text_quantization({}) is None and check_text_quantization(None) is None
-    for bad, message in (({"load_in_4bit": True, "load_in_8bit": True}, "exactly one"),
-                         ({"bnb_4bit_quant_type": "nf4"}, "exactly one"),
-                         ({**NF4, "bnb_4bit_quant_type": "int4"}, "nf4"),
-                         ({**NF4, "load_in_4bits": True}, "unknown field")):
+    for bad, message in (
+        ({"load_in_4bit": True, "load_in_8bit": True}, "exactly one"),
+        ({"bnb_4bit_quant_type": "nf4"}, "exactly one"),
+        ({**NF4, "bnb_4bit_quant_type": "int4"}, "nf4"),
+        ({**NF4, "load_in_4bits": True}, "unknown field"),
+    ):
         with pytest.raises(ValueError, match=message):
             check_text_quantization(bad)
     config = CLEFTConfig(text_quantization=NF4)
@@ -54,8 +67,11 @@ def test_text_quantization_is_checked_and_stored_as_json():
 
 def test_missing_bitsandbytes_is_one_line_naming_the_extra(saved_llm, monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(quantization_cleft.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        quantization_cleft.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a),
+    )
     with pytest.raises(ImportError, match=r"pip install 'cleft-hf\[quantization\]'"):
         _build(saved_llm, NF4)
 
@@ -103,8 +119,9 @@ def test_quantized_base_is_frozen_and_adapters_train_float32(saved_llm, tokenize
 
 
 @needs_bnb
-def test_adapter_only_round_trip_requantizes_and_full_saves_are_refused(saved_llm, tokenizer, processor, batch,
-                                                                        tmp_path):
+def test_adapter_only_round_trip_requantizes_and_full_saves_are_refused(
+    saved_llm, tokenizer, processor, batch, tmp_path
+):
     model = _build(saved_llm, NF4).eval()
     with torch.no_grad():
         expected = model(**batch).logits_per_image
@@ -156,21 +173,38 @@ _LOAD_REMOTE = textwrap.dedent(
 
 @needs_bnb
 def test_quantized_stage1_stage2_validation_and_remote_code(tmp_path, demo_tree, demo_llm):
+    from test_training import DEMO_CONFIG
+
     from cleft_hf import CLEFTProcessor
     from cleft_hf.arguments import load_arguments
     from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
     from cleft_hf.training.contrastive_pretraining import run_pretraining
     from cleft_hf.training.prompt_tuning import run_prompt_tuning
-    from test_training import DEMO_CONFIG
 
     overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path / "stage1"), "eval_every": 2, "save_every": 0}
     overrides["model_config"]["text_quantization"] = NF4
     stage1 = run_pretraining(load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain"))
     assert "zero_shot_acc" in json.dumps(stage1["validation"])
-    stage2 = run_prompt_tuning(load_arguments(PromptTuneArguments, DEMO_CONFIG, {
-        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(tmp_path / "stage2"),
-        "report_to": "none", "model_name_or_path": stage1["model_dir"], "per_device_batch_size": 8, "max_steps": 4,
-        "warmup_steps": 1, "num_context_tokens": 3, "log_every": 2, "eval_every": 2}, section="prompt_tune"))
+    stage2 = run_prompt_tuning(
+        load_arguments(
+            PromptTuneArguments,
+            DEMO_CONFIG,
+            {
+                "dataset": "synthetic",
+                "data_root": str(demo_tree),
+                "output_dir": str(tmp_path / "stage2"),
+                "report_to": "none",
+                "model_name_or_path": stage1["model_dir"],
+                "per_device_batch_size": 8,
+                "max_steps": 4,
+                "warmup_steps": 1,
+                "num_context_tokens": 3,
+                "log_every": 2,
+                "eval_every": 2,
+            },
+            section="prompt_tune",
+        )
+    )
     assert "zero_shot_acc" in json.dumps(stage2["validation"])
 
     folder = tmp_path / "stage2" / "model"
@@ -189,8 +223,9 @@ def test_quantized_stage1_stage2_validation_and_remote_code(tmp_path, demo_tree,
     torch.testing.assert_close(pipeline_scores, hand, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("quantization", [INT8, {**NF4, "bnb_4bit_quant_storage": "bfloat16"}],
-                         ids=["int8", "nf4-bf16"])
+@pytest.mark.parametrize(
+    "quantization", [INT8, {**NF4, "bnb_4bit_quant_storage": "bfloat16"}], ids=["int8", "nf4-bf16"]
+)
 def test_fsdp2_refuses_what_it_cannot_shard_in_one_line(make_model, quantization):
     from types import SimpleNamespace
 
@@ -216,8 +251,13 @@ def test_fsdp2_with_a_4bit_base_trains_as_ddp(tmp_path, demo_tree, demo_llm):
     from cleft_hf.arguments import load_arguments
     from cleft_hf.training.config import PretrainArguments
 
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "augment": False, "per_device_batch_size": 4,
-                 "max_steps": 2, "save_every": 0}
+    overrides = {
+        **tiny_run_overrides(demo_tree, demo_llm, tmp_path),
+        "augment": False,
+        "per_device_batch_size": 4,
+        "max_steps": 2,
+        "save_every": 0,
+    }
     overrides["model_config"].update(peft_config={"peft_type": "LORA", "lora_dropout": 0.0}, text_quantization=NF4)
     args = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
     for mode in ("ddp", "fsdp"):
@@ -233,19 +273,24 @@ def test_resume_with_a_4bit_base_is_exact(tmp_path, demo_tree, demo_llm):
     """`accelerator.save_state` holds the 4-bit base with its quantisation state; resuming loads it back."""
     import dataclasses
 
+    from test_training import DEMO_CONFIG
+
     from cleft_hf.arguments import load_arguments
     from cleft_hf.training.config import PretrainArguments
     from cleft_hf.training.contrastive_pretraining import run_pretraining
-    from test_training import DEMO_CONFIG
 
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path / "whole"), "augment": False,
-                 "label_caption_prob": 0.0}
+    overrides = {
+        **tiny_run_overrides(demo_tree, demo_llm, tmp_path / "whole"),
+        "augment": False,
+        "label_caption_prob": 0.0,
+    }
     overrides["model_config"]["text_quantization"] = NF4
     args = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
     whole = run_pretraining(args)
     run_pretraining(dataclasses.replace(args, output_dir=str(tmp_path / "cut"), max_steps=2))
-    resumed = run_pretraining(dataclasses.replace(args, output_dir=str(tmp_path / "cut"),
-                                                  resume_from_checkpoint="latest"))
+    resumed = run_pretraining(
+        dataclasses.replace(args, output_dir=str(tmp_path / "cut"), resume_from_checkpoint="latest")
+    )
     assert resumed["loss_curve"] == whole["loss_curve"]
     weights = [load_file(tmp_path / run / "model" / "model.safetensors") for run in ("whole", "cut")]
     assert weights[0].keys() == weights[1].keys()

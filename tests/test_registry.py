@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
 from datasets import ClassLabel, Dataset, Features, List, Value
+import pytest
 
 from cleft_hf.data import (
-    CHEXPERT_5X200_CLASSES, EMBED_DENSITY_CLASSES, DatasetSpec, TaskSpec, add_label_captions, dataset_names,
-    get_dataset_spec, register_dataset, restrict_labels, single_label_split,
+    CHEXPERT_5X200_CLASSES,
+    EMBED_DENSITY_CLASSES,
+    DatasetSpec,
+    TaskSpec,
+    add_label_captions,
+    dataset_names,
+    get_dataset_spec,
+    register_dataset,
+    restrict_labels,
+    single_label_split,
 )
 from cleft_hf.data.registry import DATASET_REGISTRY, MAMMOGRAPHY
 from cleft_hf.modeling.configuration_cleft import DEFAULT_PROMPT_TEMPLATE
@@ -17,8 +25,10 @@ def test_specs_describe_modality_tasks_and_paper_prompts():
     embed = get_dataset_spec("embed")
     assert embed.modality.tag == "mammography" and not embed.multi_label and embed.default_task == "birads"
     assert embed.task_name({"task": "density"}) == "density" and embed.task_name(None) == "birads"
-    assert embed.hand_prompts("density")[1] == ("this is a breast 2d full-field digital mammogram of a patient with "
-                                                "breast tissue density 2: scattered fibroglandular densities.")
+    assert embed.hand_prompts("density")[1] == (
+        "this is a breast 2d full-field digital mammogram of a patient with "
+        "breast tissue density 2: scattered fibroglandular densities."
+    )
     assert embed.hand_prompts("birads")[6].endswith("birads score 6: known biopsy-proven malignancy.")
     for name in ("mimic_cxr", "chexpert", "synthetic", "rsna"):
         spec = get_dataset_spec(name)
@@ -39,10 +49,13 @@ def test_unknown_dataset_and_task_name_the_known_ones():
 
 def test_a_new_dataset_is_one_entry(tmp_path):
     def load_toy(root, **kwargs):
-        return {"train": Dataset.from_dict({"labels": [0, 1]}, features=Features({"labels": ClassLabel(names=["a", "b"])}))}
+        return {
+            "train": Dataset.from_dict({"labels": [0, 1]}, features=Features({"labels": ClassLabel(names=["a", "b"])}))
+        }
 
-    spec = register_dataset(DatasetSpec("toy_mammo", "Toy", load_toy, MAMMOGRAPHY, {"ab": TaskSpec(("a", "b"))},
-                                        multi_label=False))
+    spec = register_dataset(
+        DatasetSpec("toy_mammo", "Toy", load_toy, MAMMOGRAPHY, {"ab": TaskSpec(("a", "b"))}, multi_label=False)
+    )
     try:
         assert "toy_mammo" in dataset_names() and get_dataset_spec("toy_mammo") is spec
         assert spec.load(str(tmp_path))["train"].num_rows == 2
@@ -52,17 +65,29 @@ def test_a_new_dataset_is_one_entry(tmp_path):
 
 
 def _single_label() -> Dataset:
-    return Dataset.from_dict({"labels": [0, 3, 1, 3, 2], "text": list("abcde")},
-                             features=Features({"labels": ClassLabel(names=list(EMBED_DENSITY_CLASSES)),
-                                                "text": Value("string")}))
+    return Dataset.from_dict(
+        {"labels": [0, 3, 1, 3, 2], "text": list("abcde")},
+        features=Features({"labels": ClassLabel(names=list(EMBED_DENSITY_CLASSES)), "text": Value("string")}),
+    )
 
 
 def _multi_label() -> Dataset:
     names = ["No Finding", *CHEXPERT_5X200_CLASSES]
-    features = Features({"labels": List(Value("float32")), "label_mask": List(Value("float32")),
-                         "positive_classes": List(ClassLabel(names=names))})
-    return Dataset.from_dict({"labels": [[0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 1, 0], [1, 0, 0, 0, 0, 0]],
-                              "label_mask": [[1] * 6] * 3, "positive_classes": [[1], [2, 4], [0]]}, features=features)
+    features = Features(
+        {
+            "labels": List(Value("float32")),
+            "label_mask": List(Value("float32")),
+            "positive_classes": List(ClassLabel(names=names)),
+        }
+    )
+    return Dataset.from_dict(
+        {
+            "labels": [[0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 1, 0], [1, 0, 0, 0, 0, 0]],
+            "label_mask": [[1] * 6] * 3,
+            "positive_classes": [[1], [2, 4], [0]],
+        },
+        features=features,
+    )
 
 
 def test_restrict_labels_gives_multi_hot_rows_for_both_label_kinds():

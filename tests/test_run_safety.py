@@ -10,22 +10,21 @@ import types
 
 import numpy as np
 import pytest
-import torch
-import transformers.modeling_utils
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from test_training import DEMO_CONFIG, _pretrain_args
+import torch
+import transformers.modeling_utils
 
 from cleft_hf import CLEFTModel
-from cleft_hf.arguments import ConfigError
+from cleft_hf.arguments import ConfigError, load_arguments, parse_arguments
 from cleft_hf.cli import user_error_message
 from cleft_hf.evaluation import runner as evaluation_runner
+from cleft_hf.evaluation.arguments import EvaluateArguments
 from cleft_hf.evaluation.runner import classification_metrics, run_evaluation
 from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
 from cleft_hf.training import runner
 from cleft_hf.training.checkpointing import list_checkpoints
-from cleft_hf.arguments import load_arguments, parse_arguments
-from cleft_hf.evaluation.arguments import EvaluateArguments
 from cleft_hf.training.config import PretrainArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 
@@ -33,19 +32,23 @@ DISK_FULL = "Error while serializing: I/O error: No space left on device (os err
 
 
 # ------------------------------------------------------------------------------------------------ arguments
-@pytest.mark.parametrize("argv, message", [
-    (["--learning_rate", "inf"], "config field 'learning_rate' must be a finite number, got inf"),
-    (["--max_grad_norm", "nan"], "config field 'max_grad_norm' must be a finite number, got nan"),
-    (["--weight_decay", "nan"], "config field 'weight_decay' must be a finite number, got nan"),
-    (["--weight_decay", "-0.1"], "config field 'weight_decay' must be >= 0, got -0.1"),
-    (["--momentum", "1.5"], "config field 'momentum' must be in [0, 1), got 1.5"),
-    (["--betas", "0.9", "nan"], "config field 'betas' must be a finite number, got [0.9, nan]"),
-    (["--label_caption_prob", "2"], "config field 'label_caption_prob' must be in [0, 1], got 2.0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--learning_rate", "inf"], "config field 'learning_rate' must be a finite number, got inf"),
+        (["--max_grad_norm", "nan"], "config field 'max_grad_norm' must be a finite number, got nan"),
+        (["--weight_decay", "nan"], "config field 'weight_decay' must be a finite number, got nan"),
+        (["--weight_decay", "-0.1"], "config field 'weight_decay' must be >= 0, got -0.1"),
+        (["--momentum", "1.5"], "config field 'momentum' must be in [0, 1), got 1.5"),
+        (["--betas", "0.9", "nan"], "config field 'betas' must be a finite number, got [0.9, nan]"),
+        (["--label_caption_prob", "2"], "config field 'label_caption_prob' must be in [0, 1], got 2.0"),
+    ],
+)
 def test_numeric_arguments_are_finite_in_range_and_named_one_at_a_time(tmp_path, argv, message):
     with pytest.raises(ConfigError) as raised:
-        parse_arguments(PretrainArguments, ["--config", str(DEMO_CONFIG), "--data_root", str(tmp_path), *argv],
-                        section="pretrain")
+        parse_arguments(
+            PretrainArguments, ["--config", str(DEMO_CONFIG), "--data_root", str(tmp_path), *argv], section="pretrain"
+        )
     assert str(raised.value) == message
 
 
@@ -83,8 +86,9 @@ def test_non_finite_weights_stop_the_run_before_anything_is_saved(tmp_path, demo
 
 
 # ------------------------------------------------------------------------------------------------ final save
-def test_full_disk_at_the_final_save_keeps_the_state_and_says_how_to_finish(tmp_path, demo_tree, demo_llm,
-                                                                            monkeypatch):
+def test_full_disk_at_the_final_save_keeps_the_state_and_says_how_to_finish(
+    tmp_path, demo_tree, demo_llm, monkeypatch
+):
     def disk_full(*args, **kwargs):
         raise SafetensorError(DISK_FULL)
 
@@ -97,8 +101,9 @@ def test_full_disk_at_the_final_save_keeps_the_state_and_says_how_to_finish(tmp_
     assert not (tmp_path / "model").exists() and not list(tmp_path.glob(".model.partial-*"))
     assert not (tmp_path / LOCK_FILE).exists()
     monkeypatch.undo()  # space freed: the same command with --resume_from_checkpoint latest writes the model
-    summary = run_pretraining(_pretrain_args(demo_tree, demo_llm, tmp_path, save_every=0,
-                                             resume_from_checkpoint="latest"))
+    summary = run_pretraining(
+        _pretrain_args(demo_tree, demo_llm, tmp_path, save_every=0, resume_from_checkpoint="latest")
+    )
     kept = load_file(tmp_path / "checkpoints" / "step_4" / "model.safetensors")
     model = CLEFTModel.from_pretrained(summary["model_dir"])
     assert torch.equal(model.visual_projection.weight, kept["visual_projection.weight"])
@@ -134,10 +139,20 @@ def _model_folder(make_model, processor, folder, seed):
 
 
 def _evaluate_args(demo_tree, model_dir, output_dir):
-    return load_arguments(EvaluateArguments, DEMO_CONFIG, {
-        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(output_dir), "tasks": ["zero_shot"],
-        "model_name_or_path": str(model_dir), "per_device_batch_size": 16, "dataloader_num_workers": 0},
-        section="evaluate")
+    return load_arguments(
+        EvaluateArguments,
+        DEMO_CONFIG,
+        {
+            "dataset": "synthetic",
+            "data_root": str(demo_tree),
+            "output_dir": str(output_dir),
+            "tasks": ["zero_shot"],
+            "model_name_or_path": str(model_dir),
+            "per_device_batch_size": 16,
+            "dataloader_num_workers": 0,
+        },
+        section="evaluate",
+    )
 
 
 @pytest.mark.parametrize("family", ["gpt2"])
@@ -154,7 +169,8 @@ def test_evaluation_holds_its_output_dir(tmp_path, demo_tree, make_model, proces
 
 @pytest.mark.parametrize("family", ["gpt2"])
 def test_evaluation_results_never_mix_two_runs_and_report_classes_without_images(
-        tmp_path, demo_tree, make_model, processor, monkeypatch, caplog):
+    tmp_path, demo_tree, make_model, processor, monkeypatch, caplog
+):
     split = evaluation_runner.single_label_split
 
     def without_the_last_class(dataset, spec, task, class_names=None, *args, **kwargs):

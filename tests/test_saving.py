@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import textwrap
 
+from conftest import run_isolated
 import pytest
-import torch
 from safetensors.torch import load_file
+from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
+import torch
 
 from cleft_hf import CLEFTModel
-from conftest import run_isolated
-from tiny_models import TINY_VISION_MODEL, tiny_vision_kwargs
 
 
 def _logits(model, batch):
@@ -32,8 +32,14 @@ def _weights(folder):
 def _from_llm(saved_llm, **config):
     torch.manual_seed(0)
     return CLEFTModel.from_vision_text_pretrained(
-        TINY_VISION_MODEL, str(saved_llm), vision_pretrained=False, vision_model_kwargs=tiny_vision_kwargs(),
-        image_size=32, projection_dim=32, prompt_num_context_tokens=4, **config,
+        TINY_VISION_MODEL,
+        str(saved_llm),
+        vision_pretrained=False,
+        vision_model_kwargs=tiny_vision_kwargs(),
+        image_size=32,
+        projection_dim=32,
+        prompt_num_context_tokens=4,
+        **config,
     )
 
 
@@ -57,7 +63,9 @@ def test_from_vision_text_pretrained_uses_the_llm_weights(saved_llm):
     reference = AutoModelForCausalLM.from_pretrained(saved_llm).base_model.state_dict()
     inner = model.text_model.get_base_model().state_dict()
     for key, value in reference.items():
-        mine = inner.get(key, inner.get(key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")))
+        mine = inner.get(
+            key, inner.get(key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias"))
+        )
         assert mine is not None, key
         torch.testing.assert_close(mine, value)
     assert model.config.text_model_name_or_path == str(saved_llm)
@@ -138,4 +146,9 @@ def test_trust_remote_code_without_cleft_hf(model, processor, tmp_path):
     with torch.no_grad():
         # another interpreter (other thread count): logits x logit_scale (~14) differ in the 6th decimal
         torch.testing.assert_close(got["logits"], model(**batch).logits_per_image, atol=1e-5, rtol=0)
-        torch.testing.assert_close(got["learned"], model.zero_shot_classify(batch["pixel_values"], use_learned_prompts=True), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            got["learned"],
+            model.zero_shot_classify(batch["pixel_values"], use_learned_prompts=True),
+            atol=1e-5,
+            rtol=0,
+        )

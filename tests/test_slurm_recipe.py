@@ -9,18 +9,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from conftest import DEMO_CONFIG, tiny_run_overrides
+from stage_worker import free_port, launch_env
 import yaml
 
 from cleft_hf.arguments import load_arguments
 from cleft_hf.training.config import PretrainArguments
-from conftest import DEMO_CONFIG, tiny_run_overrides
-from stage_worker import free_port, launch_env
 
 HERE = Path(__file__).resolve().parent
 SBATCH = HERE.parent / "examples" / "slurm" / "pretrain.sbatch"
@@ -28,10 +28,15 @@ MAX_STEPS = 40
 
 
 def _job(tmp_path: Path, env: dict, **extra: str) -> subprocess.Popen:
-    log = open(tmp_path / f"job-{len(list(tmp_path.glob('job-*.log')))}.log", "w")  # noqa: SIM115 - child owns it
-    return subprocess.Popen(["bash", str(SBATCH)], cwd=SBATCH.parent.parent.parent, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**env, "MAIN_PORT": str(free_port()), **extra})
+    log = open(tmp_path / f"job-{len(list(tmp_path.glob('job-*.log')))}.log", "w")
+    return subprocess.Popen(
+        ["bash", str(SBATCH)],
+        cwd=SBATCH.parent.parent.parent,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**env, "MAIN_PORT": str(free_port()), **extra},
+    )
 
 
 def _stop(job: subprocess.Popen) -> None:
@@ -42,17 +47,31 @@ def _stop(job: subprocess.Popen) -> None:
 
 def test_sbatch_runs_two_nodes_requeues_on_preemption_and_resumes(tmp_path, demo_tree, demo_llm):
     output = tmp_path / "run"
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, output), "augment": False, "label_caption_prob": 0.0,
-                 "per_device_batch_size": 4, "max_steps": MAX_STEPS, "save_every": 4, "keep_last": 1}
+    overrides = {
+        **tiny_run_overrides(demo_tree, demo_llm, output),
+        "augment": False,
+        "label_caption_prob": 0.0,
+        "per_device_batch_size": 4,
+        "max_steps": MAX_STEPS,
+        "save_every": 4,
+        "keep_last": 1,
+    }
     fields = dataclasses.asdict(load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain"))
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"pretrain": {k: v for k, v in fields.items() if v is not None}}))
-    env = launch_env(PATH=os.pathsep.join([str(HERE / "slurm_shim"), str(Path(sys.executable).parent),
-                                           os.environ["PATH"]]),
-                     SLURM_NNODES="2", SLURM_JOB_NODELIST="127.0.0.1,127.0.0.1", SLURM_GPUS_ON_NODE="1",
-                     SLURM_JOB_ID="4242", CONFIG=str(config), DATA_ROOT=str(demo_tree), OUTPUT_DIR=str(output),
-                     MIXED_PRECISION="no", FAKE_SLURM_LOG=str(tmp_path / "slurm.log"),
-                     FAKE_SLURM_SRUN_PID=str(tmp_path / "srun.pid"))
+    env = launch_env(
+        PATH=os.pathsep.join([str(HERE / "slurm_shim"), str(Path(sys.executable).parent), os.environ["PATH"]]),
+        SLURM_NNODES="2",
+        SLURM_JOB_NODELIST="127.0.0.1,127.0.0.1",
+        SLURM_GPUS_ON_NODE="1",
+        SLURM_JOB_ID="4242",
+        CONFIG=str(config),
+        DATA_ROOT=str(demo_tree),
+        OUTPUT_DIR=str(output),
+        MIXED_PRECISION="no",
+        FAKE_SLURM_LOG=str(tmp_path / "slurm.log"),
+        FAKE_SLURM_SRUN_PID=str(tmp_path / "srun.pid"),
+    )
     first = _job(tmp_path, env)
     try:
         deadline = time.monotonic() + 180

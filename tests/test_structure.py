@@ -36,9 +36,15 @@ def _inside(module: str, package: str) -> bool:
 
 
 def test_the_library_never_imports_the_trainer_or_the_demo():
-    library = [p for p in (REPO / "cleft_hf").rglob("*.py") if p.relative_to(REPO).parts[1] not in ("training", "demo")]
-    offending = {str(p.relative_to(REPO)): sorted(m for m in _imported_modules(p) if _inside(m, "cleft_hf.training")
-                                                  or _inside(m, "cleft_hf.demo")) for p in library}
+    library = [
+        p for p in (REPO / "cleft_hf").rglob("*.py") if p.relative_to(REPO).parts[1] not in ("training", "demo")
+    ]
+    offending = {
+        str(p.relative_to(REPO)): sorted(
+            m for m in _imported_modules(p) if _inside(m, "cleft_hf.training") or _inside(m, "cleft_hf.demo")
+        )
+        for p in library
+    }
     assert not {path: names for path, names in offending.items() if names}
     trainer = (REPO / "cleft_hf" / "training").rglob("*.py")  # and the trainer never calls the Hub code
     assert not [str(p) for p in trainer if any(_inside(m, "cleft_hf.hub") for m in _imported_modules(p))]
@@ -49,17 +55,27 @@ def test_augmentation_help_names_every_option():
     assert all(option.name in help_text for option in fields(Augmentation))
 
 
-@pytest.mark.parametrize("augmentation, message", [
-    ({"rato": [0.9, 1.1]}, r"unknown config key 'rato' \(in augmentation.*did you mean ratio\?"),
-    ({"scale": [0.2]}, r"'augmentation': scale takes two numbers"),
-    ({"max_rotation": "x"}, r"'augmentation': max_rotation must be a number"),
-])
+@pytest.mark.parametrize(
+    "augmentation, message",
+    [
+        ({"rato": [0.9, 1.1]}, r"unknown config key 'rato' \(in augmentation.*did you mean ratio\?"),
+        ({"scale": [0.2]}, r"'augmentation': scale takes two numbers"),
+        ({"max_rotation": "x"}, r"'augmentation': max_rotation must be a number"),
+    ],
+)
 def test_augmentation_is_checked_when_parsed(tmp_path, augmentation, message):
     with pytest.raises(ConfigError, match=message):
-        load_arguments(PretrainArguments, DEMO_CONFIG, {"data_root": str(tmp_path), "augmentation": augmentation},
-                       section="pretrain")
+        load_arguments(
+            PretrainArguments,
+            DEMO_CONFIG,
+            {"data_root": str(tmp_path), "augmentation": augmentation},
+            section="pretrain",
+        )
     ratio = {"data_root": str(tmp_path), "augmentation": {"ratio": [0.9, 1.1]}}  # offered by the help, accepted
-    assert load_arguments(PretrainArguments, DEMO_CONFIG, ratio, section="pretrain").augmentation["ratio"] == [0.9, 1.1]
+    assert load_arguments(PretrainArguments, DEMO_CONFIG, ratio, section="pretrain").augmentation["ratio"] == [
+        0.9,
+        1.1,
+    ]
 
 
 def test_a_model_field_on_the_command_line_shows_the_model_config_syntax(tmp_path):

@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+import shutil
 
+from conftest import tiny_run_overrides
+from huggingface_hub import ModelCard
 import pytest
+from safetensors.torch import load_file
 import torch
 import yaml
-from huggingface_hub import ModelCard
-from safetensors.torch import load_file
 
 from cleft_hf import CLEFTModel
+from cleft_hf.arguments import load_arguments
+from cleft_hf.data import load_mimic_cxr
+from cleft_hf.data.collator import ImageTextCollator
+from cleft_hf.evaluation.arguments import EvaluateArguments
+from cleft_hf.evaluation.runner import run_evaluation
+from cleft_hf.hub import write_model_card
 from cleft_hf.training import contrastive_pretraining, run_log
 from cleft_hf.training.checkpointing import list_checkpoints
-from cleft_hf.training.step_loop import NonFiniteLossError
-from cleft_hf.arguments import load_arguments
-from cleft_hf.evaluation.arguments import EvaluateArguments
 from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
-from cleft_hf.data import load_mimic_cxr
-from cleft_hf.data.collator import ImageTextCollator
-from cleft_hf.evaluation.runner import run_evaluation
-from cleft_hf.hub import write_model_card
-from conftest import tiny_run_overrides
+from cleft_hf.training.step_loop import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "cleft_hf" / "demo" / "demo.yaml"
@@ -50,7 +50,9 @@ def test_stage1_writes_a_loadable_model_and_checkpoints(stage1):
     assert [step for step, _ in list_checkpoints(output)] == [2, 4]
     assert len(summary["loss_curve"]) == 4 and all(torch.isfinite(torch.tensor(l)) for _, l in summary["loss_curve"])
     log = json.loads((output / "model" / "training_log.json").read_text())
-    assert list(log) == ["stage 1 (contrastive)", "skipped_images", "recipes"] and len(log["stage 1 (contrastive)"]) == 4
+    assert (
+        list(log) == ["stage 1 (contrastive)", "skipped_images", "recipes"] and len(log["stage 1 (contrastive)"]) == 4
+    )
     assert log["skipped_images"] == {"stage 1 (contrastive)": {"count": 0, "files": []}}
     recipe = log["recipes"]["stage 1 (contrastive)"]  # the run's arguments, for the model card
     assert recipe["stage"] == "1 (contrastive pretraining)" and recipe["max_steps"] == 4
@@ -75,8 +77,11 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_tr
         run_pretraining(_pretrain_args(demo_tree, demo_llm, interrupted, augment=False, label_caption_prob=0.0))
     assert not (interrupted / "model").exists()
     monkeypatch.setattr(run_log.TrainingLog, "end_step", original_end_step)
-    run_pretraining(_pretrain_args(demo_tree, demo_llm, interrupted, augment=False, label_caption_prob=0.0,
-                                   resume_from_checkpoint="latest"))
+    run_pretraining(
+        _pretrain_args(
+            demo_tree, demo_llm, interrupted, augment=False, label_caption_prob=0.0, resume_from_checkpoint="latest"
+        )
+    )
     resumed = load_file(interrupted / "model" / "model.safetensors")
     reference = load_file(uninterrupted / "model" / "model.safetensors")
     assert resumed.keys() == reference.keys()
@@ -87,12 +92,25 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_tr
 def test_siglip_stage1_with_accumulation_and_label_captions(tmp_path, demo_tree, demo_llm, monkeypatch):
     calls, texts = [], []
     original_loss, original_collate = contrastive_pretraining.contrastive_loss_fn, ImageTextCollator.__call__
-    monkeypatch.setattr(contrastive_pretraining, "contrastive_loss_fn",
-                        lambda *args: calls.append(1) or original_loss(*args))
-    monkeypatch.setattr(ImageTextCollator, "__call__",
-                        lambda self, rows: (batch := original_collate(self, rows), texts.extend(batch["text"]))[0])
-    summary = run_pretraining(_pretrain_args(demo_tree, demo_llm, tmp_path, loss="siglip", gradient_accumulation_steps=2,
-                                             label_caption_prob=1.0, dataloader_num_workers=0))
+    monkeypatch.setattr(
+        contrastive_pretraining, "contrastive_loss_fn", lambda *args: calls.append(1) or original_loss(*args)
+    )
+    monkeypatch.setattr(
+        ImageTextCollator,
+        "__call__",
+        lambda self, rows: (batch := original_collate(self, rows), texts.extend(batch["text"]))[0],
+    )
+    summary = run_pretraining(
+        _pretrain_args(
+            demo_tree,
+            demo_llm,
+            tmp_path,
+            loss="siglip",
+            gradient_accumulation_steps=2,
+            label_caption_prob=1.0,
+            dataloader_num_workers=0,
+        )
+    )
     assert len(summary["loss_curve"]) == 4 and len(calls) == 8  # 4 optimiser steps of 2 micro-batches each
     reports = set(load_mimic_cxr(demo_tree)["train"]["text"])
     assert texts and not set(texts) & reports  # every report swapped for its label caption
@@ -120,10 +138,23 @@ def test_non_finite_loss_stops_with_the_step_after_saving_state(tmp_path, demo_t
 @pytest.fixture(scope="module")
 def stage2(tmp_path_factory, demo_tree, stage1):
     output = tmp_path_factory.mktemp("stage2")
-    args = load_arguments(PromptTuneArguments, DEMO_CONFIG, {
-        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(output), "report_to": "none",
-        "model_name_or_path": str(stage1[0] / "model"), "per_device_batch_size": 8, "max_steps": 6, "warmup_steps": 1,
-        "num_context_tokens": 3, "log_every": 2}, section="prompt_tune")
+    args = load_arguments(
+        PromptTuneArguments,
+        DEMO_CONFIG,
+        {
+            "dataset": "synthetic",
+            "data_root": str(demo_tree),
+            "output_dir": str(output),
+            "report_to": "none",
+            "model_name_or_path": str(stage1[0] / "model"),
+            "per_device_batch_size": 8,
+            "max_steps": 6,
+            "warmup_steps": 1,
+            "num_context_tokens": 3,
+            "log_every": 2,
+        },
+        section="prompt_tune",
+    )
     return output, run_prompt_tuning(args)
 
 
@@ -140,7 +171,10 @@ def test_stage2_saves_learned_prompts_into_the_model(stage1, stage2):
             assert torch.equal(a, b), name
     log = json.loads((output / "model" / "training_log.json").read_text())
     assert [name for name in log if name not in ("skipped_images", "recipes")] == [
-        "stage 1 (contrastive)", "stage 2 (prompts)", "validation"]  # demo.yaml: eval_every
+        "stage 1 (contrastive)",
+        "stage 2 (prompts)",
+        "validation",
+    ]  # demo.yaml: eval_every
     assert list(log["recipes"]) == ["stage 1 (contrastive)", "stage 2 (prompts)"]  # both stages' arguments
 
 
@@ -152,8 +186,9 @@ def test_batched_class_prompts_equal_per_image_computation(stage2):
     for row in range(images.shape[0]):
         for cls in range(ids.shape[0]):
             n = int(mask[cls].sum())
-            single = model(image_embeds=images[row : row + 1], input_ids=ids[cls : cls + 1, :n],
-                           use_learned_prompts=True).logits_per_image
+            single = model(
+                image_embeds=images[row : row + 1], input_ids=ids[cls : cls + 1, :n], use_learned_prompts=True
+            ).logits_per_image
             torch.testing.assert_close(single[0, 0], batched[row, cls], atol=1e-5, rtol=1e-5)
 
 
@@ -161,17 +196,33 @@ TEMPLATES = ["a chest x ray showing {}.", "findings consistent with {}."]
 
 
 def test_evaluation_writes_results_table_and_plots(tmp_path, demo_tree, stage2):
-    args = load_arguments(EvaluateArguments, DEMO_CONFIG, {
-        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(tmp_path),
-        "model_name_or_path": str(stage2[0] / "model"), "per_device_batch_size": 16, "dataloader_num_workers": 0,
-        "linear_probe_fractions": [0.5, 1.0], "prompt_templates": TEMPLATES, "negative_template": "no {}"},
-        section="evaluate")
+    args = load_arguments(
+        EvaluateArguments,
+        DEMO_CONFIG,
+        {
+            "dataset": "synthetic",
+            "data_root": str(demo_tree),
+            "output_dir": str(tmp_path),
+            "model_name_or_path": str(stage2[0] / "model"),
+            "per_device_batch_size": 16,
+            "dataloader_num_workers": 0,
+            "linear_probe_fractions": [0.5, 1.0],
+            "prompt_templates": TEMPLATES,
+            "negative_template": "no {}",
+        },
+        section="evaluate",
+    )
     results = run_evaluation(args)
     saved = json.loads((tmp_path / "results.json").read_text())
     records = {(r["task"], r["metric"], json.dumps(r["setting"], sort_keys=True)): r for r in saved["metrics"]}
-    assert len(records) == len(saved["metrics"]) == 3 * 4 + 2 * 3 + 3 * 3  # one record per result (probe: accuracy, auroc, balanced accuracy)
-    settings = [{"prompts": "hand", "prompt_templates": TEMPLATES}, {"prompts": "learned"},
-                {"prompts": "hand", "negative_template": "no {}"}]  # ensemble, learned, positive / negative pairs
+    assert (
+        len(records) == len(saved["metrics"]) == 3 * 4 + 2 * 3 + 3 * 3
+    )  # one record per result (probe: accuracy, auroc, balanced accuracy)
+    settings = [
+        {"prompts": "hand", "prompt_templates": TEMPLATES},
+        {"prompts": "learned"},
+        {"prompts": "hand", "negative_template": "no {}"},
+    ]  # ensemble, learned, positive / negative pairs
     for setting in settings:
         for metric in ("accuracy", "balanced_accuracy", "macro_f1", "auroc"):  # with 1000-draw bootstrap intervals
             record = records[("zero_shot", metric, json.dumps(setting, sort_keys=True))]
@@ -183,8 +234,14 @@ def test_evaluation_writes_results_table_and_plots(tmp_path, demo_tree, stage2):
     assert 0.0 <= records[("retrieval", "recall", '{"direction": "mean", "k": 5}')]["value"] <= 1.0
     assert saved == json.loads(json.dumps(results))
     assert saved["n_images"] == 20 and saved["class_names"][0] == "Atelectasis"
-    for name in ("roc_zero_shot_hand_prompts", "roc_zero_shot_learned_prompts", "confusion_zero_shot_hand_prompts",
-                 "confusion_linear_probe", "training_loss", "validation"):
+    for name in (
+        "roc_zero_shot_hand_prompts",
+        "roc_zero_shot_learned_prompts",
+        "confusion_zero_shot_hand_prompts",
+        "confusion_linear_probe",
+        "training_loss",
+        "validation",
+    ):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000, name
     table = (tmp_path / "results.md").read_text()
     assert "| zero-shot accuracy, hand prompts (2 templates) |" in table and "learned - hand prompts (paired)" in table
@@ -194,10 +251,21 @@ def test_demo_model_card_states_what_is_true(tmp_path, demo_tree, stage1, stage2
     """The card the demo writes for its final model (two stages, from-scratch ViT, local LLM), parsed back."""
     model_dir = tmp_path / "model"
     shutil.copytree(stage2[0] / "model", model_dir)
-    args = load_arguments(EvaluateArguments, DEMO_CONFIG, {
-        "dataset": "synthetic", "data_root": str(demo_tree), "output_dir": str(tmp_path / "eval"),
-        "model_name_or_path": str(model_dir), "per_device_batch_size": 16, "dataloader_num_workers": 0,
-        "tasks": ["zero_shot", "linear_probe"], "linear_probe_fractions": [1.0]}, section="evaluate")
+    args = load_arguments(
+        EvaluateArguments,
+        DEMO_CONFIG,
+        {
+            "dataset": "synthetic",
+            "data_root": str(demo_tree),
+            "output_dir": str(tmp_path / "eval"),
+            "model_name_or_path": str(model_dir),
+            "per_device_batch_size": 16,
+            "dataloader_num_workers": 0,
+            "tasks": ["zero_shot", "linear_probe"],
+            "linear_probe_fractions": [1.0],
+        },
+        section="evaluate",
+    )
     results = {**run_evaluation(args), "demo_llm_eval_perplexity": 12.5}
     # no training_summary: both stages' recipes come from the model folder (recorded by the training runs)
     card = ModelCard.load(write_model_card(model_dir, results=results))
@@ -209,10 +277,14 @@ def test_demo_model_card_states_what_is_true(tmp_path, demo_tree, stage1, stage2
         assert result.dataset_type == "synthetic" and result.dataset_split == "test"
         assert result.metric_value == round(result.metric_value, 4)
     assert len({(r.task_type, r.metric_name) for r in evals}) == len(evals)
-    assert "### Stage 1 (contrastive pretraining)" in card.text and "### Stage 2 (context prompt learning)" in card.text
+    assert (
+        "### Stage 1 (contrastive pretraining)" in card.text and "### Stage 2 (context prompt learning)" in card.text
+    )
     stage1_recipe = yaml.safe_load((stage1[0] / "pretrain_args.yaml").read_text())
-    assert f"| learning_rate | {stage1_recipe['learning_rate']:g} |" in card.text or \
-        f"| learning_rate | {stage1_recipe['learning_rate']} |" in card.text
+    assert (
+        f"| learning_rate | {stage1_recipe['learning_rate']:g} |" in card.text
+        or f"| learning_rate | {stage1_recipe['learning_rate']} |" in card.text
+    )
     for absent in (str(tmp_path), str(demo_tree), "perplexity", "local_files_only"):
         assert absent not in card.content, absent
     assert "local_files_only" not in (model_dir / "tokenizer_config.json").read_text()

@@ -7,19 +7,19 @@ import dataclasses
 import importlib.util
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
+from conftest import tiny_run_overrides
+from ddp_train_worker import first_step
+import pytest
+import torch
 
 from cleft_hf.arguments import load_arguments
 from cleft_hf.training.config import PretrainArguments
-from conftest import tiny_run_overrides
-from ddp_train_worker import first_step
 
 HERE = Path(__file__).resolve().parent
 DEMO_CONFIG = HERE.parent / "cleft_hf" / "demo" / "demo.yaml"
@@ -37,11 +37,32 @@ def test_two_process_training_step_equals_single_process(tmp_path, demo_tree, de
     overrides["model_config"]["text_quantization"] = text_quantization  # a 4-bit base LLM on each rank
     per_rank = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
     (tmp_path / "args.json").write_text(json.dumps(dataclasses.asdict(per_rank)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
-           "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-               str(HERE / "ddp_train_worker.py"), str(tmp_path / "args.json"), str(tmp_path)]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        str(HERE / "ddp_train_worker.py"),
+        str(tmp_path / "args.json"),
+        str(tmp_path),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]

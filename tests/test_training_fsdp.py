@@ -6,17 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
-import torch
+from conftest import tiny_run_overrides
 from safetensors.torch import load_file
+import torch
 
 from cleft_hf import CLEFTModel, CLEFTProcessor
 from cleft_hf.arguments import load_arguments
 from cleft_hf.training.config import PretrainArguments
-from conftest import tiny_run_overrides
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -31,12 +31,32 @@ def _launch(mode: str, args: PretrainArguments, out: Path, *then: tuple[Pretrain
     for run_args, run_out in runs:
         run_out.mkdir(parents=True, exist_ok=True)
         (run_out / "args.json").write_text(json.dumps(dataclasses.asdict(run_args)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     how = ["--config_file", str(FSDP_CONFIG)] if mode == "fsdp" else ["--multi_gpu"]
-    command = [sys.executable, "-m", "accelerate.commands.launch", *how, "--num_processes", "2", "--num_machines",
-               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-               str(HERE / "fsdp_train_worker.py"), *[str(p) for _, o in runs for p in (o / "args.json", o)]]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *how,
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        str(HERE / "fsdp_train_worker.py"),
+        *[str(p) for _, o in runs for p in (o / "args.json", o)],
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((out / "launch.json").read_text())
@@ -48,16 +68,26 @@ def _losses(run_dir: Path) -> list[float]:
 
 
 def test_fsdp2_equals_ddp_saves_resumes_and_loads(tmp_path, demo_tree, demo_llm):
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path), "augment": False,
-                 "per_device_batch_size": 4, "max_steps": 4, "save_every": 2, "keep_last": 0}
+    overrides = {
+        **tiny_run_overrides(demo_tree, demo_llm, tmp_path),
+        "augment": False,
+        "per_device_batch_size": 4,
+        "max_steps": 4,
+        "save_every": 2,
+        "keep_last": 0,
+    }
     overrides["model_config"]["peft_config"] = {"peft_type": "LORA", "lora_dropout": 0.0}
     args = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
     ddp = _launch("ddp", dataclasses.replace(args, output_dir=str(tmp_path / "ddp")), tmp_path / "ddp")
     # the FSDP run, then (same processes) a resume from its step-2 sharded checkpoint
     step2 = tmp_path / "fsdp" / "checkpoints" / "step_2"
     resumed = dataclasses.replace(args, output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(step2))
-    fsdp = _launch("fsdp", dataclasses.replace(args, output_dir=str(tmp_path / "fsdp")), tmp_path / "fsdp",
-                   (resumed, tmp_path / "resumed"))
+    fsdp = _launch(
+        "fsdp",
+        dataclasses.replace(args, output_dir=str(tmp_path / "fsdp")),
+        tmp_path / "fsdp",
+        (resumed, tmp_path / "resumed"),
+    )
     assert ddp == {"distributed_type": "DistributedType.MULTI_CPU", "sharded": False}
     assert fsdp == {"distributed_type": "DistributedType.FSDP", "sharded": True}
     saved_files = {path.name for path in (tmp_path / "fsdp" / "model").iterdir()}
@@ -84,20 +114,24 @@ def test_fsdp2_equals_ddp_saves_resumes_and_loads(tmp_path, demo_tree, demo_llm)
 
 def test_shipped_fsdp_wrap_policy_resolves_for_each_llm_and_tower(make_model, family):
     """The shipped config's wrap units come from the model: every LLM decoder layer and every timm block."""
-    import yaml
     from accelerate import FullyShardedDataParallelPlugin
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    import yaml
 
     fsdp_config = yaml.safe_load(FSDP_CONFIG.read_text())["fsdp_config"]
     assert "fsdp_transformer_layer_cls_to_wrap" not in fsdp_config  # taken from model._no_split_modules
     for tower in ({}, {"vision_model_name": "resnet10t", "vision_model_kwargs": {}}):
         model = make_model(**tower)
-        plugin = FullyShardedDataParallelPlugin(fsdp_version=fsdp_config["fsdp_version"],
-                                                auto_wrap_policy=fsdp_config["fsdp_auto_wrap_policy"].lower())
+        plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=fsdp_config["fsdp_version"], auto_wrap_policy=fsdp_config["fsdp_auto_wrap_policy"].lower()
+        )
         plugin.set_auto_wrap_policy(model)
         policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
         wrapped = [module for module in model.modules() if policy(module)]
         layers = model.text_model.get_base_model().config.num_hidden_layers
-        blocks = (len(model.vision_model.blocks) if tower == {} else
-                  sum(len(getattr(model.vision_model, f"layer{i}")) for i in range(1, 5)))
+        blocks = (
+            len(model.vision_model.blocks)
+            if tower == {}
+            else sum(len(getattr(model.vision_model, f"layer{i}")) for i in range(1, 5))
+        )
         assert len(wrapped) == layers + blocks

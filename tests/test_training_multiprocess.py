@@ -11,43 +11,75 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
+import subprocess
 
+from conftest import DEMO_CONFIG
 import pytest
-import torch
 from safetensors.torch import load_file
+from stage_worker import launch_command, launch_env, write_jobs
+import torch
 
 from cleft_hf.arguments import load_arguments
-from cleft_hf.evaluation.runner import run_evaluation
 from cleft_hf.evaluation.arguments import EvaluateArguments
+from cleft_hf.evaluation.runner import run_evaluation
 from cleft_hf.training.config import PromptTuneArguments
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
-from conftest import DEMO_CONFIG
-from stage_worker import launch_command, launch_env, write_jobs
 
 PER_PROCESS_BATCH = 4
 
 
 def stage2_arguments(model_dir: Path, data_root: Path, output: Path, **extra) -> PromptTuneArguments:
-    return load_arguments(PromptTuneArguments, DEMO_CONFIG, {
-        "data_root": str(data_root), "model_name_or_path": str(model_dir), "output_dir": str(output),
-        "report_to": "none", "per_device_batch_size": PER_PROCESS_BATCH, "max_steps": 3, "warmup_steps": 1,
-        "num_context_tokens": 3, "log_every": 1, "eval_every": 0, "save_every": 0, **extra}, section="prompt_tune")
+    return load_arguments(
+        PromptTuneArguments,
+        DEMO_CONFIG,
+        {
+            "data_root": str(data_root),
+            "model_name_or_path": str(model_dir),
+            "output_dir": str(output),
+            "report_to": "none",
+            "per_device_batch_size": PER_PROCESS_BATCH,
+            "max_steps": 3,
+            "warmup_steps": 1,
+            "num_context_tokens": 3,
+            "log_every": 1,
+            "eval_every": 0,
+            "save_every": 0,
+            **extra,
+        },
+        section="prompt_tune",
+    )
 
 
 def stage2_cases(cxr_stage1, demo_tree, embed_stage1, embed_tree, output: Path) -> dict[str, PromptTuneArguments]:
     return {
         "cxr": stage2_arguments(cxr_stage1, demo_tree, output / "cxr", loss="clip", freeze_vision=True),
-        "embed": stage2_arguments(embed_stage1, embed_tree, output / "embed", dataset="embed", loss="bce",
-                                  dataset_kwargs={"task": "density"}, freeze_vision=False, augment=False),
+        "embed": stage2_arguments(
+            embed_stage1,
+            embed_tree,
+            output / "embed",
+            dataset="embed",
+            loss="bce",
+            dataset_kwargs={"task": "density"},
+            freeze_vision=False,
+            augment=False,
+        ),
     }
 
 
 def evaluate_arguments(model_dir: Path, demo_tree: Path, output: Path) -> EvaluateArguments:
-    return load_arguments(EvaluateArguments, DEMO_CONFIG, {
-        "data_root": str(demo_tree), "model_name_or_path": str(model_dir), "output_dir": str(output),
-        "per_device_batch_size": PER_PROCESS_BATCH, "linear_probe_fractions": [1.0]}, section="evaluate")
+    return load_arguments(
+        EvaluateArguments,
+        DEMO_CONFIG,
+        {
+            "data_root": str(demo_tree),
+            "model_name_or_path": str(model_dir),
+            "output_dir": str(output),
+            "per_device_batch_size": PER_PROCESS_BATCH,
+            "linear_probe_fractions": [1.0],
+        },
+        section="evaluate",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +97,14 @@ def _launch(how: str, jobs: list, tmp_path: Path) -> list[list[str]]:
     """Run `jobs` on 2 processes with a fresh load cache; returns what each process wrote into that cache."""
     cache = tmp_path / "load-cache"
     write_jobs(tmp_path / "jobs.json", jobs, watched=[cache])
-    done = subprocess.run(launch_command(how, tmp_path / "jobs.json", tmp_path),
-                          env=launch_env(CLEFT_HF_LOAD_CACHE=str(cache)), capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run(
+        launch_command(how, tmp_path / "jobs.json", tmp_path),
+        env=launch_env(CLEFT_HF_LOAD_CACHE=str(cache)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((tmp_path / f"writes-rank{rank}.json").read_text())["writes"] for rank in (0, 1)]
 
@@ -89,8 +126,9 @@ def _metrics(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("how", ["ddp", "fsdp"])
-def test_stage2_on_two_processes_equals_one_process(how, tmp_path, one_process, cxr_stage1, demo_tree, embed_stage1,
-                                                    embed_tree):
+def test_stage2_on_two_processes_equals_one_process(
+    how, tmp_path, one_process, cxr_stage1, demo_tree, embed_stage1, embed_tree
+):
     cases = stage2_cases(cxr_stage1, demo_tree, embed_stage1, embed_tree, tmp_path)
     jobs = [("prompt_tune", args) for args in cases.values()]
     if how == "ddp":  # evaluation of the same model folder: embeddings gathered across the processes

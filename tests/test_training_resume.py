@@ -6,28 +6,28 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
+from conftest import tiny_run_overrides
 import pytest
-import torch
 from safetensors.torch import load_file
+import torch
 
+from cleft_hf.arguments import load_arguments
 from cleft_hf.data import ImageDecodeError
+from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
 from cleft_hf.training import run_log
 from cleft_hf.training.checkpoint_files import CheckpointError
 from cleft_hf.training.checkpointing import list_checkpoints
-from cleft_hf.arguments import load_arguments
 from cleft_hf.training.config import PretrainArguments
 from cleft_hf.training.contrastive_pretraining import ContrastivePretraining, run_pretraining
 from cleft_hf.training.optim import build_scheduler
-from cleft_hf.run_lock import LOCK_FILE, OutputDirInUseError, RunLock
 from cleft_hf.training.step_loop import NonFiniteLossError
 from cleft_hf.training.stop_signals import TrainingInterrupted
-from conftest import tiny_run_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "cleft_hf" / "demo" / "demo.yaml"
@@ -39,8 +39,9 @@ def _overrides(demo_tree, demo_llm, output_dir, **extra) -> dict:
 
 
 def _args(demo_tree, demo_llm, output_dir, **extra) -> PretrainArguments:
-    return load_arguments(PretrainArguments, DEMO_CONFIG, _overrides(demo_tree, demo_llm, output_dir, **extra),
-                          section="pretrain")
+    return load_arguments(
+        PretrainArguments, DEMO_CONFIG, _overrides(demo_tree, demo_llm, output_dir, **extra), section="pretrain"
+    )
 
 
 def _assert_same_weights(folder: Path, reference: Path) -> None:
@@ -80,8 +81,13 @@ def test_kill_9_during_a_save_then_resume_is_exact(tmp_path, demo_tree, demo_llm
     output = tmp_path / "run"
     overrides = _overrides(demo_tree, demo_llm, output, max_steps=6)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(DEMO_CONFIG), json.dumps(overrides)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_SAVE, str(DEMO_CONFIG), json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     root = output / "checkpoints"
     assert [step for step, _ in list_checkpoints(output)] == [2]  # the half-saved step 4 does not count
@@ -91,8 +97,9 @@ def test_kill_9_during_a_save_then_resume_is_exact(tmp_path, demo_tree, demo_llm
     assert not list(root.glob(".*")) and not (output / LOCK_FILE).exists()
 
 
-def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(tmp_path, demo_tree, demo_llm, uninterrupted,
-                                                               monkeypatch):
+def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(
+    tmp_path, demo_tree, demo_llm, uninterrupted, monkeypatch
+):
     original_end_step = run_log.TrainingLog.end_step
 
     def signalled_at_step_3(self, step, lr, progress=None):
@@ -111,10 +118,14 @@ def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(tmp_path, demo_tre
     _assert_same_weights(tmp_path / "model", uninterrupted)
 
 
-def test_nan_saves_the_last_finite_state_and_resume_applies_a_new_learning_rate(tmp_path, demo_tree, demo_llm,
-                                                                                 monkeypatch, caplog):
-    model_config = {**tiny_run_overrides(demo_tree, demo_llm, tmp_path)["model_config"],
-                    "vision_model_name": "resnet10t", "vision_model_kwargs": {}}
+def test_nan_saves_the_last_finite_state_and_resume_applies_a_new_learning_rate(
+    tmp_path, demo_tree, demo_llm, monkeypatch, caplog
+):
+    model_config = {
+        **tiny_run_overrides(demo_tree, demo_llm, tmp_path)["model_config"],
+        "vision_model_name": "resnet10t",
+        "vision_model_kwargs": {},
+    }
     tower = {"model_config": model_config, "save_every": 1, "keep_last": 0}
     original_loss = ContrastivePretraining.loss
     calls = []
@@ -137,19 +148,23 @@ def test_nan_saves_the_last_finite_state_and_resume_applies_a_new_learning_rate(
     monkeypatch.setattr(ContrastivePretraining, "loss", original_loss)
 
     with pytest.raises(CheckpointError, match=r"per_device_batch_size \(8 -> 4\)"):
-        run_pretraining(_args(demo_tree, demo_llm, tmp_path, **tower, resume_from_checkpoint=str(state_dir),
-                              per_device_batch_size=4))
+        run_pretraining(
+            _args(
+                demo_tree, demo_llm, tmp_path, **tower, resume_from_checkpoint=str(state_dir), per_device_batch_size=4
+            )
+        )
     new_lr = 5e-3
     with caplog.at_level(logging.INFO, logger="cleft_hf"):
-        run_pretraining(_args(demo_tree, demo_llm, tmp_path, **tower, resume_from_checkpoint=str(state_dir),
-                              learning_rate=new_lr))
+        run_pretraining(
+            _args(demo_tree, demo_llm, tmp_path, **tower, resume_from_checkpoint=str(state_dir), learning_rate=new_lr)
+        )
     assert "resuming with changed learning_rate" in caplog.text
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=new_lr)
     schedule = build_scheduler(optimizer, 1, 4, "cosine")
     for _ in range(2):
         optimizer.step()
         schedule.step()
-    assert f"step 2 loss" in caplog.text and f"lr {optimizer.param_groups[0]['lr']:.3g}" in caplog.text
+    assert "step 2 loss" in caplog.text and f"lr {optimizer.param_groups[0]['lr']:.3g}" in caplog.text
 
 
 def test_a_second_run_on_the_same_output_dir_is_refused(tmp_path, demo_tree, demo_llm):
@@ -185,7 +200,14 @@ def test_corrupt_images_name_their_file_or_are_skipped_and_counted(tmp_path, dem
     run_pretraining(_args(demo_tree, demo_llm, tmp_path / "skip", data_root=str(data), skip_bad=True))
     log = json.loads((tmp_path / "skip" / "model" / "training_log.json").read_text())
     skipped = log["skipped_images"]["stage 1 (contrastive)"]
-    assert skipped["count"] >= 1 and set(skipped["files"]) <= set(damaged) and len(skipped["files"]) == skipped["count"]
-    help_text = subprocess.run([sys.executable, str(REPO / "examples" / "pretrain.py"), "-h"], capture_output=True,
-                               text=True, timeout=120, cwd=tmp_path).stdout
+    assert (
+        skipped["count"] >= 1 and set(skipped["files"]) <= set(damaged) and len(skipped["files"]) == skipped["count"]
+    )
+    help_text = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "pretrain.py"), "-h"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    ).stdout
     assert "--verify" in help_text and "--skip_bad" in help_text

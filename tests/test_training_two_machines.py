@@ -13,21 +13,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 import re
 import signal
 import subprocess
-from pathlib import Path
 
-import torch
+from conftest import DEMO_CONFIG, tiny_run_overrides
 from safetensors.torch import load_file
+from stage_worker import free_port, launch_command, launch_env, write_jobs
+from test_training_multiprocess import PER_PROCESS_BATCH, stage2_arguments
+import torch
 
 from cleft_hf.arguments import load_arguments
 from cleft_hf.training.config import PretrainArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
-from conftest import DEMO_CONFIG, tiny_run_overrides
-from stage_worker import free_port, launch_command, launch_env, write_jobs
-from test_training_multiprocess import PER_PROCESS_BATCH, stage2_arguments
 
 EXACT = {"augment": False, "label_caption_prob": 0.0}  # per-process data-loading randomness is not a shared stream
 
@@ -36,10 +36,20 @@ def _launch_two_machines(tmp_path: Path, caches: list[Path], timeout: float = 30
     port = free_port()
     machines = []
     for rank, cache in enumerate(caches):
-        log = open(tmp_path / f"machine{rank}.log", "w")  # noqa: SIM115 - closed below
+        log = open(tmp_path / f"machine{rank}.log", "w")
         command = launch_command("machines", tmp_path / "jobs.json", tmp_path, machine_rank=rank, port=port)
-        machines.append((subprocess.Popen(command, env=launch_env(CLEFT_HF_LOAD_CACHE=str(cache)), stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True), log))
+        machines.append(
+            (
+                subprocess.Popen(
+                    command,
+                    env=launch_env(CLEFT_HF_LOAD_CACHE=str(cache)),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                ),
+                log,
+            )
+        )
     try:
         codes = [process.wait(timeout=timeout) for process, _ in machines]
     finally:
@@ -63,16 +73,30 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_two_machines_train_resume_and_write_only_what_is_theirs(tmp_path, demo_tree, demo_llm):
     shared, caches = tmp_path / "shared", [tmp_path / "node0-cache", tmp_path / "node1-cache"]
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, shared / "stage1"), **EXACT, "max_steps": 4,
-                 "save_every": 2, "keep_last": 0, "eval_every": 2, "per_device_batch_size": PER_PROCESS_BATCH}
+    overrides = {
+        **tiny_run_overrides(demo_tree, demo_llm, shared / "stage1"),
+        **EXACT,
+        "max_steps": 4,
+        "save_every": 2,
+        "keep_last": 0,
+        "eval_every": 2,
+        "per_device_batch_size": PER_PROCESS_BATCH,
+    }
     overrides["model_config"]["peft_config"] = {"peft_type": "LORA", "lora_dropout": 0.0}
     stage1 = load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain")
-    resumed = dataclasses.replace(stage1, output_dir=str(shared / "resumed"),
-                                  resume_from_checkpoint=str(shared / "stage1" / "checkpoints" / "step_2"))
-    stage2 = stage2_arguments(shared / "stage1" / "model", demo_tree, shared / "stage2", loss="clip",
-                              freeze_vision=True)
-    write_jobs(tmp_path / "jobs.json", [("pretrain", stage1), ("pretrain", resumed), ("prompt_tune", stage2)],
-               watched=[shared, *caches])
+    resumed = dataclasses.replace(
+        stage1,
+        output_dir=str(shared / "resumed"),
+        resume_from_checkpoint=str(shared / "stage1" / "checkpoints" / "step_2"),
+    )
+    stage2 = stage2_arguments(
+        shared / "stage1" / "model", demo_tree, shared / "stage2", loss="clip", freeze_vision=True
+    )
+    write_jobs(
+        tmp_path / "jobs.json",
+        [("pretrain", stage1), ("pretrain", resumed), ("prompt_tune", stage2)],
+        watched=[shared, *caches],
+    )
     _launch_two_machines(tmp_path, caches)
 
     # the same runs on 1 process with the batch of both machines
@@ -98,8 +122,10 @@ def test_two_machines_train_resume_and_write_only_what_is_theirs(tmp_path, demo_
     # node 1 only opens the staging folder of each checkpoint, where accelerate's save_state puts every process's
     # random states (torch writes that file natively, unseen here); rank 0 publishes (renames) and rotates
     in_shared = [(kind, path) for kind, path in node1["events"] if path.startswith("shared/")]
-    assert in_shared and all(kind == "mkdir" and re.fullmatch(r"shared/\w+/checkpoints/\.step_\d+\.partial-.+", path)
-                             for kind, path in in_shared), in_shared
+    assert in_shared and all(
+        kind == "mkdir" and re.fullmatch(r"shared/\w+/checkpoints/\.step_\d+\.partial-.+", path)
+        for kind, path in in_shared
+    ), in_shared
     for rank, record in enumerate((node0, node1)):  # each node's local rank 0 fills its own node's load cache
         assert any(path.startswith(f"node{rank}-cache/") for path in record["writes"])
         assert not any(path.startswith(f"node{1 - rank}-cache/") for path in record["writes"])

@@ -11,8 +11,8 @@ from torch import nn
 
 from cleft_hf.training.checkpointing import CheckpointManager, list_checkpoints, resolve_resume_checkpoint
 from cleft_hf.training.model_folder import save_pretrained_atomic
-from cleft_hf.training.step_loop import NonFiniteLossError, stop_if_not_finite
 from cleft_hf.training.optim import build_optimizer, build_scheduler, parameter_groups, position_schedule
+from cleft_hf.training.step_loop import NonFiniteLossError, stop_if_not_finite
 
 
 # ------------------------------------------------------------------------------------------------ optimiser
@@ -61,7 +61,12 @@ def test_parameter_groups_partition_trainable_parameters():
     groups = parameter_groups(model, weight_decay=0.1)
     names = {id(p): name for name, p in model.named_parameters()}
     by_decay = {group["weight_decay"]: {names[id(p)] for p in group["params"]} for group in groups}
-    assert by_decay[0.1] == {"vision.block.weight", "lora_A.weight", "image_projection.weight", "text_projection.weight"}
+    assert by_decay[0.1] == {
+        "vision.block.weight",
+        "lora_A.weight",
+        "image_projection.weight",
+        "text_projection.weight",
+    }
     assert by_decay[0.0] == {
         "vision.pos_embed", "vision.block.bias", "vision.norm.weight", "vision.norm.bias", "text_norm.weight",
         "text_projection.bias", "prompt_sets.density.ctx", "logit_scale",

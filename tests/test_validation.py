@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import tiny_run_overrides
 import pytest
 
 from cleft_hf import CLEFTModel
-from cleft_hf.evaluation.plots import plot_validation_curves
 from cleft_hf.arguments import load_arguments
+from cleft_hf.evaluation.plots import plot_validation_curves
 from cleft_hf.training.config import PretrainArguments, PromptTuneArguments
 from cleft_hf.training.contrastive_pretraining import run_pretraining
 from cleft_hf.training.prompt_tuning import run_prompt_tuning
-from conftest import tiny_run_overrides
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "cleft_hf" / "demo" / "demo.yaml"
 
@@ -21,8 +21,13 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "cleft_hf" / "demo" / "de
 @pytest.fixture(scope="module")
 def validated_stage1(tmp_path_factory, demo_tree, demo_llm):
     output = tmp_path_factory.mktemp("validated-stage1")
-    overrides = {**tiny_run_overrides(demo_tree, demo_llm, output), "eval_every": 2, "max_steps": 5,
-                 "save_every": 0, "report_to": "tensorboard"}
+    overrides = {
+        **tiny_run_overrides(demo_tree, demo_llm, output),
+        "eval_every": 2,
+        "max_steps": 5,
+        "save_every": 0,
+        "report_to": "tensorboard",
+    }
     return output, run_pretraining(load_arguments(PretrainArguments, DEMO_CONFIG, overrides, section="pretrain"))
 
 
@@ -45,10 +50,23 @@ def test_stage1_validates_every_n_steps_and_after_the_last(validated_stage1):
 
 def test_stage2_validates_with_learned_prompts_and_keeps_stage1_curves(validated_stage1, tmp_path, demo_tree):
     output, _ = validated_stage1
-    args = load_arguments(PromptTuneArguments, DEMO_CONFIG, {
-        "data_root": str(demo_tree), "output_dir": str(tmp_path), "report_to": "none",
-        "model_name_or_path": str(output / "model"), "per_device_batch_size": 8, "max_steps": 3, "warmup_steps": 1,
-        "num_context_tokens": 3, "eval_every": 2, "save_best": False}, section="prompt_tune")
+    args = load_arguments(
+        PromptTuneArguments,
+        DEMO_CONFIG,
+        {
+            "data_root": str(demo_tree),
+            "output_dir": str(tmp_path),
+            "report_to": "none",
+            "model_name_or_path": str(output / "model"),
+            "per_device_batch_size": 8,
+            "max_steps": 3,
+            "warmup_steps": 1,
+            "num_context_tokens": 3,
+            "eval_every": 2,
+            "save_best": False,
+        },
+        section="prompt_tune",
+    )
     summary = run_prompt_tuning(args)
     log = json.loads((tmp_path / "model" / "training_log.json").read_text())
     assert list(log["validation"]) == ["stage 1 (contrastive)", "stage 2 (prompts)"]

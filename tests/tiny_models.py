@@ -11,24 +11,42 @@ from cleft_hf import CLEFTConfig
 TINY_VISION_MODEL = "vit_small_patch16_224"
 
 
-def tiny_vision_kwargs(patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2,
-                       reg_tokens: int = 2) -> dict[str, Any]:
+def tiny_vision_kwargs(
+    patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2, reg_tokens: int = 2
+) -> dict[str, Any]:
     """timm kwargs shrinking a ViT (with register tokens, as DINOv2-reg) to a CPU-sized model."""
     return {"patch_size": patch_size, "embed_dim": width, "depth": depth, "num_heads": heads, "reg_tokens": reg_tokens}
 
 
-def tiny_text_config(family: str, tokenizer: Any, *, layers: int = 2, hidden: int = 64, heads: int = 4,
-                     max_positions: int = 128) -> PretrainedConfig:
+def tiny_text_config(
+    family: str, tokenizer: Any, *, layers: int = 2, hidden: int = 64, heads: int = 4, max_positions: int = 128
+) -> PretrainedConfig:
     """A 2-layer GPT-2 or Llama config whose vocabulary and special ids match `tokenizer`."""
-    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-               "pad_token_id": tokenizer.pad_token_id}
+    special = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if family == "gpt2":
-        return GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, n_positions=max_positions,
-                          vocab_size=len(tokenizer), **special)
+        return GPT2Config(
+            n_layer=layers,
+            n_embd=hidden,
+            n_head=heads,
+            n_positions=max_positions,
+            vocab_size=len(tokenizer),
+            **special,
+        )
     if family == "llama":
-        return LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                           num_key_value_heads=heads, intermediate_size=2 * hidden,
-                           max_position_embeddings=max_positions, vocab_size=len(tokenizer), **special)
+        return LlamaConfig(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=max_positions,
+            vocab_size=len(tokenizer),
+            **special,
+        )
     raise ValueError(f"family must be 'gpt2' or 'llama', got {family!r}")
 
 

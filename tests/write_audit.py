@@ -37,7 +37,8 @@ def start(record_dir: str, watched: list[str]) -> None:
         if event == "open":
             path, mode, flags = (tuple(args) + (None, None))[:3]
             writing = (isinstance(mode, str) and any(c in mode for c in "wxa+")) or (
-                isinstance(flags, int) and flags & _WRITE_FLAGS)
+                isinstance(flags, int) and flags & _WRITE_FLAGS
+            )
             targets = [("write", path)] if writing else []
         elif event in ("os.rename", "os.replace"):
             targets = [("rename", args[0]), ("rename", args[1])]
@@ -52,8 +53,12 @@ def start(record_dir: str, watched: list[str]) -> None:
 
     def dump() -> None:
         active[0] = False
-        record = {"rank": int(os.environ.get("RANK", "0")), "node": int(os.environ.get("GROUP_RANK", "0")),
-                  "local_rank": int(os.environ.get("LOCAL_RANK", "0")), "writes": sorted(seen)}
+        record = {
+            "rank": int(os.environ.get("RANK", "0")),
+            "node": int(os.environ.get("GROUP_RANK", "0")),
+            "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
+            "writes": sorted(seen),
+        }
         with open(os.path.join(record_dir, f"writes-rank{record['rank']}.json"), "w") as handle:
             json.dump(record, handle)
 

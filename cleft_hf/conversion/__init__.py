@@ -8,5 +8,10 @@ from .reference_layout import (
     map_reference_state_dict,
 )
 
-__all__ = ["ConversionError", "ReferenceLayout", "inspect_reference_state_dict", "load_reference_checkpoint",
-           "map_reference_state_dict"]
+__all__ = [
+    "ConversionError",
+    "ReferenceLayout",
+    "inspect_reference_state_dict",
+    "load_reference_checkpoint",
+    "map_reference_state_dict",
+]

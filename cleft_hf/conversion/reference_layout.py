@@ -13,27 +13,33 @@ Reference keys (stage 1; stage 2 wraps the text tower in one more `base_model.` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import os
+from pathlib import Path
 import pickle
 import re
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+import zipfile
 
 import torch
 
 VISION_PREFIX = "img_encoder_q.model."
-TEXT_PREFIXES = {1: "text_encoder_q.model.base_model.model.transformer.",
-                 2: "text_encoder_q.model.base_model.base_model.model.transformer."}
+TEXT_PREFIXES = {
+    1: "text_encoder_q.model.base_model.model.transformer.",
+    2: "text_encoder_q.model.base_model.base_model.model.transformer.",
+}
 PROMPT_KEY = "text_encoder_q.model.prompt_encoder.default.embedding.weight"
 WORD_EMBEDDINGS_ALIAS = "text_encoder_q.model.word_embeddings.weight"  # stage 2: the same tensor as wte
-PROJECTION_PREFIXES = {"img_encoder_q.global_embed.": "visual_projection.",
-                       "text_encoder_q.global_embed.": "text_projection."}
+PROJECTION_PREFIXES = {
+    "img_encoder_q.global_embed.": "visual_projection.",
+    "text_encoder_q.global_embed.": "text_projection.",
+}
 # Keys of the files that no forward of the reference uses (local embeddings, the final ViT norm that mean pooling
 # skips, GPT-2's causal-mask buffers of older transformers); DINOv2's unused mask token is dropped by timm's import.
-UNUSED_KEYS = re.compile(r"^(img|text)_encoder_q\.local_embed\.|^img_encoder_q\.model\.(norm|head)\.\w+$"
-                         r"|\.attn\.(masked_)?bias$")
+UNUSED_KEYS = re.compile(
+    r"^(img|text)_encoder_q\.local_embed\.|^img_encoder_q\.model\.(norm|head)\.\w+$"
+    r"|\.attn\.(masked_)?bias$"
+)
 # peft's LoRA defaults in the reference code (not stored in the file): alpha 32, dropout 0.1.
 REFERENCE_LORA_ALPHA = 32
 REFERENCE_LORA_DROPOUT = 0.1
@@ -71,14 +77,18 @@ def load_reference_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         with zipfile.ZipFile(path) as archive:  # torch.save's format; a truncated file has no central directory
             archive.namelist()
     except zipfile.BadZipFile:
-        raise ConversionError(f"checkpoint {path} is not a complete torch.save file (truncated or another format)")
+        raise ConversionError(
+            f"checkpoint {path} is not a complete torch.save file (truncated or another format)"
+        ) from None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
         needs = f"the type {found.group(1)}" if found else "types other than tensors and plain containers"
-        raise ConversionError(f"checkpoint {path} needs {needs} to load; it is refused (it would run code from "
-                              "the file: the authors' checkpoints hold only tensors and plain values)") from None
+        raise ConversionError(
+            f"checkpoint {path} needs {needs} to load; it is refused (it would run code from "
+            "the file: the authors' checkpoints hold only tensors and plain values)"
+        ) from None
     except (RuntimeError, EOFError, ValueError) as error:
         raise ConversionError(f"checkpoint {path} cannot be read ({' '.join(str(error).split())[:200]})") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
@@ -88,8 +98,10 @@ def load_reference_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def _require(state_dict: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in state_dict:
-        raise ConversionError(f"not a CLEFT checkpoint of the reference code: it has no {key!r} (DINOv2 ViT + "
-                              "GPT-2-family LLM under LoRA)")
+        raise ConversionError(
+            f"not a CLEFT checkpoint of the reference code: it has no {key!r} (DINOv2 ViT + "
+            "GPT-2-family LLM under LoRA)"
+        )
     return state_dict[key]
 
 
@@ -109,25 +121,39 @@ def inspect_reference_state_dict(state_dict: dict[str, torch.Tensor]) -> Referen
         raise ConversionError(f"position embeddings {tuple(pos_embed.shape)} are not 1 + a square grid")
     depth = len({key.split(".")[3] for key in state_dict if key.startswith(VISION_PREFIX + "blocks.")})
     fc1 = _require(state_dict, VISION_PREFIX + "blocks.0.mlp.fc1.weight")
-    vision_kwargs = {"embed_dim": width, "depth": depth, "num_heads": max(1, width // DINOV2_HEAD_DIM),
-                     "patch_size": int(patch.shape[-1]), "reg_tokens": int(registers.shape[1]),
-                     "mlp_ratio": fc1.shape[0] / width}
+    vision_kwargs = {
+        "embed_dim": width,
+        "depth": depth,
+        "num_heads": max(1, width // DINOV2_HEAD_DIM),
+        "patch_size": int(patch.shape[-1]),
+        "reg_tokens": int(registers.shape[1]),
+        "mlp_ratio": fc1.shape[0] / width,
+    }
     lora = sorted(key for key in state_dict if key.startswith(text_prefix) and ".lora_A." in key)
     if not lora:
         raise ConversionError("this checkpoint's text tower has no LoRA adapter (only peft 'lora' is supported)")
-    layers = len({key[len(text_prefix):].split(".")[1] for key in state_dict if key.startswith(text_prefix + "h.")})
-    text_sizes = {"n_layer": layers, "n_embd": int(wte.shape[1]), "vocab_size": int(wte.shape[0]),
-                  "n_positions": int(_require(state_dict, text_prefix + "wpe.weight").shape[0])}
+    layers = len({key[len(text_prefix) :].split(".")[1] for key in state_dict if key.startswith(text_prefix + "h.")})
+    text_sizes = {
+        "n_layer": layers,
+        "n_embd": int(wte.shape[1]),
+        "vocab_size": int(wte.shape[0]),
+        "n_positions": int(_require(state_dict, text_prefix + "wpe.weight").shape[0]),
+    }
     head = "mlp" if "img_encoder_q.global_embed.head.0.weight" in state_dict else "linear"
     last = "img_encoder_q.global_embed." + ("head.3.weight" if head == "mlp" else "weight")
     context = state_dict.get(PROMPT_KEY)
     return ReferenceLayout(
-        stage=stage, text_prefix=text_prefix, vision_kwargs=vision_kwargs,
-        reference_image_size=grid * vision_kwargs["patch_size"], text_sizes=text_sizes,
+        stage=stage,
+        text_prefix=text_prefix,
+        vision_kwargs=vision_kwargs,
+        reference_image_size=grid * vision_kwargs["patch_size"],
+        text_sizes=text_sizes,
         lora_rank=int(state_dict[lora[0]].shape[0]),
         lora_targets=sorted({key.split(".lora_A.")[0].split(".")[-1] for key in lora}),
-        projection_head=head, projection_dim=int(_require(state_dict, last).shape[0]),
-        num_context_tokens=None if context is None else int(context.shape[0]), dtype=wte.dtype,
+        projection_head=head,
+        projection_dim=int(_require(state_dict, last).shape[0]),
+        num_context_tokens=None if context is None else int(context.shape[0]),
+        dtype=wte.dtype,
     )
 
 
@@ -146,8 +172,11 @@ def map_reference_state_dict(
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     wanted = model.state_dict()
-    text_keys = {_canonical(key[len("text_model.base_model.model."):]): key for key in wanted
-                 if key.startswith("text_model.base_model.model.")}
+    text_keys = {
+        _canonical(key[len("text_model.base_model.model.") :]): key
+        for key in wanted
+        if key.startswith("text_model.base_model.model.")
+    }
     mapped: dict[str, torch.Tensor] = {}
     vision: dict[str, torch.Tensor] = {}
     unknown = []
@@ -155,27 +184,37 @@ def map_reference_state_dict(
         if UNUSED_KEYS.search(key) or key in (PROMPT_KEY, WORD_EMBEDDINGS_ALIAS):
             continue
         if key.startswith(VISION_PREFIX):
-            vision[key[len(VISION_PREFIX):]] = tensor.float()
-        elif key.startswith(layout.text_prefix) and key[len(layout.text_prefix):] in text_keys:
-            mapped[text_keys[key[len(layout.text_prefix):]]] = tensor
+            vision[key[len(VISION_PREFIX) :]] = tensor.float()
+        elif key.startswith(layout.text_prefix) and key[len(layout.text_prefix) :] in text_keys:
+            mapped[text_keys[key[len(layout.text_prefix) :]]] = tensor
         elif key == "logit_scale":
             mapped["logit_scale"] = tensor.reshape(1)
         elif prefix := next((p for p in PROJECTION_PREFIXES if key.startswith(p)), None):
-            mapped[PROJECTION_PREFIXES[prefix] + key[len(prefix):]] = tensor
+            mapped[PROJECTION_PREFIXES[prefix] + key[len(prefix) :]] = tensor
         else:
             unknown.append(key)
     if unknown:
-        raise ConversionError(f"checkpoint has {len(unknown)} key(s) this converter does not know, e.g. "
-                              f"{unknown[:3]}: not a CLEFT checkpoint of the reference code's layout")
+        raise ConversionError(
+            f"checkpoint has {len(unknown)} key(s) this converter does not know, e.g. "
+            f"{unknown[:3]}: not a CLEFT checkpoint of the reference code's layout"
+        )
     mapped.update({f"vision_model.{k}": v for k, v in checkpoint_filter_fn(vision, model.vision_model).items()})
     mapped.setdefault("logit_bias", torch.zeros(1))
-    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(wanted[k].shape)}" for k, v in mapped.items()
-                  if k in wanted and v.shape != wanted[k].shape]
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {tuple(wanted[k].shape)}"
+        for k, v in mapped.items()
+        if k in wanted and v.shape != wanted[k].shape
+    ]
     extra = sorted(set(mapped) - set(wanted))
     if mismatched or extra:
         raise ConversionError(f"checkpoint tensors do not fit the model built from them: {(mismatched + extra)[:3]}")
     return mapped, state_dict.get(PROMPT_KEY)
 
 
-__all__ = ["ConversionError", "ReferenceLayout", "inspect_reference_state_dict", "load_reference_checkpoint",
-           "map_reference_state_dict"]
+__all__ = [
+    "ConversionError",
+    "ReferenceLayout",
+    "inspect_reference_state_dict",
+    "load_reference_checkpoint",
+    "map_reference_state_dict",
+]

@@ -3,20 +3,19 @@ multi-label encoding, patient-level splits and the load report."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image, List, Value
+from datasets.table import InMemoryTable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image, List, Value
-from datasets.table import InMemoryTable
-
-from .image_checks import VERIFY_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -51,23 +50,31 @@ class LoadReport:
         if self.bad_images:
             logger.warning(
                 "%s: skipped %d unreadable or missing images, e.g. %s",
-                self.dataset, len(self.bad_images), self.bad_images[:3],
+                self.dataset,
+                len(self.bad_images),
+                self.bad_images[:3],
             )
         if self.text_sources:
             total = sum(self.text_sources.values())
-            shares = ", ".join(f"{name} {100 * count / total:.1f} %" for name, count in
-                               sorted(self.text_sources.items(), key=lambda item: -item[1]))
+            shares = ", ".join(
+                f"{name} {100 * count / total:.1f} %"
+                for name, count in sorted(self.text_sources.items(), key=lambda item: -item[1])
+            )
             logger.info("%s: report text source per study (%d studies): %s", self.dataset, total, shares)
         if self.fallback_with_headings:
             logger.warning(
                 "%s: %d fallback report texts contain administrative headings (EXAMINATION:, INDICATION: ...), "
                 "so whole unparsed reports may be used as text, e.g. %s",
-                self.dataset, len(self.fallback_with_headings), self.fallback_with_headings[:5],
+                self.dataset,
+                len(self.fallback_with_headings),
+                self.fallback_with_headings[:5],
             )
         if self.no_text:
             logger.warning(
                 "%s: %d studies have no usable report text and were dropped, e.g. %s",
-                self.dataset, len(self.no_text), self.no_text[:5],
+                self.dataset,
+                len(self.no_text),
+                self.no_text[:5],
             )
 
 
@@ -106,15 +113,18 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path | st
         raise ValueError(f"column '{missing[0]}' missing from {path} (missing: {missing})")
 
 
-def check_values(values: pd.Series, allowed: Iterable, column: str, path: Path | str, allow_blank: bool = True) -> None:
+def check_values(
+    values: pd.Series, allowed: Iterable, column: str, path: Path | str, allow_blank: bool = True
+) -> None:
     """ValueError naming column, file and offending values when a column holds values outside ``allowed``."""
     allowed = set(allowed)
     present = values.dropna() if allow_blank else values
     bad = sorted({v for v in present.unique().tolist() if not _allowed_value(v, allowed)}, key=_value_order)
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise ValueError(f"column '{column}' in {path} has values outside {sorted(allowed, key=_value_order)}: "
-                         f"{bad[:10]}{more}")
+        raise ValueError(
+            f"column '{column}' in {path} has values outside {sorted(allowed, key=_value_order)}: {bad[:10]}{more}"
+        )
 
 
 def _number(value) -> float | None:
@@ -191,7 +201,9 @@ def multilabel_columns(raw: np.ndarray, policy: str) -> dict[str, Any]:
 def _arrow_values(value: Any, feature: Any) -> pa.Array:
     if isinstance(feature, Image) and not (isinstance(value, pa.Array) and pa.types.is_struct(value.type)):
         # stored like datasets stores image files: {"bytes": null, "path": str}
-        paths = pa.array(np.asarray(value, dtype=object).tolist() if not isinstance(value, pa.Array) else value, pa.string())
+        paths = pa.array(
+            np.asarray(value, dtype=object).tolist() if not isinstance(value, pa.Array) else value, pa.string()
+        )
         return pa.StructArray.from_arrays([pa.nulls(len(paths), pa.binary()), paths], names=["bytes", "path"])
     if isinstance(value, (pa.Array, pa.ChunkedArray)):
         return value
@@ -234,10 +246,16 @@ def finish_load(result: DatasetDict, report: LoadReport, return_report: bool):
     """Log the report and return ``result`` (with the report); the same one-line error for every loader when no
     image is left."""
     if not any(len(split) for split in result.values()):
-        bad = f"{report.n_bad_images} unreadable or missing images skipped, e.g. {report.bad_images[0]}; " if report.bad_images else ""
+        bad = (
+            f"{report.n_bad_images} unreadable or missing images skipped, e.g. {report.bad_images[0]}; "
+            if report.bad_images
+            else ""
+        )
         dropped = ", ".join(f"{reason}: {count}" for reason, count in report.dropped.items()) or "nothing"
-        raise ValueError(f"{report.dataset}: no images left to load ({bad}rows dropped: {dropped}); "
-                         "check the dataset folder and the loader's filters")
+        raise ValueError(
+            f"{report.dataset}: no images left to load ({bad}rows dropped: {dropped}); "
+            "check the dataset folder and the loader's filters"
+        )
     report.log()
     return (result, report) if return_report else result
 
@@ -258,7 +276,9 @@ def column_values(dataset: Dataset, column: str) -> np.ndarray:
         lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
         if len(values) and (lengths == lengths[0]).all():
             return pc.list_flatten(values).to_numpy(zero_copy_only=False).reshape(len(values), int(lengths[0]))
-        raise ValueError(f"column '{column}' holds lists of different lengths; expected one value or one width per row")
+        raise ValueError(
+            f"column '{column}' holds lists of different lengths; expected one value or one width per row"
+        )
     return values.to_numpy(zero_copy_only=False)
 
 
@@ -278,7 +298,9 @@ def label_names(dataset: Dataset, column: str = "labels") -> list[str]:
         return list(feature.names)
     if "positive_classes" in dataset.features:
         return list(dataset.features["positive_classes"].feature.names)
-    raise ValueError(f"column '{column}' carries no class names (neither ClassLabel nor multi-label with positive_classes)")
+    raise ValueError(
+        f"column '{column}' carries no class names (neither ClassLabel nor multi-label with positive_classes)"
+    )
 
 
 def assign_splits(groups: Sequence, fractions: Sequence[float], seed: int) -> np.ndarray:
@@ -297,8 +319,11 @@ def assign_splits(groups: Sequence, fractions: Sequence[float], seed: int) -> np
 
 
 def split_dataset_dict(
-    split_of: np.ndarray, columns: dict[str, Any] | Callable[[np.ndarray], dict[str, Any]], features: Features,
-    report: LoadReport, splits: Sequence[str] = SPLIT_NAMES,
+    split_of: np.ndarray,
+    columns: dict[str, Any] | Callable[[np.ndarray], dict[str, Any]],
+    features: Features,
+    report: LoadReport,
+    splits: Sequence[str] = SPLIT_NAMES,
 ) -> DatasetDict:
     """One Dataset per split name in ``split_of`` (N,): ``columns`` are full-length column values (rows are taken
     per split) or a function of the row indices; empty splits are left out and the kept counts go to ``report``."""

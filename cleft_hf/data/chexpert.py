@@ -7,20 +7,31 @@ Captions follow the CLEFT reference: "this is a chest x ray of a patient with {p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import logging
 import os
-import re
 from pathlib import Path
-from typing import Sequence
+import re
 
+from datasets import Dataset, DatasetDict, Features, Image, Value
 import numpy as np
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
 from ..modeling.configuration_cleft import DEFAULT_PROMPT_TEMPLATE
 from ._tables import (
-    UNCERTAIN_POLICIES, LoadReport, check_choice, check_values, column_values, dataset_from_columns, finish_load,
-    index_lists_to_mask, label_names, multilabel_columns, multilabel_features, read_table, require_root,
+    UNCERTAIN_POLICIES,
+    LoadReport,
+    check_choice,
+    check_values,
+    column_values,
+    dataset_from_columns,
+    finish_load,
+    index_lists_to_mask,
+    label_names,
+    multilabel_columns,
+    multilabel_features,
+    read_table,
+    require_root,
 )
 from .image_checks import VERIFY_MODES, pil_decode, pil_header, verify_images
 from .load_cache import cached_load
@@ -30,8 +41,19 @@ from .splits import balanced_indices, exclude_images, select_with_labels
 logger = logging.getLogger(__name__)
 
 CHEXPERT_CLASSES = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
     "Support Devices",
 )
 CHEXPERT_5X200_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
@@ -57,8 +79,10 @@ def _csv_folder(root: Path) -> Path:
         return root
     nested = sorted({p.parent for name in ("train.csv", "valid.csv") for p in root.glob(f"*/{name}")})
     if len(nested) > 1:
-        raise ValueError(f"{root} holds several CheXpert folders ({', '.join(n.name for n in nested)}); "
-                         f"pass the one to load as root, e.g. {nested[0]}")
+        raise ValueError(
+            f"{root} holds several CheXpert folders ({', '.join(n.name for n in nested)}); "
+            f"pass the one to load as root, e.g. {nested[0]}"
+        )
     if nested:
         return nested[0]
     raise FileNotFoundError(f"CheXpert table train.csv / valid.csv not found in {root} or its sub-folders")
@@ -116,8 +140,18 @@ def _features() -> Features:
     )
 
 
-def _load_split(root: Path, csv_path: Path, split: str, uncertain: str, frontal_only: bool, caption_negatives: bool,
-                verify: str, skip_bad: bool, resized_dir: Path | None, report: LoadReport) -> Dataset:
+def _load_split(
+    root: Path,
+    csv_path: Path,
+    split: str,
+    uncertain: str,
+    frontal_only: bool,
+    caption_negatives: bool,
+    verify: str,
+    skip_bad: bool,
+    resized_dir: Path | None,
+    report: LoadReport,
+) -> Dataset:
     frame = read_table(csv_path, _META_COLUMNS + CHEXPERT_CLASSES)
     for column in CHEXPERT_CLASSES:
         check_values(frame[column], (1, 0, -1), column, csv_path)
@@ -190,8 +224,10 @@ def load_chexpert(
         raise FileNotFoundError(f"none of the CheXpert tables {[_CSV_SPLITS[s] for s in splits]} found in {folder}")
     resized_dir = find_resized(root, resized)
     if split_5x200 < 0 or (split_5x200 and "train" not in splits):
-        raise ValueError(f"split_5x200={split_5x200}: give images per class (>= 0) and include 'train' in splits "
-                         "(the 5x200 test set is drawn from the training split)")
+        raise ValueError(
+            f"split_5x200={split_5x200}: give images per class (>= 0) and include 'train' in splits "
+            "(the 5x200 test set is drawn from the training split)"
+        )
 
     def build() -> tuple[DatasetDict, LoadReport, list]:
         report = LoadReport("CheXpert")
@@ -199,8 +235,18 @@ def load_chexpert(
         for split in splits:
             csv_path = folder / _CSV_SPLITS[split]
             if csv_path.is_file():
-                dataset = _load_split(root, csv_path, split, uncertain, frontal_only, caption_negatives, verify,
-                                      skip_bad, resized_dir, report)
+                dataset = _load_split(
+                    root,
+                    csv_path,
+                    split,
+                    uncertain,
+                    frontal_only,
+                    caption_negatives,
+                    verify,
+                    skip_bad,
+                    resized_dir,
+                    report,
+                )
                 if len(dataset):
                     result[split], report.rows[split] = dataset, len(dataset)
         if split_5x200 and "train" in result:
@@ -210,10 +256,20 @@ def load_chexpert(
             report.rows.update(train=len(result["train"]), test_5x200=len(result["test_5x200"]))
         return result, report, []
 
-    arguments = dict(uncertain=uncertain, splits=tuple(splits), frontal_only=frontal_only,
-                     caption_negatives=caption_negatives, split_5x200=split_5x200, seed=seed, verify=verify,
-                     skip_bad=skip_bad, resized=str(resized_dir))
-    result, report = cached_load("chexpert", root, arguments, tables + manifest_file(resized_dir), build, verify, cache)
+    arguments = dict(
+        uncertain=uncertain,
+        splits=tuple(splits),
+        frontal_only=frontal_only,
+        caption_negatives=caption_negatives,
+        split_5x200=split_5x200,
+        seed=seed,
+        verify=verify,
+        skip_bad=skip_bad,
+        resized=str(resized_dir),
+    )
+    result, report = cached_load(
+        "chexpert", root, arguments, tables + manifest_file(resized_dir), build, verify, cache
+    )
     return finish_load(result, report, return_report)
 
 

@@ -7,10 +7,10 @@ image) -> MONOCHROME1 inversion (so that dense tissue is always bright).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import io
 import os
 import struct
-from typing import Sequence
 import zlib
 
 import numpy as np
@@ -59,8 +59,12 @@ def _header_until_pixels(path: str) -> pydicom.Dataset:
     with open(path, "rb") as handle:
         handle.seek(128 + 4 + 12 + int(length))  # preamble, "DICM", the group-length element, the meta group
         head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(handle.read(1 << 20), 1 << 20)
-    return pydicom.filereader.read_dataset(DicomBytesIO(head), is_implicit_VR=False, is_little_endian=True,
-                                           stop_when=lambda tag, vr, length: tag.group > 0x0028)
+    return pydicom.filereader.read_dataset(
+        DicomBytesIO(head),
+        is_implicit_VR=False,
+        is_little_endian=True,
+        stop_when=lambda tag, vr, length: tag.group > 0x0028,
+    )
 
 
 def check_dicom_pixel_budget(path: str | os.PathLike) -> None:
@@ -72,8 +76,12 @@ def check_dicom_pixel_budget(path: str | os.PathLike) -> None:
     except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, zlib.error) as err:
         raise ValueError(f"not a readable DICOM file: {path} ({type(err).__name__}: {err})") from err
     frames = header.get("NumberOfFrames", 1)
-    check_pixel_budget(int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0),
-                       int(frames or 1) if str(frames).strip().isdigit() else 1, source=path)
+    check_pixel_budget(
+        int(header.get("Rows", 0) or 0),
+        int(header.get("Columns", 0) or 0),
+        int(frames or 1) if str(frames).strip().isdigit() else 1,
+        source=path,
+    )
 
 
 def read_dicom_header(path: str | os.PathLike) -> pydicom.Dataset:
@@ -94,7 +102,9 @@ def _check_decodable(ds: pydicom.Dataset, path: str) -> None:
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as err:
-        raise RuntimeError(f"cannot decode {path}: transfer syntax '{syntax.name}' ({syntax}) is not supported") from err
+        raise RuntimeError(
+            f"cannot decode {path}: transfer syntax '{syntax.name}' ({syntax}) is not supported"
+        ) from err
     if not decoder.is_available:
         needs = "; ".join(decoder.missing_dependencies) or "a pixel-data plugin"
         raise RuntimeError(
@@ -148,8 +158,13 @@ def _jpeg2000_reduced(ds: pydicom.Dataset, factor: int) -> tuple[np.ndarray, int
     where that does not apply or fails (the caller decodes at full size)."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     level = int(np.log2(factor)) if factor > 1 else 0
-    if (syntax not in _JPEG2000_SYNTAXES or level == 0 or int(ds.get("SamplesPerPixel", 1)) != 1
-            or int(ds.get("PixelRepresentation", 0)) != 0 or int(ds.get("NumberOfFrames", 1) or 1) != 1):
+    if (
+        syntax not in _JPEG2000_SYNTAXES
+        or level == 0
+        or int(ds.get("SamplesPerPixel", 1)) != 1
+        or int(ds.get("PixelRepresentation", 0)) != 0
+        or int(ds.get("NumberOfFrames", 1) or 1) != 1
+    ):
         return None
     from PIL import Image
     from pydicom.encaps import generate_frames
@@ -170,9 +185,14 @@ def _native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
     pixel bytes (no copy, unlike ``pixel_array``); None where that does not apply."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     bits, stored_bits = int(ds.get("BitsAllocated", 0)), int(ds.get("BitsStored", 0) or 0)
-    if (syntax not in _NATIVE_LITTLE_ENDIAN or bits not in (8, 16) or int(ds.get("PixelRepresentation", 0)) != 0
-            or int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1
-            or "PixelData" not in ds):
+    if (
+        syntax not in _NATIVE_LITTLE_ENDIAN
+        or bits not in (8, 16)
+        or int(ds.get("PixelRepresentation", 0)) != 0
+        or int(ds.get("SamplesPerPixel", 1)) != 1
+        or int(ds.get("NumberOfFrames", 1) or 1) != 1
+        or "PixelData" not in ds
+    ):
         return None
     rows, columns = int(ds.Rows), int(ds.Columns)
     data = ds.PixelData
@@ -185,7 +205,10 @@ def _native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
 
 
 def read_dicom(
-    path: str | os.PathLike, *, window: tuple[float, float] | None = None, voi: str = "auto",
+    path: str | os.PathLike,
+    *,
+    window: tuple[float, float] | None = None,
+    voi: str = "auto",
     min_size: int | None = None,
 ) -> np.ndarray:
     """Read a DICOM image as float32 (H, W) in [0, 1], dense = bright.

@@ -10,18 +10,26 @@ BI-RADS impression. EMBED has no official split: patient-level random splits unl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import logging
 import os
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 import numpy as np
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ._tables import (
-    LoadReport, assign_splits, check_choice, check_split_fractions, check_values, find_table, finish_load, read_table,
-    require_root, split_dataset_dict,
+    LoadReport,
+    assign_splits,
+    check_choice,
+    check_split_fractions,
+    check_values,
+    find_table,
+    finish_load,
+    read_table,
+    require_root,
+    split_dataset_dict,
 )
 from .image_checks import VERIFY_MODES, image_decode, image_header, verify_images
 from .resized_cache import find_resized, use_resized
@@ -34,11 +42,19 @@ EMBED_CLINICAL_TABLE = "EMBED_OpenData_clinical.csv"
 EMBED_LEGEND_TABLE = "AWS_Open_Data_Clinical_Legend.csv"
 BIRADS_LETTERS = ("A", "N", "B", "P", "S", "M", "K")  # BI-RADS 0..6
 EMBED_BIRADS_CLASSES = (
-    "additional imaging required", "negative", "benign finding", "probably benign finding",
-    "suspicious abnormality", "highly suggestive of malignancy", "known biopsy-proven malignancy",
+    "additional imaging required",
+    "negative",
+    "benign finding",
+    "probably benign finding",
+    "suspicious abnormality",
+    "highly suggestive of malignancy",
+    "known biopsy-proven malignancy",
 )
 EMBED_DENSITY_CLASSES = (
-    "almost entirely fat", "scattered fibroglandular densities", "heterogeneously dense", "extremely dense",
+    "almost entirely fat",
+    "scattered fibroglandular densities",
+    "heterogeneously dense",
+    "extremely dense",
 )
 _FINDING_SENTENCES = (
     "additional imaging is recommended.",
@@ -52,7 +68,14 @@ _FINDING_SENTENCES = (
 # The CLEFT paper's zero-shot prompt (class text: "birads score 1: negative.", "breast tissue density 2: ...").
 EMBED_PROMPT_TEMPLATE = "this is a breast 2d full-field digital mammogram of a patient with {}"
 _SIDES = {"L": "left", "R": "right", "B": "bilateral"}
-_METADATA_COLUMNS = ("anon_dicom_path", "empi_anon", "acc_anon", "ImageLateralityFinal", "ViewPosition", "FinalImageType")
+_METADATA_COLUMNS = (
+    "anon_dicom_path",
+    "empi_anon",
+    "acc_anon",
+    "ImageLateralityFinal",
+    "ViewPosition",
+    "FinalImageType",
+)
 _CLINICAL_COLUMNS = ("acc_anon", "side", "asses", "tissueden")
 
 
@@ -89,7 +112,9 @@ def map_source_paths(sources: Sequence[str], root: Path, prefix: str | None = No
         candidate = root.joinpath(*row_parts[drop:]) if drop is not None else None
         if candidate is None or not candidate.is_file():
             start = longest_suffix(row_parts)
-            candidate = root.joinpath(*row_parts[start:]) if start is not None else (candidate or root.joinpath(*row_parts))
+            candidate = (
+                root.joinpath(*row_parts[start:]) if start is not None else (candidate or root.joinpath(*row_parts))
+            )
         mapped.append(str(candidate))
     return mapped
 
@@ -129,10 +154,16 @@ def embed_caption(row: dict, legend: dict) -> str:
     if letter in BIRADS_LETTERS:
         k = BIRADS_LETTERS.index(letter)
         parts.append(f"The mammogram shows that {_FINDING_SENTENCES[k]}")
-        shape, mass_density = _code(legend, "massshape", row.get("massshape")), _code(legend, "massdens", row.get("massdens"))
+        shape, mass_density = (
+            _code(legend, "massshape", row.get("massshape")),
+            _code(legend, "massdens", row.get("massdens")),
+        )
         if shape and mass_density:
             parts.append(f"The mass is {shape} and {mass_density}.")
-        calc, distribution = _code(legend, "calcfind", row.get("calcfind")), _code(legend, "calcdistri", row.get("calcdistri"))
+        calc, distribution = (
+            _code(legend, "calcfind", row.get("calcfind")),
+            _code(legend, "calcdistri", row.get("calcdistri")),
+        )
         if calc and distribution:
             parts.append(f"A {distribution} {calc} calcification is present.")
         parts.append(f"BI-RADS Category {k}: {EMBED_BIRADS_CLASSES[k]}.")
@@ -184,7 +215,9 @@ def load_embed(
     report = LoadReport(f"EMBED ({task})")
     metadata_path = find_table(folders, EMBED_METADATA_TABLE)
     clinical_path = find_table(folders, EMBED_CLINICAL_TABLE)
-    metadata = read_table(metadata_path, _METADATA_COLUMNS, {"anon_dicom_path": str, "acc_anon": str, "empi_anon": str})
+    metadata = read_table(
+        metadata_path, _METADATA_COLUMNS, {"anon_dicom_path": str, "acc_anon": str, "empi_anon": str}
+    )
     clinical = read_table(clinical_path, _CLINICAL_COLUMNS, {"acc_anon": str})
     check_values(clinical["asses"], BIRADS_LETTERS, "asses", clinical_path)
     check_values(clinical["tissueden"], (1, 2, 3, 4, 5), "tissueden", clinical_path)
@@ -218,7 +251,9 @@ def load_embed(
     density = frame["tissueden"].fillna(-1).astype(int).to_numpy()
     labels = birads if task == "birads" else density - 1
     if "split" in frame.columns:
-        split_of = frame["split"].astype(str).str.lower().replace({"valid": "validation", "val": "validation"}).to_numpy()
+        split_of = (
+            frame["split"].astype(str).str.lower().replace({"valid": "validation", "val": "validation"}).to_numpy()
+        )
     else:
         split_of = assign_splits(frame["empi_anon"].astype(str).tolist(), split_fractions, seed)
     classes = EMBED_BIRADS_CLASSES if task == "birads" else EMBED_DENSITY_CLASSES
@@ -273,4 +308,6 @@ def build_embed_density_4x500(dataset: Dataset, n_per_class: int = 500, seed: in
 def _check_task(dataset: Dataset, classes: Sequence[str], task: str) -> None:
     feature = dataset.features.get("labels")
     if not isinstance(feature, ClassLabel) or tuple(feature.names) != tuple(classes):
-        raise ValueError(f"dataset labels are not the EMBED {task} classes (load it with load_embed(..., task={task!r}))")
+        raise ValueError(
+            f"dataset labels are not the EMBED {task} classes (load it with load_embed(..., task={task!r}))"
+        )

@@ -3,9 +3,9 @@ file-system calls and image decoders release the GIL, and a cold file cache make
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+import os
 
 import numpy as np
 
@@ -60,7 +60,9 @@ def verify_images(
     if mode != "exists":
         check = header_reader if mode == "header" else decoder
         present = [i for i, problem in enumerate(problems) if problem is None]
-        for index, problem in zip(present, map_parallel(lambda p: _problem(p, check), [paths[i] for i in present], threads)):
+        for index, problem in zip(
+            present, map_parallel(lambda p: _problem(p, check), [paths[i] for i in present], threads)
+        ):
             problems[index] = problem
     for index, problem in enumerate(problems):
         if problem is None:

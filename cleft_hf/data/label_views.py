@@ -4,10 +4,10 @@ single-label evaluation sets, label captions. Multi-label rows carry multi-hot `
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, List, Value
+import numpy as np
 
 from ._tables import column_values, index_lists_to_mask, label_names
 from .chexpert import build_chexpert_5x200
@@ -48,8 +48,12 @@ def restrict_labels(dataset: Dataset, class_names: Sequence[str]) -> Dataset:
         one_hot = (labels[kept, None] == np.asarray(columns)[None, :]).astype(np.float32)
         return select_with_columns(dataset, kept, {"labels": (one_hot, List(Value("float32")))})
     width = len(label_names(dataset))
-    new = {"labels": (column_values(dataset, "labels").reshape(len(dataset), width)[:, columns].astype(np.float32),
-                      List(Value("float32"), length=len(columns)))}
+    new = {
+        "labels": (
+            column_values(dataset, "labels").reshape(len(dataset), width)[:, columns].astype(np.float32),
+            List(Value("float32"), length=len(columns)),
+        )
+    }
     if "label_mask" in dataset.column_names:
         mask = column_values(dataset, "label_mask").reshape(len(dataset), width)[:, columns].astype(np.float32)
         new["label_mask"] = (mask, List(Value("float32"), length=len(columns)))
@@ -68,9 +72,14 @@ def single_finding_set(dataset: Dataset, class_names: Sequence[str]) -> Dataset:
     return select_with_labels(dataset, keep, table[keep].argmax(axis=1), class_names)
 
 
-def single_label_split(dataset: Dataset, spec: DatasetSpec, task: str | None = None,
-                       class_names: Sequence[str] | None = None, balanced_per_class: int | None = None,
-                       seed: int = 0) -> tuple[Dataset, list[str]]:
+def single_label_split(
+    dataset: Dataset,
+    spec: DatasetSpec,
+    task: str | None = None,
+    class_names: Sequence[str] | None = None,
+    balanced_per_class: int | None = None,
+    seed: int = 0,
+) -> tuple[Dataset, list[str]]:
     """A single-label evaluation view and its class names: ClassLabel datasets as they are (restricted to
     `class_names`); multi-label ones reduced to the images with exactly one of the task's classes.
     `balanced_per_class` draws that many per class (the CheXpert 5x200 rule for multi-label CXR data)."""

@@ -13,26 +13,27 @@ change or ``cache=False``. Location: ``$CLEFT_HF_LOAD_CACHE``, else
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
-from typing import Any, Callable, Sequence
+import shutil
+from typing import Any
 
 import datasets
+from datasets import Dataset, DatasetDict, DatasetInfo, Features
+from datasets.table import MemoryMappedTable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, DatasetInfo, Features
-from datasets.table import MemoryMappedTable
 
 from ._tables import LoadReport
-from .image_checks import map_parallel, files_exist
+from .image_checks import files_exist, map_parallel
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def _stamp(path: str) -> tuple[int, int]:
 
 def cache_key(name: str, root: Path, arguments: dict[str, Any], tables: Sequence[Path]) -> str:
     parts = {
-        "name": name, "root": str(Path(root).resolve()), "code": _code_hash(),
+        "name": name,
+        "root": str(Path(root).resolve()),
+        "code": _code_hash(),
         "arguments": {key: repr(value) for key, value in sorted(arguments.items())},
         "tables": [(str(Path(t).resolve()), *_stamp(str(t))) for t in tables],
     }
@@ -106,11 +109,15 @@ def _write_tables(folder: Path, result: DatasetDict) -> None:
 
 def _read_tables(folder: Path) -> DatasetDict:
     features = json.loads((folder / _FEATURES).read_text(encoding="utf-8"))
-    return DatasetDict({
-        name: Dataset(MemoryMappedTable.from_file(str(folder / f"{name}.arrow")),
-                      info=DatasetInfo(features=Features.from_dict(split_features)))
-        for name, split_features in features.items()
-    })
+    return DatasetDict(
+        {
+            name: Dataset(
+                MemoryMappedTable.from_file(str(folder / f"{name}.arrow")),
+                info=DatasetInfo(features=Features.from_dict(split_features)),
+            )
+            for name, split_features in features.items()
+        }
+    )
 
 
 def _save(folder: Path, result: DatasetDict, report: LoadReport, watched: Sequence[str]) -> None:
@@ -119,7 +126,9 @@ def _save(folder: Path, result: DatasetDict, report: LoadReport, watched: Sequen
         shutil.rmtree(temporary, ignore_errors=True)
         _write_tables(temporary, result)
         stamps = np.array(map_parallel(_stamp, list(watched), 32), dtype=np.int64).reshape(-1, 2)
-        pd.DataFrame({"path": list(watched), "size": stamps[:, 0], "mtime_ns": stamps[:, 1]}).to_parquet(temporary / _WATCHED)
+        pd.DataFrame({"path": list(watched), "size": stamps[:, 0], "mtime_ns": stamps[:, 1]}).to_parquet(
+            temporary / _WATCHED
+        )
         (temporary / _REPORT).write_text(json.dumps(dataclasses.asdict(report)), encoding="utf-8")
         if folder.exists():  # another process (e.g. a DDP rank) cached the same table meanwhile
             shutil.rmtree(temporary, ignore_errors=True)
@@ -131,8 +140,13 @@ def _save(folder: Path, result: DatasetDict, report: LoadReport, watched: Sequen
 
 
 def cached_load(
-    name: str, root: Path, arguments: dict[str, Any], tables: Sequence[Path],
-    build: Callable[[], tuple[DatasetDict, LoadReport, Sequence[str]]], verify: str, cache: bool = True,
+    name: str,
+    root: Path,
+    arguments: dict[str, Any],
+    tables: Sequence[Path],
+    build: Callable[[], tuple[DatasetDict, LoadReport, Sequence[str]]],
+    verify: str,
+    cache: bool = True,
 ) -> tuple[DatasetDict, LoadReport]:
     """``build()`` -> (DatasetDict, LoadReport, files it read besides the tables), cached as described above."""
     if not cache:

@@ -5,23 +5,32 @@ the tables ``mimic-cxr-2.0.0-{metadata,split,chexpert}.csv`` (plain or ``.gz``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 from datasets import DatasetDict, Features, Image, Value
+import numpy as np
 
 from ._tables import (
-    UNCERTAIN_POLICIES, LoadReport, check_choice, check_values, find_table, finish_load, multilabel_columns,
-    multilabel_features, read_table, require_root, split_dataset_dict,
+    UNCERTAIN_POLICIES,
+    LoadReport,
+    check_choice,
+    check_values,
+    find_table,
+    finish_load,
+    multilabel_columns,
+    multilabel_features,
+    read_table,
+    require_root,
+    split_dataset_dict,
 )
 from .chexpert import CHEXPERT_CLASSES
 from .image_checks import VERIFY_MODES, map_parallel, pil_decode, pil_header, verify_images
 from .load_cache import cached_load
-from .resized_cache import find_resized, manifest_file, use_resized
 from .reports import FALLBACK, FALLBACKS, administrative_headings, report_text
+from .resized_cache import find_resized, manifest_file, use_resized
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +69,9 @@ def _image_paths(root: Path, frame) -> np.ndarray:
     subject = "p" + frame["subject_id"].astype(np.int64).astype(str)
     study = "s" + frame["study_id"].astype(np.int64).astype(str)
     base = str(root / "files") + os.sep
-    return (base + subject.str[:3] + os.sep + subject + os.sep + study + os.sep + frame["dicom_id"].astype(str)
-            + ".jpg").to_numpy(dtype=object)
+    return (
+        base + subject.str[:3] + os.sep + subject + os.sep + study + os.sep + frame["dicom_id"].astype(str) + ".jpg"
+    ).to_numpy(dtype=object)
 
 
 def _read_report(path: str) -> str:
@@ -76,13 +86,24 @@ def _read_report(path: str) -> str:
     except UnicodeDecodeError as error:
         text = raw.decode("utf-8", errors="replace")
         replaced = text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd")
-        logger.warning("report %s is not valid UTF-8 (first bad byte at offset %d): %d characters replaced by "
-                       "U+FFFD", path, error.start, replaced)
+        logger.warning(
+            "report %s is not valid UTF-8 (first bad byte at offset %d): %d characters replaced by U+FFFD",
+            path,
+            error.start,
+            replaced,
+        )
         return text
 
 
-def _report_texts(files_root: Path, studies, sections: Sequence[str], fallback: str, empty_reports: str,
-                  custom_rules: bool, report: LoadReport) -> tuple[dict[int, str], list[str]]:
+def _report_texts(
+    files_root: Path,
+    studies,
+    sections: Sequence[str],
+    fallback: str,
+    empty_reports: str,
+    custom_rules: bool,
+    report: LoadReport,
+) -> tuple[dict[int, str], list[str]]:
     """study_id -> text for the studies' reports (read in parallel threads); counts sources in ``report``."""
     paths = [str(mimic_report_path(files_root, subject, study)) for subject, study in studies]
     texts: dict[int, str] = {}
@@ -182,7 +203,9 @@ def load_mimic_cxr(
             first = frame.iloc[0]
             files_root = _report_files_root(root, reports_base, first["subject_id"], first["study_id"])
             studies = list(frame[["subject_id", "study_id"]].drop_duplicates().itertuples(index=False))
-            texts, watched = _report_texts(files_root, studies, sections, fallback, empty_reports, custom_rules, report)
+            texts, watched = _report_texts(
+                files_root, studies, sections, fallback, empty_reports, custom_rules, report
+            )
         has_text = frame["study_id"].astype(np.int64).isin(list(texts)).to_numpy()
         report.drop("study without usable report text", int((~has_text).sum()))
         frame = frame[has_text].reset_index(drop=True)
@@ -203,9 +226,18 @@ def load_mimic_cxr(
         result = split_dataset_dict(frame["split"].map(_SPLIT_NAMES).to_numpy(), columns, _features(), report)
         return result, report, watched
 
-    arguments = dict(sections=tuple(sections), reports_root=reports_base, views=None if views is None else tuple(views),
-                     uncertain=uncertain, fallback=fallback, empty_reports=empty_reports, custom_rules=custom_rules,
-                     verify=verify, skip_bad=skip_bad, resized=str(resized_dir))
+    arguments = dict(
+        sections=tuple(sections),
+        reports_root=reports_base,
+        views=None if views is None else tuple(views),
+        uncertain=uncertain,
+        fallback=fallback,
+        empty_reports=empty_reports,
+        custom_rules=custom_rules,
+        verify=verify,
+        skip_bad=skip_bad,
+        resized=str(resized_dir),
+    )
     tables = [metadata_path, split_path, labels_path] + manifest_file(resized_dir)
     result, report = cached_load("mimic_cxr", root, arguments, tables, build, verify, cache)
     return finish_load(result, report, return_report)

@@ -19,13 +19,13 @@ single run writes, file for file; a killed shard resumes where it stopped when r
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import json
 import logging
-import os
-import sys
 from multiprocessing import get_context
+import os
 from pathlib import Path
-from typing import Sequence
+import sys
 
 import numpy as np
 
@@ -39,8 +39,9 @@ def _shorter_side(image, size: int):
     if min(width, height) <= size:
         return image
     scale = size / min(width, height)
-    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS,
-                        reducing_gap=2.0)
+    return image.resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS, reducing_gap=2.0
+    )
 
 
 def resized_image(source: str, size: int):
@@ -84,20 +85,29 @@ def convert(job: tuple[str, str, int]) -> tuple[str, str]:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """"i/N" -> (i, N) with 0 <= i < N."""
+    """ "i/N" -> (i, N) with 0 <= i < N."""
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
         raise ValueError(f"--shard takes i/N (e.g. 0/4), got {text!r}") from None
     if not 0 <= index < count:
-        raise ValueError(f"--shard i/N needs 0 <= i < N (0-based, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), "
-                         f"got {text!r}")
+        raise ValueError(
+            f"--shard i/N needs 0 <= i < N (0-based, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), got {text!r}"
+        )
     return index, count
 
 
-def preprocess(dataset: str, data_root: str | os.PathLike, size: int = 518, *, output_dir: str | os.PathLike | None = None,
-               num_workers: int | None = None, dataset_kwargs: dict | None = None, progress: bool = True,
-               shard: tuple[int, int] | None = None) -> dict:
+def preprocess(
+    dataset: str,
+    data_root: str | os.PathLike,
+    size: int = 518,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    dataset_kwargs: dict | None = None,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+) -> dict:
     """Resize every image the dataset's loader uses into ``output_dir`` (default ``data_root/cleft_resized_<size>px``);
     returns the counts (written / skipped / failed) and writes the folder's manifest. ``shard=(i, N)``: only every
     N-th image from the i-th on; the manifest is written by the shard that completes the set."""
@@ -157,19 +167,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=518, help="shorter side of the written images in pixels")
     parser.add_argument("--output_dir", default=None, help="default: <data_root>/cleft_resized_<size>px")
     parser.add_argument("--num_workers", type=int, default=None, help="processes (default: all cores)")
-    parser.add_argument("--dataset_kwargs", default=None, help='loader arguments as JSON, e.g. \'{"task": "density"}\'')
+    parser.add_argument(
+        "--dataset_kwargs", default=None, help='loader arguments as JSON, e.g. \'{"task": "density"}\''
+    )
     parser.add_argument("--shard", default=None, help="i/N: this run writes the i-th of N disjoint parts (0-based)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         kwargs = json.loads(args.dataset_kwargs) if args.dataset_kwargs else {}
         shard = parse_shard(args.shard) if args.shard else None
-        summary = preprocess(args.dataset, args.data_root, args.size, output_dir=args.output_dir,
-                             num_workers=args.num_workers, dataset_kwargs=kwargs, shard=shard)
+        summary = preprocess(
+            args.dataset,
+            args.data_root,
+            args.size,
+            output_dir=args.output_dir,
+            num_workers=args.num_workers,
+            dataset_kwargs=kwargs,
+            shard=shard,
+        )
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"written={summary['written']} skipped={summary['skipped']} failed={summary['failed']} folder={summary['folder']}")
+    print(
+        f"written={summary['written']} skipped={summary['skipped']} failed={summary['failed']} folder={summary['folder']}"
+    )
     return 1 if summary["failed"] else 0
 
 

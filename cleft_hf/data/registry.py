@@ -10,8 +10,9 @@ Training, evaluation, the model card and the demo look datasets up here; a new d
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from datasets import DatasetDict
 
@@ -98,8 +99,9 @@ class DatasetSpec:
     def task(self, task: str | None = None) -> TaskSpec:
         return self.tasks[self.check_task(task or self.default_task)]
 
-    def hand_prompts(self, task: str | None = None, class_names: Sequence[str] | None = None,
-                     prompt_template: str | None = None) -> list[str]:
+    def hand_prompts(
+        self, task: str | None = None, class_names: Sequence[str] | None = None, prompt_template: str | None = None
+    ) -> list[str]:
         """The paper's zero-shot prompt of each class (template applied to the class texts)."""
         template = prompt_template or self.prompt_template
         return [template.format(text) for text in self.task(task).texts(class_names)]
@@ -138,20 +140,73 @@ def dataset_names() -> tuple[str, ...]:
     return tuple(DATASET_REGISTRY)
 
 
-register_dataset(DatasetSpec("mimic_cxr", "MIMIC-CXR", load_mimic_cxr, CHEST_X_RAY, _CXR_FINDINGS, multi_label=True,
-                             caption_builder=chexpert_caption))
-register_dataset(DatasetSpec("synthetic", "synthetic demo data (MIMIC-CXR format)", load_mimic_cxr, CHEST_X_RAY,
-                             _CXR_FINDINGS, multi_label=True, caption_builder=chexpert_caption))
-register_dataset(DatasetSpec("chexpert", "CheXpert", load_chexpert, CHEST_X_RAY, _CXR_FINDINGS, multi_label=True,
-                             caption_builder=chexpert_caption))
-register_dataset(DatasetSpec("rsna", "RSNA Pneumonia", load_rsna_pneumonia, CHEST_X_RAY,
-                             {"pneumonia": TaskSpec(RSNA_CLASSES)}, multi_label=False))
-register_dataset(DatasetSpec("embed", "EMBED", load_embed, MAMMOGRAPHY, {
-    "birads": _embed_task(EMBED_BIRADS_CLASSES, "birads score", 0),
-    "density": _embed_task(EMBED_DENSITY_CLASSES, "breast tissue density", 1),
-}, multi_label=False, task_argument="task"))
+register_dataset(
+    DatasetSpec(
+        "mimic_cxr",
+        "MIMIC-CXR",
+        load_mimic_cxr,
+        CHEST_X_RAY,
+        _CXR_FINDINGS,
+        multi_label=True,
+        caption_builder=chexpert_caption,
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "synthetic",
+        "synthetic demo data (MIMIC-CXR format)",
+        load_mimic_cxr,
+        CHEST_X_RAY,
+        _CXR_FINDINGS,
+        multi_label=True,
+        caption_builder=chexpert_caption,
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "chexpert",
+        "CheXpert",
+        load_chexpert,
+        CHEST_X_RAY,
+        _CXR_FINDINGS,
+        multi_label=True,
+        caption_builder=chexpert_caption,
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "rsna",
+        "RSNA Pneumonia",
+        load_rsna_pneumonia,
+        CHEST_X_RAY,
+        {"pneumonia": TaskSpec(RSNA_CLASSES)},
+        multi_label=False,
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "embed",
+        "EMBED",
+        load_embed,
+        MAMMOGRAPHY,
+        {
+            "birads": _embed_task(EMBED_BIRADS_CLASSES, "birads score", 0),
+            "density": _embed_task(EMBED_DENSITY_CLASSES, "breast tissue density", 1),
+        },
+        multi_label=False,
+        task_argument="task",
+    )
+)
 
 __all__ = [
-    "CHEST_X_RAY", "DATASET_REGISTRY", "DatasetSpec", "MAMMOGRAPHY", "MODALITIES", "Modality", "TaskSpec",
-    "dataset_names", "get_dataset_spec", "register_dataset",
+    "CHEST_X_RAY",
+    "DATASET_REGISTRY",
+    "DatasetSpec",
+    "MAMMOGRAPHY",
+    "MODALITIES",
+    "Modality",
+    "TaskSpec",
+    "dataset_names",
+    "get_dataset_spec",
+    "register_dataset",
 ]

@@ -28,8 +28,8 @@ Rules of :func:`report_text`:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import re
-from typing import Sequence
 
 FALLBACKS = ("last_section", "none")
 COMBINED = "findings and impression"
@@ -40,29 +40,78 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 # The official parser's normalize_section_names() map, verbatim (counts in MIMIC-CXR as comments there).
 _OFFICIAL_NAMES = {
-    "preamble": "preamble", "impression": "impression", "comparison": "comparison", "indication": "indication",
-    "findings": "findings", "examination": "examination", "technique": "technique", "history": "history",
-    "comparisons": "comparison", "clinical history": "history", "reason for examination": "indication",
-    "notification": "notification", "reason for exam": "indication", "clinical information": "history",
-    "exam": "examination", "clinical indication": "indication", "conclusion": "impression",
-    "chest, two views": "findings", "recommendation(s)": "recommendations", "type of examination": "examination",
-    "reference exam": "comparison", "patient history": "history", "addendum": "addendum",
-    "comparison exam": "comparison", "date": "date", "comment": "comment", "findings and impression": "impression",
-    "wet read": "wet read", "comparison film": "comparison", "recommendations": "recommendations",
-    "findings/impression": "impression", "pfi": "history", "recommendation": "recommendations",
-    "wetread": "wet read", "ndication": "impression", "impresson": "impression", "imprression": "impression",
-    "imoression": "impression", "impressoin": "impression", "imprssion": "impression", "impresion": "impression",
-    "imperssion": "impression", "mpression": "impression", "impession": "impression",
-    "findings/ impression": "impression", "finding": "findings", "findins": "findings", "findindgs": "findings",
-    "findgings": "findings", "findngs": "findings", "findnings": "findings", "finidngs": "findings",
-    "idication": "indication", "reference findings": "findings", "comparision": "comparison",
-    "comparsion": "comparison", "comparrison": "comparison", "comparisions": "comparison",
+    "preamble": "preamble",
+    "impression": "impression",
+    "comparison": "comparison",
+    "indication": "indication",
+    "findings": "findings",
+    "examination": "examination",
+    "technique": "technique",
+    "history": "history",
+    "comparisons": "comparison",
+    "clinical history": "history",
+    "reason for examination": "indication",
+    "notification": "notification",
+    "reason for exam": "indication",
+    "clinical information": "history",
+    "exam": "examination",
+    "clinical indication": "indication",
+    "conclusion": "impression",
+    "chest, two views": "findings",
+    "recommendation(s)": "recommendations",
+    "type of examination": "examination",
+    "reference exam": "comparison",
+    "patient history": "history",
+    "addendum": "addendum",
+    "comparison exam": "comparison",
+    "date": "date",
+    "comment": "comment",
+    "findings and impression": "impression",
+    "wet read": "wet read",
+    "comparison film": "comparison",
+    "recommendations": "recommendations",
+    "findings/impression": "impression",
+    "pfi": "history",
+    "recommendation": "recommendations",
+    "wetread": "wet read",
+    "ndication": "impression",
+    "impresson": "impression",
+    "imprression": "impression",
+    "imoression": "impression",
+    "impressoin": "impression",
+    "imprssion": "impression",
+    "impresion": "impression",
+    "imperssion": "impression",
+    "mpression": "impression",
+    "impession": "impression",
+    "findings/ impression": "impression",
+    "finding": "findings",
+    "findins": "findings",
+    "findindgs": "findings",
+    "findgings": "findings",
+    "findngs": "findings",
+    "findnings": "findings",
+    "finidngs": "findings",
+    "idication": "indication",
+    "reference findings": "findings",
+    "comparision": "comparison",
+    "comparsion": "comparison",
+    "comparrison": "comparison",
+    "comparisions": "comparison",
 }
 _OUR_NAMES = {
-    "findings and impression": COMBINED, "findings/impression": COMBINED, "findings/ impression": COMBINED,
-    "impression and findings": COMBINED, "findings and impressions": COMBINED, "impressions": "impression",
-    "conclusions": "impression", "summary": "impression", "indications": "indication", "procedure": "procedure",
-    "final report": "preamble", "note": "note",
+    "findings and impression": COMBINED,
+    "findings/impression": COMBINED,
+    "findings/ impression": COMBINED,
+    "impression and findings": COMBINED,
+    "findings and impressions": COMBINED,
+    "impressions": "impression",
+    "conclusions": "impression",
+    "summary": "impression",
+    "indications": "indication",
+    "procedure": "procedure",
+    "final report": "preamble",
+    "note": "note",
 }
 HEADING_NAMES = {**_OFFICIAL_NAMES, **_OUR_NAMES}
 _MAIN_SECTIONS = ("impression", "findings", "history", "comparison", "addendum")
@@ -71,35 +120,93 @@ _STUDY_DESCRIPTIONS = re.compile(
     "pa view|ap view|one view|lateral view|bone window|frontal upright|frontal semi-upright|ribs|pa and lat)"
 )
 ADMINISTRATIVE = (
-    "preamble", "examination", "indication", "history", "technique", "comparison", "notification",
-    "recommendations", "wet read", "addendum", "procedure", "date", "comment", "note",
+    "preamble",
+    "examination",
+    "indication",
+    "history",
+    "technique",
+    "comparison",
+    "notification",
+    "recommendations",
+    "wet read",
+    "addendum",
+    "procedure",
+    "date",
+    "comment",
+    "note",
 )
 _ADMIN_HEADING = re.compile(
-    r"(?:^|\s)(" + "|".join(sorted((re.escape(k) for k, v in HEADING_NAMES.items() if v in ADMINISTRATIVE
-                                    and len(k) > 3), key=len, reverse=True)) + r")[ \t]*:",
+    r"(?:^|\s)("
+    + "|".join(
+        sorted(
+            (re.escape(k) for k, v in HEADING_NAMES.items() if v in ADMINISTRATIVE and len(k) > 3),
+            key=len,
+            reverse=True,
+        )
+    )
+    + r")[ \t]*:",
     re.IGNORECASE,
 )
 
 # custom_mimic_cxr_rules() of the official parser: study -> the section holding its conclusion, or the character
 # span of the conclusion ([0, 0]: the report has no findings at all).
 CUSTOM_SECTION_NAMES = {
-    "s50913680": "recommendations", "s59363654": "examination", "s59279892": "technique",
-    "s59768032": "recommendations", "s57936451": "indication", "s50058765": "indication",
-    "s53356173": "examination", "s53202765": "technique", "s50808053": "technique", "s51966317": "indication",
-    "s50743547": "examination", "s56451190": "note", "s59067458": "recommendations", "s59215320": "examination",
-    "s55124749": "indication", "s54365831": "indication", "s59087630": "recommendations",
-    "s58157373": "recommendations", "s56482935": "recommendations", "s58375018": "recommendations",
-    "s54654948": "indication", "s55157853": "examination", "s51491012": "history",
+    "s50913680": "recommendations",
+    "s59363654": "examination",
+    "s59279892": "technique",
+    "s59768032": "recommendations",
+    "s57936451": "indication",
+    "s50058765": "indication",
+    "s53356173": "examination",
+    "s53202765": "technique",
+    "s50808053": "technique",
+    "s51966317": "indication",
+    "s50743547": "examination",
+    "s56451190": "note",
+    "s59067458": "recommendations",
+    "s59215320": "examination",
+    "s55124749": "indication",
+    "s54365831": "indication",
+    "s59087630": "recommendations",
+    "s58157373": "recommendations",
+    "s56482935": "recommendations",
+    "s58375018": "recommendations",
+    "s54654948": "indication",
+    "s55157853": "examination",
+    "s51491012": "history",
 }
 CUSTOM_INDICES = {
-    "s50525523": (201, 349), "s57564132": (233, 554), "s59982525": (313, 717), "s53488209": (149, 475),
-    "s54875119": (234, 988), "s50196495": (59, 399), "s56579911": (59, 218), "s52648681": (292, 631),
-    "s59889364": (172, 453), "s53514462": (73, 377), "s59505494": (59, 450), "s53182247": (59, 412),
-    "s51410602": (47, 320), "s56412866": (522, 822), "s54986978": (59, 306), "s59003148": (262, 505),
-    "s57150433": (61, 394), "s56760320": (219, 457), "s59562049": (158, 348), "s52674888": (145, 296),
-    "s55258338": (192, 568), "s59330497": (140, 655), "s52119491": (179, 454), "s58235663": (0, 0),
-    "s50798377": (0, 0), "s54168089": (0, 0), "s53071062": (0, 0), "s56724958": (0, 0), "s54231141": (0, 0),
-    "s53607029": (0, 0), "s52035334": (0, 0),
+    "s50525523": (201, 349),
+    "s57564132": (233, 554),
+    "s59982525": (313, 717),
+    "s53488209": (149, 475),
+    "s54875119": (234, 988),
+    "s50196495": (59, 399),
+    "s56579911": (59, 218),
+    "s52648681": (292, 631),
+    "s59889364": (172, 453),
+    "s53514462": (73, 377),
+    "s59505494": (59, 450),
+    "s53182247": (59, 412),
+    "s51410602": (47, 320),
+    "s56412866": (522, 822),
+    "s54986978": (59, 306),
+    "s59003148": (262, 505),
+    "s57150433": (61, 394),
+    "s56760320": (219, 457),
+    "s59562049": (158, 348),
+    "s52674888": (145, 296),
+    "s55258338": (192, 568),
+    "s59330497": (140, 655),
+    "s52119491": (179, 454),
+    "s58235663": (0, 0),
+    "s50798377": (0, 0),
+    "s54168089": (0, 0),
+    "s53071062": (0, 0),
+    "s56724958": (0, 0),
+    "s54231141": (0, 0),
+    "s53607029": (0, 0),
+    "s52035334": (0, 0),
 }
 
 
@@ -130,7 +237,7 @@ def _is_heading(report: str, match: re.Match) -> str | None:
     upper = raw == raw.upper()
     before = report[: match.start()].rstrip(" \t")
     paragraph_start = not before.strip() or bool(re.search(r"\n[ \t]*\n$", before))
-    alone = not report[match.end():].split("\n", 1)[0].strip()
+    alone = not report[match.end() :].split("\n", 1)[0].strip()
     if upper and (how == "rule" or paragraph_start or alone):
         return name
     return None
@@ -143,7 +250,7 @@ def split_sections(report: str) -> list[tuple[str, str]]:
     sections = [("preamble", report[: starts[0][0].start()] if starts else report)]
     for index, (match, name) in enumerate(starts):
         end = starts[index + 1][0].start() if index + 1 < len(starts) else len(report)
-        sections.append((name, report[match.end():end]))
+        sections.append((name, report[match.end() : end]))
     return [(n, t) for n, t in sections if n not in ("findings", "impression", COMBINED) or t.strip()]
 
 
@@ -174,7 +281,9 @@ def _custom_rule(report: str, study: str | None) -> str | None:
 
 
 def report_text(
-    report: str, sections: Sequence[str] = ("findings", "impression"), fallback: str = "last_section",
+    report: str,
+    sections: Sequence[str] = ("findings", "impression"),
+    fallback: str = "last_section",
     study: str | None = None,
 ) -> tuple[str, str]:
     """(text, source) for one report. source: the "+"-joined requested sections found (e.g.

@@ -11,12 +11,12 @@ as 8-bit PNGs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 import logging
 import os
-import re
 from pathlib import Path
-from typing import Sequence
+import re
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def cached_path(root: Path, folder: Path, source: str) -> str:
     """Where the resized copy of ``source`` lives: its path relative to ``root`` (absolute paths outside ``root``
     under ``_abs/``) with ``.png`` appended."""
     root_text = str(root).rstrip(os.sep) + os.sep
-    relative = source[len(root_text):] if source.startswith(root_text) else "_abs" + os.sep + source.lstrip(os.sep)
+    relative = source[len(root_text) :] if source.startswith(root_text) else "_abs" + os.sep + source.lstrip(os.sep)
     return str(folder / relative) + ".png"
 
 
@@ -47,16 +47,24 @@ def find_resized(root: Path, resized: str | int | os.PathLike | None) -> Path | 
     if resized is None:
         return None
     if isinstance(resized, str) and resized == "auto":
-        found = sorted((int(m.group(1)), p) for p in root.glob("cleft_resized_*px") if (m := _FOLDER.search(p.name))
-                       and (p / MANIFEST).is_file())
+        found = sorted(
+            (int(m.group(1)), p)
+            for p in root.glob("cleft_resized_*px")
+            if (m := _FOLDER.search(p.name)) and (p / MANIFEST).is_file()
+        )
         if len(found) > 1:
-            logger.info("several resized copies in %s (%s); reading the largest (pass resized=<size> to choose)",
-                        root, ", ".join(str(size) for size, _ in found))
+            logger.info(
+                "several resized copies in %s (%s); reading the largest (pass resized=<size> to choose)",
+                root,
+                ", ".join(str(size) for size, _ in found),
+            )
         return found[-1][1] if found else None
     folder = root / resized_folder_name(resized) if isinstance(resized, int) else Path(resized).expanduser()
     if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(f"resized images {folder} not found (no {MANIFEST}); write them with "
-                                f"`python -m cleft_hf.data.preprocess` or pass resized=None for the originals")
+        raise FileNotFoundError(
+            f"resized images {folder} not found (no {MANIFEST}); write them with "
+            f"`python -m cleft_hf.data.preprocess` or pass resized=None for the originals"
+        )
     return folder
 
 
@@ -69,8 +77,13 @@ def use_resized(root: Path, folder: Path | None, paths: Sequence[str]) -> np.nda
     candidates = np.asarray([cached_path(root, folder, str(p)) for p in paths], dtype=object)
     present = files_exist(candidates)
     if not present.all():
-        logger.warning("%d of %d images have no resized copy in %s; reading their originals (rerun the "
-                       "preprocessing to complete it)", int((~present).sum()), len(paths), folder)
+        logger.warning(
+            "%d of %d images have no resized copy in %s; reading their originals (rerun the "
+            "preprocessing to complete it)",
+            int((~present).sum()),
+            len(paths),
+            folder,
+        )
     logger.info("reading %d resized images from %s", int(present.sum()), folder)
     return np.where(present, candidates, paths)
 
@@ -93,8 +106,9 @@ def write_manifest(folder: Path, size: int, root: Path, counts: dict[str, int], 
     _write_atomically(folder / MANIFEST, json.dumps({"size": int(size), "source_root": str(root), **counts}, indent=2))
 
 
-def write_shard_manifest(folder: Path, size: int, root: Path, shard: tuple[int, int], counts: dict[str, int],
-                         failures: Sequence[str] = ()) -> bool:
+def write_shard_manifest(
+    folder: Path, size: int, root: Path, shard: tuple[int, int], counts: dict[str, int], failures: Sequence[str] = ()
+) -> bool:
     """Record shard `(i, N)` as done (`cleft_resized.shard-i-of-N.json`); when all N are recorded, write the folder's
     manifest with their summed counts and failures. Returns whether this call completed the folder."""
     index, count = shard

@@ -7,20 +7,29 @@ training set (deterministic for a seed); :func:`build_rsna_balanced_test` draws 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import os
-from typing import Sequence
 
-import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
+import numpy as np
 
 from ._tables import (
-    LoadReport, assign_splits, check_choice, check_split_fractions, check_values, column_values, find_table,
-    finish_load, read_table, require_root, split_dataset_dict,
+    LoadReport,
+    assign_splits,
+    check_choice,
+    check_split_fractions,
+    check_values,
+    column_values,
+    find_table,
+    finish_load,
+    read_table,
+    require_root,
+    split_dataset_dict,
 )
+from .chexpert import chexpert_caption
 from .image_checks import VERIFY_MODES, image_decode, image_header, verify_images
 from .load_cache import cached_load
 from .resized_cache import find_resized, manifest_file, use_resized
-from .chexpert import chexpert_caption
 from .splits import build_balanced_split
 
 RSNA_CLASSES = ("No Pneumonia", "Pneumonia")
@@ -58,17 +67,22 @@ def load_rsna_pneumonia(
     resized_dir = find_resized(root, resized)
 
     def build() -> tuple[DatasetDict, LoadReport, list]:
-        return (*_build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad, resized_dir), [])
+        return (
+            *_build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad, resized_dir),
+            [],
+        )
 
-    arguments = dict(split_fractions=tuple(split_fractions), seed=seed, verify=verify, skip_bad=skip_bad,
-                     resized=str(resized_dir))
+    arguments = dict(
+        split_fractions=tuple(split_fractions), seed=seed, verify=verify, skip_bad=skip_bad, resized=str(resized_dir)
+    )
     tables = [labels_path] + ([info_path] if info_path is not None else []) + manifest_file(resized_dir)
     result, report = cached_load("rsna", root, arguments, tables, build, verify, cache)
     return finish_load(result, report, return_report)
 
 
-def _build(labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad,
-           resized_dir) -> tuple[DatasetDict, LoadReport]:
+def _build(
+    labels_path, info_path, image_folder, split_fractions, seed, verify, skip_bad, resized_dir
+) -> tuple[DatasetDict, LoadReport]:
     report = LoadReport("RSNA Pneumonia")
     frame = read_table(labels_path, ("patientId", "x", "y", "width", "height", "Target"), {"patientId": str})
     check_values(frame["Target"], (0, 1), "Target", labels_path, allow_blank=False)
@@ -77,7 +91,9 @@ def _build(labels_path, info_path, image_folder, split_fractions, seed, verify, 
     if conflicting:
         raise ValueError(f"column 'Target' in {labels_path} disagrees across rows of patient {conflicting[0]}")
     boxes_by_patient: dict[str, list[list[float]]] = {p: [] for p in targets.index}
-    for patient, *box in frame.dropna(subset=["x", "y", "width", "height"])[["patientId", "x", "y", "width", "height"]].itertuples(index=False):
+    for patient, *box in frame.dropna(subset=["x", "y", "width", "height"])[
+        ["patientId", "x", "y", "width", "height"]
+    ].itertuples(index=False):
         boxes_by_patient[patient].append([float(v) for v in box])
 
     class_info: dict[str, str] = {}

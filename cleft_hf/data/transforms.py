@@ -9,18 +9,19 @@ and ``labels`` when the batch has them, plus the ``keep_columns`` present. Token
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 import io
 import math
 import os
 import re
-from typing import Any, Sequence
+from typing import Any
 
+from datasets import Image as ImageFeature
 import numpy as np
+from PIL import Image as PILImage
 import torch
 import torch.nn.functional as F
-from datasets import Image as ImageFeature
-from PIL import Image as PILImage
 from torchvision.transforms.v2 import functional as TF
 
 from ..modeling.image_bounds_cleft import check_pixel_budget
@@ -229,7 +230,12 @@ class ImageTextTransform:
             aspect = math.exp(rng.uniform(*log_ratio))
             crop_w, crop_h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
             if 0 < crop_w <= width and 0 < crop_h <= height:
-                return int(rng.integers(0, height - crop_h + 1)), int(rng.integers(0, width - crop_w + 1)), crop_h, crop_w
+                return (
+                    int(rng.integers(0, height - crop_h + 1)),
+                    int(rng.integers(0, width - crop_w + 1)),
+                    crop_h,
+                    crop_w,
+                )
         side = min(height, width)
         return (height - side) // 2, (width - side) // 2, side, side
 
@@ -245,8 +251,12 @@ class ImageTextTransform:
         out_h, out_w = self.image_processor.crop_size["height"], self.image_processor.crop_size["width"]
         top, left, crop_h, crop_w = self._crop_box(height, width)
         angle = math.radians(float(rng.uniform(-self.max_rotation, self.max_rotation)))
-        shift = np.array([rng.uniform(-self.max_translate, self.max_translate) * out_w,
-                          rng.uniform(-self.max_translate, self.max_translate) * out_h])
+        shift = np.array(
+            [
+                rng.uniform(-self.max_translate, self.max_translate) * out_w,
+                rng.uniform(-self.max_translate, self.max_translate) * out_h,
+            ]
+        )
         # output normalised coords -> output pixels -> undo shift -> undo rotation -> crop -> input normalised coords
         to_pixels = np.diag([out_w / 2.0, out_h / 2.0])
         unrotate = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
@@ -294,8 +304,9 @@ class ImageTextTransform:
             raise KeyError(f"batch has no image column '{self.image_column}' (columns: {sorted(batch)})")
         out: dict[str, list] = {"pixel_values": [self._image_or_skip(value) for value in batch[self.image_column]]}
         if self.skip_bad:  # rows whose image failed: pixel_values None, the file in `bad_image` (collator drops them)
-            out["bad_image"] = [image_source(v) if t is None else None for v, t in zip(batch[self.image_column],
-                                                                                     out["pixel_values"])]
+            out["bad_image"] = [
+                image_source(v) if t is None else None for v, t in zip(batch[self.image_column], out["pixel_values"])
+            ]
         if "text" in batch:
             texts = batch["text"]
             if self.train and self.text_augment is not None:
@@ -321,8 +332,14 @@ def make_train_transform(
     random resized crop, small rotation/translation, brightness/contrast, optional horizontal flip, optional
     report sentence shuffle/sample. Deterministic for a ``seed`` in one process; DataLoader workers mix in
     torch's per-worker seed (reproducible under ``torch.manual_seed``)."""
-    return ImageTextTransform(image_processor, train=True, augmentation=Augmentation(**augmentation),
-                              keep_columns=keep_columns, seed=seed, skip_bad=skip_bad)
+    return ImageTextTransform(
+        image_processor,
+        train=True,
+        augmentation=Augmentation(**augmentation),
+        keep_columns=keep_columns,
+        seed=seed,
+        skip_bad=skip_bad,
+    )
 
 
 def make_eval_transform(

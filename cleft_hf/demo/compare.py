@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 from ..arguments import arg, load_arguments, read_config_file
 from ..cli import run_cli
@@ -51,9 +51,13 @@ ROWS = (  # (label, key of a summary or measurement, format)
 
 def demo_paths(demo_dir: Path) -> dict[str, Path]:
     """What `make demo` wrote and the comparison reads; a missing one ends in one line naming `make demo`."""
-    paths = {"llm": demo_dir / "llm", "cxr_data": demo_dir / "data" / "mimic-cxr-demo",
-             "embed_data": demo_dir / "data" / "embed-demo", "cleft_stage1": demo_dir / "mammo" / "stage1",
-             "cleft_results": demo_dir / "mammo" / "results.json"}
+    paths = {
+        "llm": demo_dir / "llm",
+        "cxr_data": demo_dir / "data" / "mimic-cxr-demo",
+        "embed_data": demo_dir / "data" / "embed-demo",
+        "cleft_stage1": demo_dir / "mammo" / "stage1",
+        "cleft_results": demo_dir / "mammo" / "results.json",
+    }
     missing = [str(path) for path in paths.values() if not path.exists()]
     if missing:
         raise FileNotFoundError(f"{missing[0]} not found: run `make demo` first (or pass --demo_dir of its outputs)")
@@ -67,10 +71,15 @@ def pretrain_demo_bert(paths: dict[str, Path], output_dir: Path, seed: int) -> A
 
     llm_config = json.loads((paths["llm"] / "config.json").read_text())
     llm_summary = json.loads((paths["llm"] / "pretraining_summary.json").read_text())
-    settings = {**read_config_file(DEMO_CONFIG, "language_model"), "num_layers": llm_config["n_layer"],
-                "hidden_size": llm_config["n_embd"], "num_heads": llm_config["n_head"],
-                "seq_len": llm_config["n_positions"], "vocab_size": llm_config["vocab_size"],
-                "time_budget_s": max(1.0, float(llm_summary["seconds"]))}
+    settings = {
+        **read_config_file(DEMO_CONFIG, "language_model"),
+        "num_layers": llm_config["n_layer"],
+        "hidden_size": llm_config["n_embd"],
+        "num_heads": llm_config["n_head"],
+        "seq_len": llm_config["n_positions"],
+        "vocab_size": llm_config["vocab_size"],
+        "time_budget_s": max(1.0, float(llm_summary["seconds"])),
+    }
     reports = list(load_mimic_cxr(paths["cxr_data"])["train"]["text"])
     captions = list(get_split(get_dataset_spec("embed").load(str(paths["embed_data"])), "train")["text"])
     return pretrain_masked_lm(reports + captions, output_dir, seed=seed, progress=False, **settings)
@@ -86,8 +95,15 @@ def baseline_arguments(paths: dict[str, Path], bert: Path, output_dir: Path) -> 
     layers = json.loads((bert / "config.json").read_text())["num_hidden_layers"]
     model_config = {key: value for key, value in recorded["model_config"].items() if key != "peft_config"}
     model_config.update(BASELINE_MODEL_CONFIG, text_model_name_or_path=str(bert), text_num_layers=max(1, layers // 2))
-    values = {**recorded, "model_config": model_config, "output_dir": str(output_dir), "report_to": "none",
-              "eval_every": 0, "resume_from_checkpoint": None, "push_to_hub": False}
+    values = {
+        **recorded,
+        "model_config": model_config,
+        "output_dir": str(output_dir),
+        "report_to": "none",
+        "eval_every": 0,
+        "resume_from_checkpoint": None,
+        "push_to_hub": False,
+    }
     return load_arguments(PretrainArguments, None, values)
 
 
@@ -98,11 +114,24 @@ def evaluate(model_dir: Path, paths: dict[str, Path], output_dir: Path, seed: in
 
     summary: dict[str, float] = {}
     for task in MAMMO_TASKS:
-        results = run_evaluation(load_arguments(EvaluateArguments, MAMMO_CONFIG, {
-            "dataset": "embed", "data_root": str(paths["embed_data"]), "seed": seed, "dataset_kwargs": {"task": task},
-            "output_dir": str(output_dir / task), "model_name_or_path": str(model_dir),
-            "tasks": ["zero_shot", "linear_probe"], "linear_probe_fractions": [1.0],
-            "balanced_per_class": _rarest_class_count(paths["embed_data"], task)}, section="evaluate"))
+        results = run_evaluation(
+            load_arguments(
+                EvaluateArguments,
+                MAMMO_CONFIG,
+                {
+                    "dataset": "embed",
+                    "data_root": str(paths["embed_data"]),
+                    "seed": seed,
+                    "dataset_kwargs": {"task": task},
+                    "output_dir": str(output_dir / task),
+                    "model_name_or_path": str(model_dir),
+                    "tasks": ["zero_shot", "linear_probe"],
+                    "linear_probe_fractions": [1.0],
+                    "balanced_per_class": _rarest_class_count(paths["embed_data"], task),
+                },
+                section="evaluate",
+            )
+        )
         summary.update(summarise(results, task))
     return summary
 
@@ -120,8 +149,15 @@ def measure(model_dir: str, data_root: str, batch_size: int, steps: int, seed: i
     torch.manual_seed(seed)
     spec = get_dataset_spec("embed")
     processor = CLEFTProcessor.from_pretrained(model_dir)
-    loader = make_loader(get_split(spec.load(data_root), "train"), processor, shuffle=True, batch_size=batch_size,
-                         num_workers=0, seed=seed, spec=spec)
+    loader = make_loader(
+        get_split(spec.load(data_root), "train"),
+        processor,
+        shuffle=True,
+        batch_size=batch_size,
+        num_workers=0,
+        seed=seed,
+        spec=spec,
+    )
     batch = next(iter(loader))
     with open("/proc/self/statm", encoding="ascii") as handle:  # resident pages now (Linux)
         rss_before_kib = int(handle.read().split()[1]) * resource.getpagesize() / 1024
@@ -130,23 +166,41 @@ def measure(model_dir: str, data_root: str, batch_size: int, steps: int, seed: i
     times = []
     for index in range(steps + 2):
         start = time.perf_counter()
-        outputs = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                        attention_mask=batch["attention_mask"])
+        outputs = model(
+            pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        )
         clip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, gather=False).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if index >= 2:
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
-    return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "step_s": statistics.median(times), "peak_rss_gb": peak / 1024**2,
-            "rss_growth_gb": max(0.0, peak - rss_before_kib) / 1024**2, "threads": torch.get_num_threads()}
+    return {
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "step_s": statistics.median(times),
+        "peak_rss_gb": peak / 1024**2,
+        "rss_growth_gb": max(0.0, peak - rss_before_kib) / 1024**2,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def measure_in_process(model_dir: Path, data_root: Path, batch_size: int, steps: int, seed: int) -> dict:
     """`measure` in a fresh interpreter (clean peak memory)."""
-    command = [sys.executable, "-m", "cleft_hf.demo.compare", "--measure", str(model_dir), "--data_root",
-               str(data_root), "--batch_size", str(batch_size), "--steps", str(steps), "--seed", str(seed)]
+    command = [
+        sys.executable,
+        "-m",
+        "cleft_hf.demo.compare",
+        "--measure",
+        str(model_dir),
+        "--data_root",
+        str(data_root),
+        "--batch_size",
+        str(batch_size),
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"measuring {model_dir} failed:\n{done.stderr[-3000:]}")
@@ -170,8 +224,8 @@ class CompareArguments:
     demo_dir: str = arg("outputs/demo", "Folder `make demo` wrote (its LLM, data, mammography stage 1, results).")
     seed: int = arg(0, "Seed of the demo BERT, the baseline's training and the measurements.")
     measure_steps: int = arg(5, "Timed training steps per model (after 2 warm-up steps).")
-    measure: Optional[str] = arg(None, "Internal: measure the model in this folder and print JSON.")
-    data_root: Optional[str] = arg(None, "Internal (with --measure): the EMBED-format data of the measured batch.")
+    measure: str | None = arg(None, "Internal: measure the model in this folder and print JSON.")
+    data_root: str | None = arg(None, "Internal (with --measure): the EMBED-format data of the measured batch.")
     batch_size: int = arg(32, "Internal (with --measure): examples in the measured batch.")
     steps: int = arg(5, "Internal (with --measure): timed steps.")
 
@@ -194,22 +248,32 @@ def compare(args: CompareArguments) -> dict[str, Any]:
     run_pretraining(baseline_args)
     baseline_dir = out / "stage1" / "model"
     cleft_summary = json.loads(paths["cleft_results"].read_text())
-    columns = {"CLEFT (demo LLM + LoRA)": {k: v for k, v in cleft_summary.items() if isinstance(v, float)},
-               "BERT CLIP baseline": evaluate(baseline_dir, paths, out, args.seed)}
+    columns = {
+        "CLEFT (demo LLM + LoRA)": {k: v for k, v in cleft_summary.items() if isinstance(v, float)},
+        "BERT CLIP baseline": evaluate(baseline_dir, paths, out, args.seed),
+    }
     batch = baseline_args.per_device_batch_size
     for name, model_dir in zip(columns, (paths["cleft_stage1"] / "model", baseline_dir)):
         columns[name].update(measure_in_process(model_dir, paths["embed_data"], batch, args.measure_steps, args.seed))
     table = comparison_table(columns)
     seconds = round(time.perf_counter() - started, 1)
-    record = {"columns": columns, "demo_bert_masked_perplexity": bert.eval_perplexity,
-              "demo_bert_steps": bert.num_steps, "seconds": seconds}
+    record = {
+        "columns": columns,
+        "demo_bert_masked_perplexity": bert.eval_perplexity,
+        "demo_bert_steps": bert.num_steps,
+        "seconds": seconds,
+    }
     (out / "comparison.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     (out / "comparison.md").write_text(table + "\n", encoding="utf-8")
-    print(f"\nCLEFT vs BERT CLIP on the demo's mammography data (stage 1 as `make demo`, batch {batch}; "
-          f"demo BERT: {bert.num_steps} masked-LM steps, masked-token perplexity {bert.eval_perplexity:.2f}):\n")
+    print(
+        f"\nCLEFT vs BERT CLIP on the demo's mammography data (stage 1 as `make demo`, batch {batch}; "
+        f"demo BERT: {bert.num_steps} masked-LM steps, masked-token perplexity {bert.eval_perplexity:.2f}):\n"
+    )
     print(table)
-    print(f"\nTiny towers on synthetic data: the mechanics, not the paper's result. {seconds:.0f} s; outputs: "
-          f"{out.resolve()}")
+    print(
+        f"\nTiny towers on synthetic data: the mechanics, not the paper's result. {seconds:.0f} s; outputs: "
+        f"{out.resolve()}"
+    )
     return record
 
 

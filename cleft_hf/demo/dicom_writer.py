@@ -41,7 +41,7 @@ def write_dicom(
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEG2000Lossless, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
     pixels = np.ascontiguousarray(pixels)
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16, np.int16):

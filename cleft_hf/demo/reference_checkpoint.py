@@ -27,33 +27,62 @@ CORPUS_FINDINGS = ("atelectasis", "cardiomegaly", "consolidation", "edema", "ple
 
 
 def _vision_shapes(width: int, depth: int, patch: int, grid: int, registers: int) -> dict[str, tuple[int, ...]]:
-    shapes = {"cls_token": (1, 1, width), "pos_embed": (1, 1 + grid * grid, width), "mask_token": (1, width),
-              "register_tokens": (1, registers, width), "patch_embed.proj.weight": (width, 3, patch, patch),
-              "patch_embed.proj.bias": (width,), "norm.weight": (width,), "norm.bias": (width,)}
+    shapes = {
+        "cls_token": (1, 1, width),
+        "pos_embed": (1, 1 + grid * grid, width),
+        "mask_token": (1, width),
+        "register_tokens": (1, registers, width),
+        "patch_embed.proj.weight": (width, 3, patch, patch),
+        "patch_embed.proj.bias": (width,),
+        "norm.weight": (width,),
+        "norm.bias": (width,),
+    }
     for i in range(depth):
-        for name, shape in {"norm1.weight": (width,), "norm1.bias": (width,), "attn.qkv.weight": (3 * width, width),
-                            "attn.qkv.bias": (3 * width,), "attn.proj.weight": (width, width),
-                            "attn.proj.bias": (width,), "ls1.gamma": (width,), "norm2.weight": (width,),
-                            "norm2.bias": (width,), "mlp.fc1.weight": (4 * width, width),
-                            "mlp.fc1.bias": (4 * width,), "mlp.fc2.weight": (width, 4 * width),
-                            "mlp.fc2.bias": (width,), "ls2.gamma": (width,)}.items():
+        for name, shape in {
+            "norm1.weight": (width,),
+            "norm1.bias": (width,),
+            "attn.qkv.weight": (3 * width, width),
+            "attn.qkv.bias": (3 * width,),
+            "attn.proj.weight": (width, width),
+            "attn.proj.bias": (width,),
+            "ls1.gamma": (width,),
+            "norm2.weight": (width,),
+            "norm2.bias": (width,),
+            "mlp.fc1.weight": (4 * width, width),
+            "mlp.fc1.bias": (4 * width,),
+            "mlp.fc2.weight": (width, 4 * width),
+            "mlp.fc2.bias": (width,),
+            "ls2.gamma": (width,),
+        }.items():
             shapes[f"blocks.{i}.{name}"] = shape
     return shapes
 
 
 def _text_shapes(n_layer: int, n_embd: int, vocab_size: int, n_positions: int, rank: int) -> dict[str, tuple]:
     """GPT-2 under peft 0.6 LoRA on `c_attn` (Conv1D weights are (in, out); no `base_layer.`)."""
-    shapes = {"wte.weight": (vocab_size, n_embd), "wpe.weight": (n_positions, n_embd), "ln_f.weight": (n_embd,),
-              "ln_f.bias": (n_embd,)}
+    shapes = {
+        "wte.weight": (vocab_size, n_embd),
+        "wpe.weight": (n_positions, n_embd),
+        "ln_f.weight": (n_embd,),
+        "ln_f.bias": (n_embd,),
+    }
     for i in range(n_layer):
-        for name, shape in {"ln_1.weight": (n_embd,), "ln_1.bias": (n_embd,),
-                            "attn.c_attn.weight": (n_embd, 3 * n_embd),
-                            "attn.c_attn.bias": (3 * n_embd,), "attn.c_attn.lora_A.default.weight": (rank, n_embd),
-                            "attn.c_attn.lora_B.default.weight": (3 * n_embd, rank),
-                            "attn.c_proj.weight": (n_embd, n_embd), "attn.c_proj.bias": (n_embd,),
-                            "ln_2.weight": (n_embd,), "ln_2.bias": (n_embd,), "mlp.c_fc.weight": (n_embd, 4 * n_embd),
-                            "mlp.c_fc.bias": (4 * n_embd,), "mlp.c_proj.weight": (4 * n_embd, n_embd),
-                            "mlp.c_proj.bias": (n_embd,)}.items():
+        for name, shape in {
+            "ln_1.weight": (n_embd,),
+            "ln_1.bias": (n_embd,),
+            "attn.c_attn.weight": (n_embd, 3 * n_embd),
+            "attn.c_attn.bias": (3 * n_embd,),
+            "attn.c_attn.lora_A.default.weight": (rank, n_embd),
+            "attn.c_attn.lora_B.default.weight": (3 * n_embd, rank),
+            "attn.c_proj.weight": (n_embd, n_embd),
+            "attn.c_proj.bias": (n_embd,),
+            "ln_2.weight": (n_embd,),
+            "ln_2.bias": (n_embd,),
+            "mlp.c_fc.weight": (n_embd, 4 * n_embd),
+            "mlp.c_fc.bias": (4 * n_embd,),
+            "mlp.c_proj.weight": (4 * n_embd, n_embd),
+            "mlp.c_proj.bias": (n_embd,),
+        }.items():
             shapes[f"h.{i}.{name}"] = shape
     return shapes
 
@@ -62,11 +91,20 @@ def _projection_shapes(in_features: int, out_features: int, head: str) -> dict[s
     if head == "linear":
         return {"weight": (out_features, in_features), "bias": (out_features,)}
     hidden = 2048
-    return {"head.0.weight": (hidden, in_features), "head.0.bias": (hidden,), "head.1.weight": (hidden,),
-            "head.1.bias": (hidden,), "head.1.running_mean": (hidden,), "head.1.running_var": (hidden,),
-            "head.1.num_batches_tracked": (), "head.3.weight": (out_features, hidden), "head.3.bias": (out_features,),
-            "head.4.running_mean": (out_features,), "head.4.running_var": (out_features,),
-            "head.4.num_batches_tracked": ()}
+    return {
+        "head.0.weight": (hidden, in_features),
+        "head.0.bias": (hidden,),
+        "head.1.weight": (hidden,),
+        "head.1.bias": (hidden,),
+        "head.1.running_mean": (hidden,),
+        "head.1.running_var": (hidden,),
+        "head.1.num_batches_tracked": (),
+        "head.3.weight": (out_features, hidden),
+        "head.3.bias": (out_features,),
+        "head.4.running_mean": (out_features,),
+        "head.4.running_var": (out_features,),
+        "head.4.num_batches_tracked": (),
+    }
 
 
 def _random(name: str, shape: tuple[int, ...], generator: torch.Generator | None, device: str) -> torch.Tensor:
@@ -76,8 +114,9 @@ def _random(name: str, shape: tuple[int, ...], generator: torch.Generator | None
     if name.endswith("num_batches_tracked"):
         return torch.tensor(100)
     noise = torch.randn(shape, generator=generator)
-    if name.endswith(("running_var", "ln_1.weight", "ln_2.weight", "ln_f.weight", "norm1.weight", "norm2.weight",
-                      "head.1.weight")):
+    if name.endswith(
+        ("running_var", "ln_1.weight", "ln_2.weight", "ln_f.weight", "norm1.weight", "norm2.weight", "head.1.weight")
+    ):
         return 1.0 + 0.1 * noise.abs() if name.endswith("running_var") else 1.0 + 0.1 * noise
     if name.endswith("gamma"):
         return 0.1 + 0.05 * noise
@@ -92,9 +131,18 @@ def _random(name: str, shape: tuple[int, ...], generator: torch.Generator | None
 
 
 def reference_state_dict(
-    *, stage: int = 1, vision: dict[str, int] | None = None, text: dict[str, int] | None = None,
-    vocab_size: int = 400, projection_dim: int = 32, projection_head: str = "linear", rank: int = 8,
-    num_context_tokens: int = 30, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.bfloat16,
+    *,
+    stage: int = 1,
+    vision: dict[str, int] | None = None,
+    text: dict[str, int] | None = None,
+    vocab_size: int = 400,
+    projection_dim: int = 32,
+    projection_head: str = "linear",
+    rank: int = 8,
+    num_context_tokens: int = 30,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
 ) -> dict[str, torch.Tensor]:
     """A `state_dict` with the reference code's keys and shapes (stage 1 or 2), random values of `dtype`."""
     vision = {**TINY_VISION, **(vision or {})}
@@ -103,13 +151,21 @@ def reference_state_dict(
     text_prefix = "text_encoder_q.model.base_model." + ("base_model." if stage == 2 else "") + "model.transformer."
     shapes: dict[str, tuple] = {}
     shapes.update({f"img_encoder_q.model.{k}": v for k, v in _vision_shapes(**vision).items()})
-    shapes.update({f"img_encoder_q.global_embed.{k}": v
-                   for k, v in _projection_shapes(vision["width"], projection_dim, projection_head).items()})
+    shapes.update(
+        {
+            f"img_encoder_q.global_embed.{k}": v
+            for k, v in _projection_shapes(vision["width"], projection_dim, projection_head).items()
+        }
+    )
     shapes.update({f"img_encoder_q.local_embed.{k}": v for k, v in {"weight": (8, vision["width"])}.items()})
     text_shapes = _text_shapes(text["n_layer"], text["n_embd"], vocab_size, text["n_positions"], rank)
     shapes.update({text_prefix + k: v for k, v in text_shapes.items()})
-    shapes.update({f"text_encoder_q.global_embed.{k}": v
-                   for k, v in _projection_shapes(text["n_embd"], projection_dim, projection_head).items()})
+    shapes.update(
+        {
+            f"text_encoder_q.global_embed.{k}": v
+            for k, v in _projection_shapes(text["n_embd"], projection_dim, projection_head).items()
+        }
+    )
     shapes["text_encoder_q.local_embed.weight"] = (8, text["n_embd"])
     shapes["logit_scale"] = ()
     if stage == 2:
@@ -125,12 +181,30 @@ def reference_state_dict(
 
 def lightning_checkpoint(state_dict: dict[str, torch.Tensor], stage: int, **hyper_parameters: Any) -> dict[str, Any]:
     """The dict Lightning 2.1's ModelCheckpoint saves around `state_dict` (plain values only)."""
-    hparams = {"llm_type": "gpt", "emb_dim": 512, "linear_proj": True, "pool_feat": True, "peft": "lora",
-               "img_encoder": "dinov2_vitb14_reg", "ctx_length": 30, "prompt_ft": stage == 2,
-               "precision": "bf16-true", **hyper_parameters}
-    return {"epoch": 3, "global_step": 1200, "pytorch-lightning_version": "2.1.2", "state_dict": state_dict,
-            "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": [], "hparams_name": "kwargs",
-            "hyper_parameters": hparams}
+    hparams = {
+        "llm_type": "gpt",
+        "emb_dim": 512,
+        "linear_proj": True,
+        "pool_feat": True,
+        "peft": "lora",
+        "img_encoder": "dinov2_vitb14_reg",
+        "ctx_length": 30,
+        "prompt_ft": stage == 2,
+        "precision": "bf16-true",
+        **hyper_parameters,
+    }
+    return {
+        "epoch": 3,
+        "global_step": 1200,
+        "pytorch-lightning_version": "2.1.2",
+        "state_dict": state_dict,
+        "loops": {},
+        "callbacks": {},
+        "optimizer_states": [],
+        "lr_schedulers": [],
+        "hparams_name": "kwargs",
+        "hyper_parameters": hparams,
+    }
 
 
 def write_tiny_reference_llm(folder: str | Path) -> Path:
@@ -140,19 +214,31 @@ def write_tiny_reference_llm(folder: str | Path) -> Path:
     from .language_model.tokenizer_training import train_tokenizer
 
     folder = Path(folder)
-    corpus = [f"{lead} {finding} {tail}" for lead in CORPUS_LEADS for finding in CORPUS_FINDINGS
-              for tail in ("in the right lower lobe.", "bilaterally.", ".")]
+    corpus = [
+        f"{lead} {finding} {tail}"
+        for lead in CORPUS_LEADS
+        for finding in CORPUS_FINDINGS
+        for tail in ("in the right lower lobe.", "bilaterally.", ".")
+    ]
     tokenizer = train_tokenizer(corpus, family="gpt2", vocab_size=400)
     tokenizer.save_pretrained(folder)
     eos = tokenizer.eos_token_id
-    GPT2Config(n_layer=TINY_TEXT["n_layer"], n_embd=TINY_TEXT["n_embd"], n_head=TINY_TEXT["n_head"],
-               n_positions=TINY_TEXT["n_positions"], vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos,
-               pad_token_id=eos).save_pretrained(folder)
+    GPT2Config(
+        n_layer=TINY_TEXT["n_layer"],
+        n_embd=TINY_TEXT["n_embd"],
+        n_head=TINY_TEXT["n_head"],
+        n_positions=TINY_TEXT["n_positions"],
+        vocab_size=len(tokenizer),
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    ).save_pretrained(folder)
     return folder
 
 
-def write_reference_checkpoints(output_dir: str | Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
-                                projection_head: str = "linear") -> dict[str, Path]:
+def write_reference_checkpoints(
+    output_dir: str | Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0, projection_head: str = "linear"
+) -> dict[str, Path]:
     """`llm/`, `stage1.ckpt` and `stage2.ckpt` in `output_dir` (stage 2 continues stage 1: same LLM and adapter)."""
     from transformers import AutoTokenizer
 
@@ -160,16 +246,19 @@ def write_reference_checkpoints(output_dir: str | Path, dtype: torch.dtype = tor
     llm = write_tiny_reference_llm(output_dir / "llm")
     vocab_size = len(AutoTokenizer.from_pretrained(llm))
     paths = {"llm": llm}
-    stage1 = reference_state_dict(stage=1, vocab_size=vocab_size, seed=seed, dtype=dtype,
-                                  projection_head=projection_head)
-    stage2 = reference_state_dict(stage=2, vocab_size=vocab_size, seed=seed + 1, dtype=dtype,
-                                  projection_head=projection_head)
+    stage1 = reference_state_dict(
+        stage=1, vocab_size=vocab_size, seed=seed, dtype=dtype, projection_head=projection_head
+    )
+    stage2 = reference_state_dict(
+        stage=2, vocab_size=vocab_size, seed=seed + 1, dtype=dtype, projection_head=projection_head
+    )
     for key in list(stage2):  # frozen text side: stage 2 has stage 1's LLM, adapter and text projection
         source = key.replace("base_model.base_model.", "base_model.")
         if key.startswith("text_encoder_q.") and source in stage1 and "prompt_encoder" not in key:
             stage2[key] = stage1[source]
     stage2["text_encoder_q.model.word_embeddings.weight"] = stage1[
-        "text_encoder_q.model.base_model.model.transformer.wte.weight"]
+        "text_encoder_q.model.base_model.model.transformer.wte.weight"
+    ]
     for stage, state in ((1, stage1), (2, stage2)):
         paths[f"stage{stage}"] = output_dir / f"stage{stage}.ckpt"
         torch.save(lightning_checkpoint(state, stage), paths[f"stage{stage}"])
@@ -180,8 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    parser.add_argument("--chexpert_images", type=int, default=0,
-                        help="also write a CheXpert-like demo tree of this many images into OUTPUT_DIR/chexpert")
+    parser.add_argument(
+        "--chexpert_images",
+        type=int,
+        default=0,
+        help="also write a CheXpert-like demo tree of this many images into OUTPUT_DIR/chexpert",
+    )
     args = parser.parse_args(argv)
     paths = write_reference_checkpoints(args.output_dir, getattr(torch, args.dtype))
     if args.chexpert_images:

@@ -17,13 +17,14 @@ prompt sets, per-task `density/` and `birads/` reports).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 import json
 import logging
+from pathlib import Path
 import shutil
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..arguments import arg, load_arguments
 from ..cli import run_cli
@@ -37,11 +38,19 @@ MAMMO_TASKS = ("density", "birads")  # stage 2 in this order: the final model ca
 # Flat keys of mammo/results.json (prefixed with the task) -> the evaluation record they summarise.
 MAMMO_SUMMARY = {
     "zero_shot_acc_hand_prompts": ("zero-shot accuracy, hand prompts", "zero_shot", "accuracy", {"prompts": "hand"}),
-    "zero_shot_acc_learned_prompts": ("zero-shot accuracy, learned prompts", "zero_shot", "accuracy",
-                                      {"prompts": "learned"}),
+    "zero_shot_acc_learned_prompts": (
+        "zero-shot accuracy, learned prompts",
+        "zero_shot",
+        "accuracy",
+        {"prompts": "learned"},
+    ),
     "linear_probe_acc": ("linear probe accuracy (all labels)", "linear_probe", "accuracy", {"label_fraction": 1.0}),
-    "linear_probe_balanced_acc": ("linear probe balanced accuracy (all labels)", "linear_probe", "balanced_accuracy",
-                                  {"label_fraction": 1.0}),
+    "linear_probe_balanced_acc": (
+        "linear probe balanced accuracy (all labels)",
+        "linear_probe",
+        "balanced_accuracy",
+        {"label_fraction": 1.0},
+    ),
 }
 
 
@@ -88,13 +97,23 @@ def pretrain(config_path: Path, common: dict[str, Any], output_dir: Path, llm_pa
     """Stage 1 of the config's `pretrain` section into `output_dir/stage1`, text tower from the demo LLM."""
     from ..training.contrastive_pretraining import run_pretraining
 
-    run_pretraining(load_arguments(PretrainArguments, config_path, {
-        **common, "output_dir": str(output_dir / "stage1"), "model_config": {"text_model_name_or_path": llm_path}},
-        section="pretrain"))
+    run_pretraining(
+        load_arguments(
+            PretrainArguments,
+            config_path,
+            {
+                **common,
+                "output_dir": str(output_dir / "stage1"),
+                "model_config": {"text_model_name_or_path": llm_path},
+            },
+            section="pretrain",
+        )
+    )
 
 
-def run_chest_xray(output_dir: Path, config_path: Path, data_root: Path, llm_path: str, seed: int,
-                   timer: Timer) -> dict[str, Any]:
+def run_chest_xray(
+    output_dir: Path, config_path: Path, data_root: Path, llm_path: str, seed: int, timer: Timer
+) -> dict[str, Any]:
     """Stage 1, stage 2 and evaluation on the MIMIC-CXR-like tree; `output_dir/model` is the final model."""
     from ..evaluation.runner import run_evaluation
     from ..training.prompt_tuning import run_prompt_tuning
@@ -102,13 +121,28 @@ def run_chest_xray(output_dir: Path, config_path: Path, data_root: Path, llm_pat
     common = {"dataset": "synthetic", "data_root": str(data_root), "seed": seed}
     pretrain(config_path, common, output_dir, llm_path)
     timer.lap("cxr_stage1")
-    run_prompt_tuning(load_arguments(PromptTuneArguments, config_path, {
-        **common, "output_dir": str(output_dir / "stage2"), "model_name_or_path": str(output_dir / "stage1" / "model")},
-        section="prompt_tune"))
+    run_prompt_tuning(
+        load_arguments(
+            PromptTuneArguments,
+            config_path,
+            {
+                **common,
+                "output_dir": str(output_dir / "stage2"),
+                "model_name_or_path": str(output_dir / "stage1" / "model"),
+            },
+            section="prompt_tune",
+        )
+    )
     timer.lap("cxr_stage2")
     _replace_folder(output_dir / "stage2" / "model", output_dir / "model")
-    results = run_evaluation(load_arguments(EvaluateArguments, config_path, {
-        **common, "output_dir": str(output_dir), "model_name_or_path": str(output_dir / "model")}, section="evaluate"))
+    results = run_evaluation(
+        load_arguments(
+            EvaluateArguments,
+            config_path,
+            {**common, "output_dir": str(output_dir), "model_name_or_path": str(output_dir / "model")},
+            section="evaluate",
+        )
+    )
     timer.lap("cxr_evaluation")
     return results
 
@@ -137,8 +171,9 @@ def summarise(results: dict[str, Any], task: str) -> dict[str, float]:
     return summary
 
 
-def run_mammography(output_dir: Path, config_path: Path, data_root: Path, llm_path: str, seed: int,
-                    timer: Timer) -> dict[str, Any]:
+def run_mammography(
+    output_dir: Path, config_path: Path, data_root: Path, llm_path: str, seed: int, timer: Timer
+) -> dict[str, Any]:
     """Stage 1, stage 2 for density then BI-RADS, and both evaluations (balanced test sets) on the EMBED-like
     tree. `output_dir/model` carries both learned prompt sets. Returns `{task}_*` summary values plus each task's
     full results under its name."""
@@ -150,26 +185,50 @@ def run_mammography(output_dir: Path, config_path: Path, data_root: Path, llm_pa
     timer.lap("mammo_stage1")
     previous = output_dir / "stage1" / "model"
     for task in MAMMO_TASKS:
-        run_prompt_tuning(load_arguments(PromptTuneArguments, config_path, {
-            **common, "dataset_kwargs": {"task": task}, "output_dir": str(output_dir / f"stage2_{task}"),
-            "model_name_or_path": str(previous)}, section="prompt_tune"))
+        run_prompt_tuning(
+            load_arguments(
+                PromptTuneArguments,
+                config_path,
+                {
+                    **common,
+                    "dataset_kwargs": {"task": task},
+                    "output_dir": str(output_dir / f"stage2_{task}"),
+                    "model_name_or_path": str(previous),
+                },
+                section="prompt_tune",
+            )
+        )
         previous = output_dir / f"stage2_{task}" / "model"
         timer.lap(f"mammo_stage2_{task}")
     _replace_folder(previous, output_dir / "model")
     results: dict[str, Any] = {"dataset": "embed", "model": str(output_dir / "model")}
     for task in MAMMO_TASKS:
-        task_results = run_evaluation(load_arguments(EvaluateArguments, config_path, {
-            **common, "dataset_kwargs": {"task": task}, "output_dir": str(output_dir / task),
-            "model_name_or_path": str(output_dir / "model"),
-            "balanced_per_class": _rarest_class_count(data_root, task)}, section="evaluate"))
+        task_results = run_evaluation(
+            load_arguments(
+                EvaluateArguments,
+                config_path,
+                {
+                    **common,
+                    "dataset_kwargs": {"task": task},
+                    "output_dir": str(output_dir / task),
+                    "model_name_or_path": str(output_dir / "model"),
+                    "balanced_per_class": _rarest_class_count(data_root, task),
+                },
+                section="evaluate",
+            )
+        )
         results.update(summarise(task_results, task))
         results[task] = task_results
         timer.lap(f"mammo_evaluation_{task}")
     return results
 
 
-def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = DEMO_CONFIG,
-             mammo_config_path: str | Path = MAMMO_CONFIG, seed: int = 0) -> tuple[dict, dict]:
+def run_demo(
+    output_dir: str | Path = "outputs/demo",
+    config_path: str | Path = DEMO_CONFIG,
+    mammo_config_path: str | Path = MAMMO_CONFIG,
+    seed: int = 0,
+) -> tuple[dict, dict]:
     """Run the demo end to end; returns the chest X-ray and the mammography results (also written to
     `output_dir/results.json` and `output_dir/mammo/results.json`, with the per-stage seconds)."""
     from ..data import get_dataset_spec, get_split, load_mimic_cxr
@@ -189,8 +248,12 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
     reports = list(load_mimic_cxr(cxr_root)["train"]["text"])
     captions = list(get_split(get_dataset_spec("embed").load(str(embed_root)), "train")["text"])
     llm = pretrain_causal_lm(reports + captions, output_dir / "llm", seed=seed, **config["language_model"])
-    logger.info("demo LLM: held-out perplexity %.2f (unigram %.2f) in %.0f s", llm.eval_perplexity,
-                llm.unigram_perplexity, llm.seconds)
+    logger.info(
+        "demo LLM: held-out perplexity %.2f (unigram %.2f) in %.0f s",
+        llm.eval_perplexity,
+        llm.unigram_perplexity,
+        llm.seconds,
+    )
     timer.lap("language_model")
 
     results = run_chest_xray(output_dir, Path(config_path), cxr_root, str(llm.path), seed, timer)
@@ -198,9 +261,16 @@ def run_demo(output_dir: str | Path = "outputs/demo", config_path: str | Path = 
     write_model_card(output_dir / "model", results=results)  # every stage's recipe: recorded in the model folder
     write_model_card(output_dir / "mammo" / "model", results=[mammo[task] for task in MAMMO_TASKS])
     timer.lap("model_cards")
-    write_similarity_figure(output_dir / "model", "synthetic", cxr_root, output_dir / "plots" / "similarity_maps_cxr.png")
-    write_similarity_figure(output_dir / "mammo" / "model", "embed", embed_root,
-                            output_dir / "plots" / "similarity_maps_mammo.png", task=MAMMO_TASKS[0])
+    write_similarity_figure(
+        output_dir / "model", "synthetic", cxr_root, output_dir / "plots" / "similarity_maps_cxr.png"
+    )
+    write_similarity_figure(
+        output_dir / "mammo" / "model",
+        "embed",
+        embed_root,
+        output_dir / "plots" / "similarity_maps_mammo.png",
+        task=MAMMO_TASKS[0],
+    )
     timer.lap("similarity_maps")
     seconds = {**timer.seconds, "total": round(sum(timer.seconds.values()), 1)}
     for values, folder in ((results, output_dir), (mammo, output_dir / "mammo")):
@@ -245,15 +315,21 @@ def demo(args: DemoArguments) -> tuple[dict, dict]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"demo config {path} not found; pass an existing YAML file")
     results, mammo = run_demo(args.output_dir, args.config, args.mammo_config, args.seed)
-    print(f"\nCLEFT demo, chest X-rays ({results['dataset']}, {results['n_images']} test images, "
-          f"{len(results['class_names'])} classes):\n")
+    print(
+        f"\nCLEFT demo, chest X-rays ({results['dataset']}, {results['n_images']} test images, "
+        f"{len(results['class_names'])} classes):\n"
+    )
     print(markdown_table(results))
-    print(f"\nCLEFT demo, mammography (EMBED format; balanced test sets: density {mammo['density']['n_images']} "
-          f"images, BI-RADS {mammo['birads']['n_images']} images):\n")
+    print(
+        f"\nCLEFT demo, mammography (EMBED format; balanced test sets: density {mammo['density']['n_images']} "
+        f"images, BI-RADS {mammo['birads']['n_images']} images):\n"
+    )
     print(mammography_table(mammo))
     print(f"\ntimings (s): {results['demo_seconds']}")
-    print(f"outputs: {Path(args.output_dir).resolve()} (model/ with its model card README.md, results.json, "
-          "results.md, plots/; mammo/model/, mammo/results.json, mammo/density/, mammo/birads/)")
+    print(
+        f"outputs: {Path(args.output_dir).resolve()} (model/ with its model card README.md, results.json, "
+        "results.md, plots/; mammo/model/, mammo/results.json, mammo/density/, mammo/birads/)"
+    )
     return results, mammo
 
 

@@ -30,7 +30,7 @@ from .synthetic_cxr import CXR_FINDINGS, ChestXRayRenderer, sample_case
 from .synthetic_mammo import SYNTHETIC_LEGEND, render_mammogram, sample_findings
 from .synthetic_reports import write_report
 
-KIND_WEIGHTS = {"normal": 0.20, "multi": 0.15, **{name: 0.13 for name in CXR_FINDINGS}}
+KIND_WEIGHTS = {"normal": 0.20, "multi": 0.15, **dict.fromkeys(CXR_FINDINGS, 0.13)}
 _VIEW_MEANINGS = {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral"}
 
 
@@ -65,7 +65,6 @@ def _save_jpeg(pixels: np.ndarray, path: Path, quality: int) -> None:
     Image.fromarray(pixels).save(path, quality=quality)
 
 
-
 def write_demo_mimic_cxr(
     root: str | os.PathLike,
     n_studies: int = 1000,
@@ -96,8 +95,11 @@ def write_demo_mimic_cxr(
     if n_train < 0:
         raise ValueError(f"n_studies={n_studies} is too small for {n_test} test and {n_validation} validation studies")
     rng = np.random.default_rng([seed, 0])
-    plan = ([("test", k) for k in CXR_FINDINGS for _ in range(n_test_per_class)]
-            + [("validate", k) for k in _kinds(rng, n_validation)] + [("train", k) for k in _kinds(rng, n_train)])
+    plan = (
+        [("test", k) for k in CXR_FINDINGS for _ in range(n_test_per_class)]
+        + [("validate", k) for k in _kinds(rng, n_validation)]
+        + [("train", k) for k in _kinds(rng, n_train)]
+    )
     order = rng.permutation(len(plan))
     study_ids = _unique_ints(rng, n_studies, 50_000_000, 60_000_000)
     subject_ids = iter(_unique_ints(rng, n_studies, 10_000_000, 20_000_000))
@@ -121,26 +123,43 @@ def write_demo_mimic_cxr(
         study_folder = mimic_image_path(root, subject, study_id, "x").parent
         study_folder.mkdir(parents=True, exist_ok=True)  # also creates the subject folder holding the report
         mimic_report_path(root / "files", subject, study_id).write_text(report, encoding="utf-8")
-        labels.append({"subject_id": subject, "study_id": study_id, **{k: study_labels[k] for k in sorted(CHEXPERT_CLASSES)}})
+        labels.append(
+            {"subject_id": subject, "study_id": study_id, **{k: study_labels[k] for k in sorted(CHEXPERT_CLASSES)}}
+        )
         views = [frontal] + (["LATERAL"] if study_rng.random() < lateral_fraction else [])
         for view in views:
             dicom_id = _hex_id(study_rng)
             pixels = renderer.render(case, study_rng, view=view)
             Image.fromarray(pixels).save(study_folder / f"{dicom_id}.jpg", quality=jpeg_quality)
             description = "CHEST (PORTABLE AP)" if frontal == "AP" else "CHEST (PA AND LAT)"
-            metadata.append({
-                "dicom_id": dicom_id, "subject_id": subject, "study_id": study_id,
-                "PerformedProcedureStepDescription": description, "ViewPosition": view,
-                "Rows": image_size, "Columns": image_size, "StudyDate": 21800101 + int(study_rng.integers(0, 9000)),
-                "StudyTime": round(float(study_rng.uniform(0, 235959)), 3), "ProcedureCodeSequence_CodeMeaning": description,
-                "ViewCodeSequence_CodeMeaning": _VIEW_MEANINGS[view], "PatientOrientationCodeSequence_CodeMeaning": "Erect",
-            })
+            metadata.append(
+                {
+                    "dicom_id": dicom_id,
+                    "subject_id": subject,
+                    "study_id": study_id,
+                    "PerformedProcedureStepDescription": description,
+                    "ViewPosition": view,
+                    "Rows": image_size,
+                    "Columns": image_size,
+                    "StudyDate": 21800101 + int(study_rng.integers(0, 9000)),
+                    "StudyTime": round(float(study_rng.uniform(0, 235959)), 3),
+                    "ProcedureCodeSequence_CodeMeaning": description,
+                    "ViewCodeSequence_CodeMeaning": _VIEW_MEANINGS[view],
+                    "PatientOrientationCodeSequence_CodeMeaning": "Erect",
+                }
+            )
             splits.append({"dicom_id": dicom_id, "study_id": study_id, "subject_id": subject, "split": split})
     _write_csv(pd.DataFrame(metadata), root / f"{MIMIC_TABLE_PREFIX}-metadata.csv.gz")
     _write_csv(pd.DataFrame(splits), root / f"{MIMIC_TABLE_PREFIX}-split.csv.gz")
     _write_csv(pd.DataFrame(labels), root / f"{MIMIC_TABLE_PREFIX}-chexpert.csv.gz")
     counts = {name: sum(1 for s, _ in plan if s == name) for name in ("train", "validate", "test")}
-    return {"root": str(root), "studies": n_studies, "images": len(metadata), "splits": counts, "test_per_class": n_test_per_class}
+    return {
+        "root": str(root),
+        "studies": n_studies,
+        "images": len(metadata),
+        "splits": counts,
+        "test_per_class": n_test_per_class,
+    }
 
 
 def write_demo_chexpert(
@@ -171,11 +190,16 @@ def write_demo_chexpert(
         name = "view2_lateral.jpg" if lateral else "view1_frontal.jpg"
         relative = f"{folder}/{split}/patient{patient:05d}/study1/{name}"
         _save_jpeg(renderer.render(case, image_rng, view="LATERAL" if lateral else "PA"), root / relative, 90)
-        rows[split].append({
-            "Path": relative, "Sex": str(image_rng.choice(["Female", "Male"])), "Age": int(image_rng.integers(20, 90)),
-            "Frontal/Lateral": "Lateral" if lateral else "Frontal", "AP/PA": "" if lateral else str(image_rng.choice(["AP", "PA"])),
-            **study_labels,
-        })
+        rows[split].append(
+            {
+                "Path": relative,
+                "Sex": str(image_rng.choice(["Female", "Male"])),
+                "Age": int(image_rng.integers(20, 90)),
+                "Frontal/Lateral": "Lateral" if lateral else "Frontal",
+                "AP/PA": "" if lateral else str(image_rng.choice(["AP", "PA"])),
+                **study_labels,
+            }
+        )
     for split, split_rows in rows.items():
         columns = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_CLASSES]
         _write_csv(pd.DataFrame(split_rows, columns=columns), root / folder / f"{split}.csv")
@@ -183,7 +207,12 @@ def write_demo_chexpert(
 
 
 def write_demo_rsna(
-    root: str | os.PathLike, n_images: int = 40, *, image_size: int = 64, seed: int = 0, positive_fraction: float = 0.35
+    root: str | os.PathLike,
+    n_images: int = 40,
+    *,
+    image_size: int = 64,
+    seed: int = 0,
+    positive_fraction: float = 0.35,
 ) -> dict:
     """Write an RSNA-Pneumonia-like tree: ``stage_2_train_images/<patientId>.dcm`` (8-bit MONOCHROME2),
     ``stage_2_train_labels.csv`` (one row per box, a blank row for negatives) and the detailed class table."""
@@ -193,21 +222,41 @@ def write_demo_rsna(
     labels, classes = [], []
     for index in range(n_images):
         image_rng = np.random.default_rng([seed, 5, index])
-        patient = _hex_id(image_rng, groups=1) + "-" + _hex_id(image_rng, groups=3, width=4) + "-" + _hex_id(image_rng, 1, 12)
+        patient = (
+            _hex_id(image_rng, groups=1)
+            + "-"
+            + _hex_id(image_rng, groups=3, width=4)
+            + "-"
+            + _hex_id(image_rng, 1, 12)
+        )
         positive = image_rng.random() < positive_fraction
-        case = sample_case(image_rng, "Consolidation" if positive else str(image_rng.choice(["normal", "Cardiomegaly", "Atelectasis"])))
+        case = sample_case(
+            image_rng,
+            "Consolidation" if positive else str(image_rng.choice(["normal", "Cardiomegaly", "Atelectasis"])),
+        )
         pixels = renderer.render(case, image_rng)
         uid = f"1.2.826.0.1.3680043.8.498.{int(image_rng.integers(10**15, 10**16))}"
-        write_dicom(root / RSNA_IMAGE_FOLDER / f"{patient}.dcm", pixels, modality="CR", SOPInstanceUID=uid, PatientID=patient, ViewPosition="PA")
+        write_dicom(
+            root / RSNA_IMAGE_FOLDER / f"{patient}.dcm",
+            pixels,
+            modality="CR",
+            SOPInstanceUID=uid,
+            PatientID=patient,
+            ViewPosition="PA",
+        )
         if positive:
             side = case.findings["Consolidation"]["side"]
             x0 = (0.12 if side == "right" else 0.55) * image_size
             box = [round(x0, 1), round(0.25 * image_size, 1), round(0.33 * image_size, 1), round(0.45 * image_size, 1)]
-            labels.append({"patientId": patient, "x": box[0], "y": box[1], "width": box[2], "height": box[3], "Target": 1})
+            labels.append(
+                {"patientId": patient, "x": box[0], "y": box[1], "width": box[2], "height": box[3], "Target": 1}
+            )
             classes.append({"patientId": patient, "class": "Lung Opacity"})
         else:
             labels.append({"patientId": patient, "x": None, "y": None, "width": None, "height": None, "Target": 0})
-            classes.append({"patientId": patient, "class": "Normal" if not case.findings else "No Lung Opacity / Not Normal"})
+            classes.append(
+                {"patientId": patient, "class": "Normal" if not case.findings else "No Lung Opacity / Not Normal"}
+            )
     _write_csv(pd.DataFrame(labels), root / RSNA_LABELS_TABLE)
     _write_csv(pd.DataFrame(classes), root / RSNA_CLASS_INFO_TABLE)
     return {"root": str(root), "images": n_images, "positives": sum(row["Target"] for row in labels)}
@@ -247,16 +296,37 @@ def write_demo_embed(
             letter = str(exam_rng.choice(letters, p=probabilities / probabilities.sum()))
             codes = sample_findings(letter, exam_rng)
             for extra in range(2 if exam_rng.random() < 0.1 else 1):
-                clinical.append({
-                    "empi_anon": empi, "acc_anon": acc, "desc": description, "side": side,
-                    "asses": letter if extra == 0 else "B", "tissueden": density, "numfind": 1 + extra,
-                    "massshape": codes.get("massshape"), "massmargin": codes.get("massmargin"), "massdens": codes.get("massdens"),
-                    "calcfind": codes.get("calcfind"), "calcdistri": codes.get("calcdistri"), "age_at_study": age,
-                    "ETHNIC_GROUP_DESC": "Non-Hispanic or Latino", "RACE_DESC": str(exam_rng.choice(["White", "African American  or Black", "Asian"])),
-                })
+                clinical.append(
+                    {
+                        "empi_anon": empi,
+                        "acc_anon": acc,
+                        "desc": description,
+                        "side": side,
+                        "asses": letter if extra == 0 else "B",
+                        "tissueden": density,
+                        "numfind": 1 + extra,
+                        "massshape": codes.get("massshape"),
+                        "massmargin": codes.get("massmargin"),
+                        "massdens": codes.get("massdens"),
+                        "calcfind": codes.get("calcfind"),
+                        "calcdistri": codes.get("calcdistri"),
+                        "age_at_study": age,
+                        "ETHNIC_GROUP_DESC": "Non-Hispanic or Latino",
+                        "RACE_DESC": str(exam_rng.choice(["White", "African American  or Black", "Asian"])),
+                    }
+                )
             for view in ("CC", "MLO"):
                 for image_type in ("2D", "cview") if exam_rng.random() < cview_fraction else ("2D",):
-                    image = render_mammogram(exam_rng, min(density, 4), letter, codes, laterality=side, view=view, height=height, width=width)
+                    image = render_mammogram(
+                        exam_rng,
+                        min(density, 4),
+                        letter,
+                        codes,
+                        laterality=side,
+                        view=view,
+                        height=height,
+                        width=width,
+                    )
                     sop_uid = f"{study_uid}.{images + 1}"
                     relative = f"cohort_1/{empi}/{study_uid}/{sop_uid}.dcm"
                     variant = images % 4
@@ -266,24 +336,48 @@ def write_demo_embed(
                         stored = ((1.0 - image) * 4095).astype(np.uint16)
                         kwargs = {"bits_stored": 12, "photometric": "MONOCHROME1", "window": (2047.5, 4096)}
                     else:
-                        stored, kwargs = (image * 4095).astype(np.uint16), {"bits_stored": 12, "window": (2047.5, 4096)}
+                        stored, kwargs = (
+                            (image * 4095).astype(np.uint16),
+                            {"bits_stored": 12, "window": (2047.5, 4096)},
+                        )
                     path = root / "images" / relative
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    write_dicom(path, stored, modality="MG", SOPInstanceUID=sop_uid, ImageLaterality=side, ViewPosition=view, **kwargs)
-                    metadata.append({
-                        "anon_dicom_path": f"{source_prefix.rstrip('/')}/{relative}", "empi_anon": empi, "acc_anon": acc,
-                        "study_date_anon": f"2015-{1 + exam % 12:02d}-15", "StudyDescription": description,
-                        "SeriesDescription": f"{side} {view}", "FinalImageType": image_type, "ImageLateralityFinal": side,
-                        "ViewPosition": view, "spot_mag": None, "Rows": height, "Columns": width,
-                    })
+                    write_dicom(
+                        path,
+                        stored,
+                        modality="MG",
+                        SOPInstanceUID=sop_uid,
+                        ImageLaterality=side,
+                        ViewPosition=view,
+                        **kwargs,
+                    )
+                    metadata.append(
+                        {
+                            "anon_dicom_path": f"{source_prefix.rstrip('/')}/{relative}",
+                            "empi_anon": empi,
+                            "acc_anon": acc,
+                            "study_date_anon": f"2015-{1 + exam % 12:02d}-15",
+                            "StudyDescription": description,
+                            "SeriesDescription": f"{side} {view}",
+                            "FinalImageType": image_type,
+                            "ImageLateralityFinal": side,
+                            "ViewPosition": view,
+                            "spot_mag": None,
+                            "Rows": height,
+                            "Columns": width,
+                        }
+                    )
                     images += 1
         exam += 1
     tables = root / "tables"
     tables.mkdir(parents=True, exist_ok=True)
     _write_csv(pd.DataFrame(metadata), tables / EMBED_METADATA_TABLE)
     _write_csv(pd.DataFrame(clinical), tables / EMBED_CLINICAL_TABLE)
-    legend = [{"Header in export": header, "Code": code, "Meaning": meaning}
-              for header, table in SYNTHETIC_LEGEND.items() for code, meaning in table.items()]
+    legend = [
+        {"Header in export": header, "Code": code, "Meaning": meaning}
+        for header, table in SYNTHETIC_LEGEND.items()
+        for code, meaning in table.items()
+    ]
     _write_csv(pd.DataFrame(legend), tables / EMBED_LEGEND_TABLE)
     return {"root": str(root), "images": images, "exams": exam, "source_prefix": source_prefix}
 

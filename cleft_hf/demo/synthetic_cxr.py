@@ -20,7 +20,10 @@ from functools import lru_cache
 import numpy as np
 
 CXR_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
-LOBES = {"right": ("right upper lobe", "right middle lobe", "right lower lobe"), "left": ("left upper lobe", "left lower lobe")}
+LOBES = {
+    "right": ("right upper lobe", "right middle lobe", "right lower lobe"),
+    "left": ("left upper lobe", "left lower lobe"),
+}
 _SIGN = {"right": -1.0, "left": 1.0}  # patient's right is on the image left
 
 
@@ -77,7 +80,8 @@ def _fields(size: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(20240731)
     vessels = np.stack([_vessel_tree(u, v, rng) for _ in range(4)])
     return {
-        "u": u, "v": v,
+        "u": u,
+        "v": v,
         "vignette": (1.0 - 0.08 * (u * u + v * v)).astype(np.float32),
         "noise": rng.standard_normal((4, size, size), dtype=np.float32),
         "vessels": vessels,
@@ -103,8 +107,11 @@ def _rib_bank(u: np.ndarray, v: np.ndarray, rng: np.random.Generator, count: int
 def _vessel_tree(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Pulmonary vessel markings: branching, tapering segments from both hila, lightly blurred; values ~[0, 1]."""
     texture = np.zeros_like(u)
-    stack = [(sign * 0.2, -0.05, angle if sign > 0 else np.pi - angle, 0.22, 0.012)
-             for sign in (-1.0, 1.0) for angle in np.linspace(-1.2, 1.3, 6) + rng.uniform(-0.15, 0.15, 6)]
+    stack = [
+        (sign * 0.2, -0.05, angle if sign > 0 else np.pi - angle, 0.22, 0.012)
+        for sign in (-1.0, 1.0)
+        for angle in np.linspace(-1.2, 1.3, 6) + rng.uniform(-0.15, 0.15, 6)
+    ]
     size = u.shape[0]
     while stack:
         x0, y0, angle, length, width = stack.pop()
@@ -117,7 +124,9 @@ def _vessel_tree(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.n
             np.maximum(texture[window], profile, out=texture[window])
         if width > 0.004:
             for turn in (-0.45, 0.45):
-                stack.append((x1, y1, angle + turn + rng.uniform(-0.2, 0.2), length * rng.uniform(0.6, 0.8), width * 0.7))
+                stack.append(
+                    (x1, y1, angle + turn + rng.uniform(-0.2, 0.2), length * rng.uniform(0.6, 0.8), width * 0.7)
+                )
     kernel = np.array([1.0, 4.0, 6.0, 4.0, 1.0], np.float32) / 16.0
     for axis in (0, 1):
         texture = np.apply_along_axis(lambda row: np.convolve(row, kernel, mode="same"), axis, texture)
@@ -150,11 +159,23 @@ class ChestXRayRenderer:
 
     def _patient(self, rng: np.random.Generator) -> dict[str, float]:
         ranges = {
-            "shift_u": (-0.05, 0.05), "shift_v": (-0.05, 0.05), "scale": (0.88, 1.02), "angle": (-0.05, 0.05),
-            "thorax": (0.70, 0.80), "apex": (-0.70, -0.60), "dome": (0.36, 0.46), "dome_gap": (0.02, 0.06),
-            "ctr": (0.40, 0.47), "mediastinum": (0.08, 0.10), "tissue": (0.42, 0.52), "air": (0.30, 0.36),
-            "gain": (0.9, 1.15), "offset": (-0.04, 0.04),
-            "gamma": (0.85, 1.2), "noise": (0.008, 0.022), "breasts": (0.0, 1.0),
+            "shift_u": (-0.05, 0.05),
+            "shift_v": (-0.05, 0.05),
+            "scale": (0.88, 1.02),
+            "angle": (-0.05, 0.05),
+            "thorax": (0.70, 0.80),
+            "apex": (-0.70, -0.60),
+            "dome": (0.36, 0.46),
+            "dome_gap": (0.02, 0.06),
+            "ctr": (0.40, 0.47),
+            "mediastinum": (0.08, 0.10),
+            "tissue": (0.42, 0.52),
+            "air": (0.30, 0.36),
+            "gain": (0.9, 1.15),
+            "offset": (-0.04, 0.04),
+            "gamma": (0.85, 1.2),
+            "noise": (0.008, 0.022),
+            "breasts": (0.0, 1.0),
         }
         return {name: float(rng.uniform(low, high)) for name, (low, high) in ranges.items()}
 
@@ -169,7 +190,9 @@ class ChestXRayRenderer:
         density = self._lateral(case, p, x, y) if view.upper() == "LATERAL" else self._frontal(case, rng, p, x, y)
         image = np.clip(p["gain"] * (density - 0.04) + p["offset"], 0.0, 1.0) ** np.float32(p["gamma"])
         image *= f["vignette"]
-        noise = np.roll(f["noise"][int(rng.integers(4))], (int(rng.integers(self.size)), int(rng.integers(self.size))), (0, 1))
+        noise = np.roll(
+            f["noise"][int(rng.integers(4))], (int(rng.integers(self.size)), int(rng.integers(self.size))), (0, 1)
+        )
         image += np.float32(p["noise"]) * noise
         self._marker(image, rng)
         return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -225,12 +248,20 @@ class ChestXRayRenderer:
             arm = self._window(p, sign * (tw + 0.1), -0.9, sign * (tw + 0.42), 1.3)
             if arm is not None:
                 offset = np.abs(ax[arm] - (tw + 0.26))
-                np.maximum(body[arm], _ramp(0.14 - offset, 12.0) * _ramp(y[arm] + 0.85, 12.0) * (1.0 + _ramp(0.035 - offset, 25.0) * 0.08), out=body[arm])
+                np.maximum(
+                    body[arm],
+                    _ramp(0.14 - offset, 12.0)
+                    * _ramp(y[arm] + 0.85, 12.0)
+                    * (1.0 + _ramp(0.035 - offset, 25.0) * 0.08),
+                    out=body[arm],
+                )
         density = 0.03 + (p["tissue"] - 0.03) * body
 
         half = (lateral - medial) / 2
         lat = (ax - (medial + half)) * np.float32(1.0 / half)
-        dome_field = domes["right"] + (domes["left"] - domes["right"]) * (x > shift).astype(np.float32) + 0.14 * lat * lat
+        dome_field = (
+            domes["right"] + (domes["left"] - domes["right"]) * (x > shift).astype(np.float32) + 0.14 * lat * lat
+        )
         density += 0.05 * _ramp(y - dome_field, 30.0) * body * (x < 0.1).astype(np.float32)  # liver
         bubble = self._ellipse(p, x, y, 0.33, domes["left"] + 0.12, 0.09, 0.05, 4.0)
         if bubble is not None:
@@ -249,8 +280,10 @@ class ChestXRayRenderer:
         solid = np.zeros_like(x)  # heart, mediastinum, aortic knob
         heart_half = ctr * lateral
         heart_x, heart_y, heart_h = shift + 0.28 * heart_half, domes["right"] - 0.04, 0.21 + 0.35 * (ctr - 0.42)
-        for shape in (self._ellipse(p, x, y, heart_x, heart_y, heart_half, heart_h, 5.0),
-                      self._ellipse(p, x, y, shift + 0.1, p["apex"] + 0.26, 0.065, 0.06, 4.0)):
+        for shape in (
+            self._ellipse(p, x, y, heart_x, heart_y, heart_half, heart_h, 5.0),
+            self._ellipse(p, x, y, shift + 0.1, p["apex"] + 0.26, 0.065, 0.06, 4.0),
+        ):
             if shape is not None:
                 np.maximum(solid[shape[0]], shape[1], out=solid[shape[0]])
         band = self._window(p, shift - 0.25, -1.3, shift + 0.25, domes["right"] + 0.05)
@@ -264,30 +297,46 @@ class ChestXRayRenderer:
         if "Pleural Effusion" in everything:
             attrs = everything["Pleural Effusion"]
             for side in ("right", "left") if attrs["side"] == "bilateral" else (attrs["side"],):
-                lateralness = np.clip((_SIGN[side] * (x - shift) - medial) * np.float32(1.0 / (lateral - medial)), 0.0, 1.0)
+                lateralness = np.clip(
+                    (_SIGN[side] * (x - shift) - medial) * np.float32(1.0 / (lateral - medial)), 0.0, 1.0
+                )
                 meniscus = domes[side] - (0.05 + 0.2 * attrs["severity"]) - 0.2 * lateralness * lateralness
                 np.maximum(opacity, 0.95 * _ramp(y - meniscus, 14.0) * lungs[side], out=opacity)
         if "Consolidation" in everything:
-            np.maximum(opacity, self._consolidation(everything["Consolidation"], rng, p, x, y, lungs, domes, shift), out=opacity)
+            np.maximum(
+                opacity,
+                self._consolidation(everything["Consolidation"], rng, p, x, y, lungs, domes, shift),
+                out=opacity,
+            )
         if "Edema" in everything:
             severity = everything["Edema"]["severity"]
             ex, ey = (ax - medial - 0.1) * np.float32(1 / 0.27), (y - 0.02) * np.float32(1 / 0.36)
             haze = np.exp(-(ex * ex + ey * ey)) * (0.75 + 0.5 * self.fields["vessels"][int(rng.integers(4))])
             np.maximum(opacity, (0.45 + 0.35 * severity) * haze * lung, out=opacity)
         if "Atelectasis" in everything:
-            np.maximum(opacity, self._atelectasis(everything["Atelectasis"], rng, p, x, y, lungs, domes, medial, lateral, shift), out=opacity)
+            np.maximum(
+                opacity,
+                self._atelectasis(everything["Atelectasis"], rng, p, x, y, lungs, domes, medial, lateral, shift),
+                out=opacity,
+            )
         if case.uncertain and not case.findings:
             opacity *= 0.7
 
         vessels = self.fields["vessels"][int(rng.integers(4))]
-        air = p["air"] * (0.72 + 0.28 * np.clip((y - p["apex"]) * np.float32(1.0 / (domes["right"] - p["apex"])), 0.0, 1.0))
-        density += (0.07 * vessels + 0.06 * self.fields["hila"] + 0.05 * opacity) * lung - air * aerated * (1.0 - opacity)
+        air = p["air"] * (
+            0.72 + 0.28 * np.clip((y - p["apex"]) * np.float32(1.0 / (domes["right"] - p["apex"])), 0.0, 1.0)
+        )
+        density += (0.07 * vessels + 0.06 * self.fields["hila"] + 0.05 * opacity) * lung - air * aerated * (
+            1.0 - opacity
+        )
         density += 0.08 * solid * body
         column = self._window(p, shift - 0.12, -1.3, shift + 0.12, 1.3)
         if column is not None:  # trachea (air) and spine
             cx, cy = x[column], y[column]
-            density[column] += (0.06 * _ramp(0.07 - np.abs(cx - shift * 0.3), 40.0) * self.fields["spine"][column]
-                                - 0.10 * _ramp(0.03 - np.abs(cx - shift * 0.5), 60.0) * _ramp(-0.30 - cy, 20.0)) * body[column]
+            density[column] += (
+                0.06 * _ramp(0.07 - np.abs(cx - shift * 0.3), 40.0) * self.fields["spine"][column]
+                - 0.10 * _ramp(0.03 - np.abs(cx - shift * 0.5), 60.0) * _ramp(-0.30 - cy, 20.0)
+            ) * body[column]
         if p["breasts"] > 0.5:
             for sign in (-1.0, 1.0):
                 breast = self._ellipse(p, x, y, sign * 0.42, 0.45, 0.32, 0.22, 3.0)
@@ -302,8 +351,14 @@ class ChestXRayRenderer:
         side, lobe = attrs["side"], attrs["lobe"]
         sign = _SIGN[side]
         zone = lobe.split()[1]
-        top, bottom = {"upper": (p["apex"] - 0.05, -0.14), "middle": (-0.12, 0.18), "lower": (0.0, domes[side] - 0.02)}[zone]
-        wobble = 0.04 * np.cos(9.0 * x + float(rng.uniform(0, 6.3))) + 0.03 * np.cos(13.0 * y + float(rng.uniform(0, 6.3)))
+        top, bottom = {
+            "upper": (p["apex"] - 0.05, -0.14),
+            "middle": (-0.12, 0.18),
+            "lower": (0.0, domes[side] - 0.02),
+        }[zone]
+        wobble = 0.04 * np.cos(9.0 * x + float(rng.uniform(0, 6.3))) + 0.03 * np.cos(
+            13.0 * y + float(rng.uniform(0, 6.3))
+        )
         band = np.minimum(_ramp(y - top + wobble, 30.0), _ramp(bottom - y + 0.5 * wobble, 60.0))  # sharp fissure side
         inner = _ramp(sign * (x - shift) - 0.15 - 0.04 * float(rng.random()) + wobble, 25.0)
         region = band * inner * lungs[side] * (0.85 + 0.3 * self.fields["vessels"][int(rng.integers(4))])
@@ -314,7 +369,9 @@ class ChestXRayRenderer:
         for _ in range(4):
             angle = (0.0 if sign > 0 else np.pi) + sign * (tilt + float(rng.uniform(-0.35, 0.35)))
             length = float(rng.uniform(0.35, 0.6))
-            self._stamp_segment(bronchi, p, x, y, hx, hy, hx + length * np.cos(angle), hy + length * np.sin(angle), 0.014)
+            self._stamp_segment(
+                bronchi, p, x, y, hx, hy, hx + length * np.cos(angle), hy + length * np.sin(angle), 0.014
+            )
         return (0.7 + 0.28 * attrs["severity"]) * region * (1.0 - 0.55 * bronchi)
 
     def _atelectasis(self, attrs, rng, p, x, y, lungs, domes, medial, lateral, shift) -> np.ndarray:
@@ -325,21 +382,40 @@ class ChestXRayRenderer:
             cx = sign * float(rng.uniform(medial + 0.12, lateral - 0.1)) + shift
             cy = domes[side] - float(rng.uniform(0.07, 0.24))
             half, tilt = float(rng.uniform(0.12, 0.18)), float(rng.uniform(-0.12, 0.12))
-            self._stamp_segment(plates, p, x, y, cx - half, cy - tilt * half, cx + half, cy + tilt * half, float(rng.uniform(0.016, 0.024)))
+            self._stamp_segment(
+                plates,
+                p,
+                x,
+                y,
+                cx - half,
+                cy - tilt * half,
+                cx + half,
+                cy + tilt * half,
+                float(rng.uniform(0.016, 0.024)),
+            )
         return (0.7 + 0.25 * attrs["severity"]) * plates * lungs[side]
 
     def _bones(self, p, rng, x, y, ax, dome_field, tw, body) -> np.ndarray:
-        cage = _ramp(np.minimum(np.minimum(tw - ax, (dome_field + 0.06 - y)), np.minimum(y - p["apex"] + 0.12, 1.5 * (ax - 0.06))), 20.0)
+        cage = _ramp(
+            np.minimum(
+                np.minimum(tw - ax, (dome_field + 0.06 - y)), np.minimum(y - p["apex"] + 0.12, 1.5 * (ax - 0.06))
+            ),
+            20.0,
+        )
         bones = self.fields["ribs"][int(rng.integers(len(self.fields["ribs"])))] * cage
         clavicles = np.zeros_like(x)
         for sign in (-1.0, 1.0):
-            self._stamp_segment(clavicles, p, x, y, sign * 0.08, p["apex"] - 0.02, sign * 0.62, p["apex"] - 0.16, 0.028)
+            self._stamp_segment(
+                clavicles, p, x, y, sign * 0.08, p["apex"] - 0.02, sign * 0.62, p["apex"] - 0.16, 0.028
+            )
         return (bones + 0.13 * clavicles) * body
 
     def _device(self, kind, rng, p, x, y, shift, heart_x, heart_y) -> np.ndarray:
         drawing = np.zeros_like(x)
         if kind == "tube":
-            self._stamp_segment(drawing, p, x, y, shift * 0.5, -1.1, shift * 0.5, float(rng.uniform(-0.45, -0.32)), 0.011)
+            self._stamp_segment(
+                drawing, p, x, y, shift * 0.5, -1.1, shift * 0.5, float(rng.uniform(-0.45, -0.32)), 0.011
+            )
             self._stamp_segment(drawing, p, x, y, shift * 0.5 - 0.02, -1.1, -0.05, 0.75, 0.009)
             return 0.35 * drawing
         self._stamp_segment(drawing, p, x, y, 0.5, -0.62, heart_x + 0.1, heart_y, 0.009, 0.6)

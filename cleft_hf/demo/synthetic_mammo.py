@@ -53,20 +53,37 @@ def _fields(height: int, width: int) -> dict[str, np.ndarray]:
                 kx, ky = rng.normal(0, scale), rng.normal(0, scale)
                 field += np.cos(kx * t + ky * s + rng.uniform(0, 6.3)).astype(np.float32) * (7.0 / scale) ** 0.7
         textures.append((field - field.mean()) / field.std())
-    return {"s": s, "t": t, "textures": np.stack(textures), "noise": rng.standard_normal((3, height, width), dtype=np.float32)}
+    return {
+        "s": s,
+        "t": t,
+        "textures": np.stack(textures),
+        "noise": rng.standard_normal((3, height, width), dtype=np.float32),
+    }
 
 
 def sample_findings(letter: str, rng: np.random.Generator) -> dict[str, str]:
     """Clinical codes (massshape, massmargin, massdens, calcfind, calcdistri) drawn for a BI-RADS letter."""
-    pick = lambda options: str(rng.choice(options))  # noqa: E731
+    pick = lambda options: str(rng.choice(options))
     if letter == "B":
-        return {"massshape": "O", "massmargin": "D", "massdens": pick(["-", "="])} if rng.random() < 0.5 else {"calcfind": "C", "calcdistri": "D"}
+        return (
+            {"massshape": "O", "massmargin": "D", "massdens": pick(["-", "="])}
+            if rng.random() < 0.5
+            else {"calcfind": "C", "calcdistri": "D"}
+        )
     if letter == "P":
-        return {"massshape": pick(["O", "R"]), "massmargin": "D", "massdens": "="} if rng.random() < 0.6 else {"calcfind": "R", "calcdistri": "G"}
+        return (
+            {"massshape": pick(["O", "R"]), "massmargin": "D", "massdens": "="}
+            if rng.random() < 0.6
+            else {"calcfind": "R", "calcdistri": "G"}
+        )
     if letter == "A":
         return {}
     if letter == "S":
-        return {"massshape": pick(["X", "L"]), "massmargin": pick(["I", "M"]), "massdens": pick(["=", "+"])} if rng.random() < 0.6 else {"calcfind": pick(["A", "P"]), "calcdistri": "G"}
+        return (
+            {"massshape": pick(["X", "L"]), "massmargin": pick(["I", "M"]), "massdens": pick(["=", "+"])}
+            if rng.random() < 0.6
+            else {"calcfind": pick(["A", "P"]), "calcdistri": "G"}
+        )
     if letter in ("M", "K"):
         codes = {"massshape": "X", "massmargin": "S", "massdens": "+"}
         if letter == "M" and rng.random() < 0.5:
@@ -76,19 +93,32 @@ def sample_findings(letter: str, rng: np.random.Generator) -> dict[str, str]:
 
 
 def render_mammogram(
-    rng: np.random.Generator, density: int, letter: str, findings: dict[str, str], *, laterality: str = "L",
-    view: str = "CC", height: int = 128, width: int = 104,
+    rng: np.random.Generator,
+    density: int,
+    letter: str,
+    findings: dict[str, str],
+    *,
+    laterality: str = "L",
+    view: str = "CC",
+    height: int = 128,
+    width: int = 104,
 ) -> np.ndarray:
     """(height, width) float32 image in [0, 1] (dense = bright) of one breast."""
     f = _fields(height, width)
     s = f["s"]
     t = f["t"] if laterality == "L" else 1.0 - f["t"]  # distance from the chest wall
-    depth, half, centre = rng.uniform(0.72, 0.92), rng.uniform(0.78, 0.92), rng.uniform(-0.06, 0.06) + (0.08 if view == "MLO" else 0.0)
+    depth, half, centre = (
+        rng.uniform(0.72, 0.92),
+        rng.uniform(0.78, 0.92),
+        rng.uniform(-0.06, 0.06) + (0.08 if view == "MLO" else 0.0),
+    )
     bt, bs = t * np.float32(1.0 / depth), (s - centre) * np.float32(1.0 / half)
     inside = 1.0 - bt * bt - bs * bs
     breast = np.clip(inside * 12.0, 0.0, 1.0)
     if view == "MLO":  # the MLO breast runs up along the chest wall into the axilla
-        tail = np.clip((0.55 * (centre - s) / (centre + 1.0) - t + 0.05) * 12.0, 0, 1) * (s < centre).astype(np.float32)
+        tail = np.clip((0.55 * (centre - s) / (centre + 1.0) - t + 0.05) * 12.0, 0, 1) * (s < centre).astype(
+            np.float32
+        )
         breast = np.maximum(breast, tail)
     image = 0.02 + 0.26 * breast + 0.12 * np.clip(1.0 - inside * 25.0, 0, 1) * breast  # fat, skin line
 
@@ -96,7 +126,11 @@ def render_mammogram(
     share = rng.uniform(low, high)
     texture = f["textures"][int(rng.integers(len(f["textures"])))]
     nipple = np.hypot(t - depth, (s - centre) * 0.6)
-    streaks = 0.3 * np.cos(np.arctan2(s - centre, depth + 0.3 - t) * 18.0 + rng.uniform(0, 6.3)) * np.clip(nipple * 4.0, 0, 1)
+    streaks = (
+        0.3
+        * np.cos(np.arctan2(s - centre, depth + 0.3 - t) * 18.0 + rng.uniform(0, 6.3))
+        * np.clip(nipple * 4.0, 0, 1)
+    )
     region = np.clip((inside - 0.08) * 6.0, 0.0, 1.0)
     tissue = np.clip((texture + streaks - 0.6 * nipple - _normal_quantile(share) + 0.3) * 0.7 + 0.5, 0.0, 1.0) * region
     image += 0.4 * tissue
@@ -131,7 +165,9 @@ def _mass(f, s, t, cx, cy, findings, rng, size: float = 1.0) -> np.ndarray:
     body = np.clip((radius - r) * 60.0, 0.0, 1.0)
     if findings.get("massmargin") == "S":  # spicules radiating from the mass
         spikes = np.clip(np.cos(angle * 16.0 + rng.uniform(0, 6.3)) - 0.85, 0.0, 1.0) * 6.0
-        body = np.maximum(body, spikes * np.clip(1.0 - (r - radius) / (2.2 * np.mean(radius)), 0.0, 1.0) * (r > radius * 0.9))
+        body = np.maximum(
+            body, spikes * np.clip(1.0 - (r - radius) / (2.2 * np.mean(radius)), 0.0, 1.0) * (r > radius * 0.9)
+        )
     strength = {"+": 0.5, "=": 0.32, "-": 0.2}[findings.get("massdens", "=")]
     return strength * body.astype(np.float32)
 
@@ -145,6 +181,9 @@ def _calcifications(image, breast, findings, rng, cx, cy, laterality, depth, cen
     for _ in range(count):
         t = np.clip(cx + rng.normal(0, spread * (0.4 if distribution == "S" else 1.0)), 0.05, depth - 0.05)
         s = np.clip(cy + rng.normal(0, spread), centre - half + 0.05, centre + half - 0.05)
-        row, col = min(int((s + 1.0) / 2.0 * height), height - 1), min(int((t if laterality == "L" else 1.0 - t) * width), width - 1)
+        row, col = (
+            min(int((s + 1.0) / 2.0 * height), height - 1),
+            min(int((t if laterality == "L" else 1.0 - t) * width), width - 1),
+        )
         if breast[row, col] > 0.5:
             image[row : row + size, col : col + size] = 0.95 if kind != "A" else 0.7

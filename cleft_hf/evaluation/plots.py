@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 
-def plot_roc_curves(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: Path,
-                    title: str = "ROC (one-vs-rest)") -> Path:
+def plot_roc_curves(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "ROC (one-vs-rest)",
+) -> Path:
     """One ROC curve per class from `(N, C)` probabilities and `(N,)` class indices."""
     figure, axis = plt.subplots(figsize=(5, 5))
     for index, name in enumerate(class_names):
@@ -29,16 +34,28 @@ def plot_roc_curves(probabilities: np.ndarray, labels: np.ndarray, class_names: 
     return _save(figure, path)
 
 
-def plot_confusion_matrix(predictions: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: Path,
-                          title: str = "confusion matrix") -> Path:
+def plot_confusion_matrix(
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "confusion matrix",
+) -> Path:
     """Row-normalised confusion matrix with counts annotated."""
     counts = confusion_matrix(labels, predictions, labels=list(range(len(class_names))))
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     figure, axis = plt.subplots(figsize=(5.5, 5))
     axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (row, column), value in np.ndenumerate(counts):
-        axis.text(column, row, str(value), ha="center", va="center", fontsize=8,
-                  color="white" if rates[row, column] > 0.5 else "black")
+        axis.text(
+            column,
+            row,
+            str(value),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if rates[row, column] > 0.5 else "black",
+        )
     ticks = range(len(class_names))
     axis.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=7)
     axis.set_yticks(ticks, class_names, fontsize=7)

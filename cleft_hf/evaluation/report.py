@@ -16,17 +16,23 @@ learned - hand prompts, the paired bootstrap interval (same resampled images for
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 import json
 import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..atomic_folder import write_text_atomically
 
 TASKS = ("zero_shot", "linear_probe", "retrieval")
-METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "auroc": "AUROC",
-                "macro_f1": "macro F1", "recall": "recall"}
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "auroc": "AUROC",
+    "macro_f1": "macro F1",
+    "recall": "recall",
+}
 DIRECTIONS = {"image_to_text": "image to text", "text_to_image": "text to image", "mean": "mean of both directions"}
 
 
@@ -80,10 +86,17 @@ class MetricRecord:
         return f"{format_value(self.value, digits)} [{low}, {high}]"
 
     @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> "MetricRecord":
+    def from_dict(cls, record: Mapping[str, Any]) -> MetricRecord:
         try:
-            return cls(record["task"], record["metric"], record["value"], record.get("classes"),
-                       record.get("setting") or {}, record.get("ci_low"), record.get("ci_high"))
+            return cls(
+                record["task"],
+                record["metric"],
+                record["value"],
+                record.get("classes"),
+                record.get("setting") or {},
+                record.get("ci_low"),
+                record.get("ci_high"),
+            )
         except (KeyError, TypeError) as error:
             raise ValueError(f"bad metric record {dict(record)!r}: {error}") from error
 
@@ -106,8 +119,10 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     lines += [f"| {record.label} | {record.display_value()} |" for record in metric_records(results)]
     for metric, diff in (results.get("zero_shot_difference") or {}).items():
         low, high = format_value(diff["ci_low"]), format_value(diff["ci_high"])
-        lines.append(f"| zero-shot {METRIC_NAMES[metric]}, learned - hand prompts (paired) | "
-                     f"{format_value(diff['value'])} [{low}, {high}] |")
+        lines.append(
+            f"| zero-shot {METRIC_NAMES[metric]}, learned - hand prompts (paired) | "
+            f"{format_value(diff['value'])} [{low}, {high}] |"
+        )
     return "\n".join(lines)
 
 
@@ -116,8 +131,10 @@ def write_results(results: Mapping[str, Any], output_dir: str | Path) -> tuple[P
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / "results.json", output_dir / "results.md"
-    header = (f"Evaluation of `{results.get('model', '?')}` on {results.get('dataset', '?')} "
-              f"({results.get('split', '?')}, {results.get('n_images', '?')} images)\n\n")
+    header = (
+        f"Evaluation of `{results.get('model', '?')}` on {results.get('dataset', '?')} "
+        f"({results.get('split', '?')}, {results.get('n_images', '?')} images)\n\n"
+    )
     note = "\nIn brackets: 95 % bootstrap intervals (images resampled).\n" if results.get("bootstrap") else ""
     write_text_atomically(md_path, header + markdown_table(results) + "\n" + note)
     write_text_atomically(json_path, json.dumps(results, indent=2))  # last: a results.json is always complete

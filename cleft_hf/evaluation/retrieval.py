@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -20,7 +20,9 @@ def correct_candidates(texts: Sequence[str] | None, n: int) -> list[list[int]]:
 
 
 def retrieval_recall(
-    image_embeds: torch.Tensor, text_embeds: torch.Tensor, texts: Sequence[str] | None = None,
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    texts: Sequence[str] | None = None,
     ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, dict[int, float]]:
     """R@K both ways for matching rows of `image_embeds` `(N, D)` and `text_embeds` `(N, D)`.

@@ -4,14 +4,15 @@ true of the model: base models only where pretrained weights were used, no local
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import dataclasses
 import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+import re
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
@@ -25,14 +26,25 @@ logger = logging.getLogger(__name__)
 
 # The card template: the repository's top-level model_card.md (editable install), installed next to this file
 # by setup.py otherwise.
-TEMPLATE_PATH = next((path for path in (Path(__file__).resolve().parent / "model_card.md",
-                                        Path(__file__).resolve().parents[2] / "model_card.md") if path.is_file()),
-                     Path(__file__).resolve().parent / "model_card.md")
+TEMPLATE_PATH = next(
+    (
+        path
+        for path in (
+            Path(__file__).resolve().parent / "model_card.md",
+            Path(__file__).resolve().parents[2] / "model_card.md",
+        )
+        if path.is_file()
+    ),
+    Path(__file__).resolve().parent / "model_card.md",
+)
 NOT_EVALUATED = "not evaluated"
 PAPER_URL = "https://arxiv.org/abs/2407.21011"
-TEXT_POOLING_TEXT = {"last": "hidden state of the last non-padding token",
-                     "first_pad": "hidden state of the first padding EOS after the text, not attending to itself",
-                     "cls": "hidden state of the [CLS] token", "mean": "mean of the attended tokens' hidden states"}
+TEXT_POOLING_TEXT = {
+    "last": "hidden state of the last non-padding token",
+    "first_pad": "hidden state of the first padding EOS after the text, not attending to itself",
+    "cls": "hidden state of the [CLS] token",
+    "mean": "mean of the attended tokens' hidden states",
+}
 PROJECTION_TEXT = {"linear": "linear", "mlp": "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm)"}
 BASE_TAGS = ["medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft"]
 DIGITS = 4  # metric values in the card and its model-index
@@ -51,8 +63,20 @@ HUB_METRICS = {
 }
 # Run-argument fields that never go into a public card: Hub plumbing, bookkeeping, bulky curves; and credentials.
 _HIDDEN_SUMMARY_KEYS = {
-    "push_to_hub", "hub_model_id", "loss_curve", "config", "output_dir", "logging_dir", "resume_from_checkpoint",
-    "dataloader_num_workers", "save_every", "keep_last", "log_every", "report_to", "data_root", "model_name_or_path",
+    "push_to_hub",
+    "hub_model_id",
+    "loss_curve",
+    "config",
+    "output_dir",
+    "logging_dir",
+    "resume_from_checkpoint",
+    "dataloader_num_workers",
+    "save_every",
+    "keep_last",
+    "log_every",
+    "report_to",
+    "data_root",
+    "model_name_or_path",
     "stage",
 }
 _CREDENTIAL_KEY = re.compile(r"(?:^|_)(?:token|api_key|password|secret)$")
@@ -98,12 +122,20 @@ def build_eval_results(results: Mapping[str, Any]) -> list[EvalResult]:
     for record in records:
         task_type, task_name = HUB_TASKS[record.task]
         metric_type, metric_args = HUB_METRICS[record.metric]
-        evals.append(EvalResult(
-            task_type=task_type, task_name=task_name, dataset_type=dataset, dataset_name=_display_name(dataset),
-            dataset_config=task, dataset_split=split, metric_type=metric_type,
-            metric_value=round(record.value, DIGITS), metric_name=record.label,
-            metric_args={**(metric_args or {}), **record.setting},
-        ))
+        evals.append(
+            EvalResult(
+                task_type=task_type,
+                task_name=task_name,
+                dataset_type=dataset,
+                dataset_name=_display_name(dataset),
+                dataset_config=task,
+                dataset_split=split,
+                metric_type=metric_type,
+                metric_value=round(record.value, DIGITS),
+                metric_name=record.label,
+                metric_args={**(metric_args or {}), **record.setting},
+            )
+        )
     return evals
 
 
@@ -128,8 +160,14 @@ def parameter_counts(model: Any) -> dict[str, int]:
         "vision": _count(model.vision_model.parameters()),
         "llm_base": sum(state[k].numel() for k in text_keys if k in base_keys),
         "adapter": sum(state[k].numel() for k in text_keys if k not in base_keys),
-        "projections": _count([*model.visual_projection.parameters(), *model.text_projection.parameters(),
-                               model.logit_scale, model.logit_bias]),
+        "projections": _count(
+            [
+                *model.visual_projection.parameters(),
+                *model.text_projection.parameters(),
+                model.logit_scale,
+                model.logit_bias,
+            ]
+        ),
         "prompts": _count(model.prompt_set()[0].parameters()) if model.prompt_set_names() else 0,  # active set
     }
 
@@ -167,15 +205,22 @@ def _modality_tags(model: Any, *names: Any) -> list[str]:
         return [model.config.modality]
     tags = [DATASET_REGISTRY[n].modality.tag for n in names if isinstance(n, str) and n in DATASET_REGISTRY]
     if not tags:
-        tags = [tag for tag, modality in MODALITIES.items() if modality.prompt_template == model.config.prompt_template]
+        tags = [
+            tag for tag, modality in MODALITIES.items() if modality.prompt_template == model.config.prompt_template
+        ]
     return list(dict.fromkeys(tags))
 
 
 def _is_local_path(value: str) -> bool:
     """A file-system path rather than a Hub id ("org/name") or a setting: absolute, relative with a folder
     ("outputs/demo/llm"), or existing here."""
-    return (os.path.isabs(value) or value.startswith(("./", "../", "~")) or value.count("/") > 1 or "\\" in value
-            or Path(value).exists())
+    return (
+        os.path.isabs(value)
+        or value.startswith(("./", "../", "~"))
+        or value.count("/") > 1
+        or "\\" in value
+        or Path(value).exists()
+    )
 
 
 def _show_summary_value(value: Any) -> str | None:
@@ -258,9 +303,14 @@ def recorded_recipes(model: Any) -> list[dict[str, Any]]:
 
 def _evaluation_text(results: Mapping[str, Any], records: Sequence[MetricRecord]) -> dict[str, Any]:
     """The template's view of one evaluation: where it ran and the table of its `records`."""
-    return {"dataset": _display_name(results.get("dataset")), "task": results.get("task"),
-            "split": results.get("split"), "n_images": results.get("n_images"),
-            "class_names": list(results.get("class_names") or []), "table": evaluation_table(records)}
+    return {
+        "dataset": _display_name(results.get("dataset")),
+        "task": results.get("task"),
+        "split": results.get("split"),
+        "n_images": results.get("n_images"),
+        "class_names": list(results.get("class_names") or []),
+        "table": evaluation_table(records),
+    }
 
 
 def render_model_card(
@@ -301,8 +351,11 @@ def render_model_card(
     base_models = [base_model] if isinstance(base_model, str) else list(base_model)
     datasets = [datasets] if isinstance(datasets, str) else (list(datasets) if datasets else None)
     summaries = [training_summary] if isinstance(training_summary, Mapping) else list(training_summary or [])
-    dataset_names = [*(r.get("dataset") for r in evaluations), *(s.get("dataset") for s in summaries),
-                     *(datasets or [])]
+    dataset_names = [
+        *(r.get("dataset") for r in evaluations),
+        *(s.get("dataset") for s in summaries),
+        *(datasets or []),
+    ]
     modalities = _modality_tags(model, *dataset_names)
     peft_tag = config.peft_config["peft_type"].lower().replace("_", "-")
     model_name = repo_id.split("/")[-1] if repo_id else "cleft-model"
@@ -320,8 +373,11 @@ def render_model_card(
     full = model.should_save_base_model(save_base_model)
     counts = parameter_counts(model)
     text_config = config.text_config
-    layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", None) or getattr(
-        text_config, "n_layers", None)
+    layers = (
+        getattr(text_config, "num_hidden_layers", None)
+        or getattr(text_config, "n_layer", None)
+        or getattr(text_config, "n_layers", None)
+    )
     uploaded = sum(counts.values()) - (0 if full else counts["llm_base"])
     modality_text = " and ".join(MODALITIES[t].words for t in modalities) or "medical"
     text_hub = text_hub_id(config)
@@ -340,8 +396,11 @@ def render_model_card(
         vision_model=config.vision_model_name,
         vision_hub_id=vision_hub_id(config),
         image_size=config.image_size,
-        pooling_text=("mean of all final tokens before the last LayerNorm" if config.image_pooling == "mean"
-                      else "normalised class token"),
+        pooling_text=(
+            "mean of all final tokens before the last LayerNorm"
+            if config.image_pooling == "mean"
+            else "normalised class token"
+        ),
         text_model=text_hub,
         text_is_local=bool(config.text_model_name_or_path) and text_hub is None,
         text_family=text_config.model_type,
@@ -386,6 +445,15 @@ def write_model_card(
 
 
 __all__ = [
-    "NOT_EVALUATED", "TEMPLATE_PATH", "build_eval_results", "evaluation_table", "load_results", "parameter_counts",
-    "arguments_summary", "render_model_card", "training_rows", "training_stages", "write_model_card",
+    "NOT_EVALUATED",
+    "TEMPLATE_PATH",
+    "build_eval_results",
+    "evaluation_table",
+    "load_results",
+    "parameter_counts",
+    "arguments_summary",
+    "render_model_card",
+    "training_rows",
+    "training_stages",
+    "write_model_card",
 ]

@@ -7,12 +7,13 @@ handed to `HfApi`: never printed, logged or written.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+import tempfile
+from typing import Any
 
 import huggingface_hub
 from huggingface_hub import HfApi
@@ -75,8 +76,10 @@ def _refuse_token_in_files(folder: Path, token: str) -> None:
     """Abort when the token was written into any non-weight file of the upload (the name only, never the token)."""
     for path in sorted(folder.iterdir()):
         if path.is_file() and not path.name.endswith(".safetensors") and token.encode() in path.read_bytes():
-            raise ValueError(f"the Hub token appears in {path.name} of the upload folder: refusing to upload it; "
-                             "remove it from that file (or from what wrote it) and upload again")
+            raise ValueError(
+                f"the Hub token appears in {path.name} of the upload folder: refusing to upload it; "
+                "remove it from that file (or from what wrote it) and upload again"
+            )
 
 
 def build_upload_folder(
@@ -106,16 +109,22 @@ def build_upload_folder(
         logger.warning(
             "adapter-only upload records the base LLM as the local folder %s: others must pass "
             "text_model_name_or_path= to load it (set config.text_model_name_or_path to its Hub id, or push full "
-            "weights)", model.config.text_model_name_or_path,
+            "weights)",
+            model.config.text_model_name_or_path,
         )
+
     def write_card(staging: Path) -> None:
         render_model_card(model, results=results, save_base_model=full, **card_kwargs).save(staging / "README.md")
         _check_folder(staging)
 
     base_keys = set() if full else set(model.base_llm_state_keys())
     needed = tensor_bytes({k: v for k, v in model.state_dict().items() if k not in base_keys})
-    write_model_folder_safely(target, [lambda staging: model.save_pretrained(staging, save_base_model=full),
-                                       processor, write_card], needed, what="the upload folder")
+    write_model_folder_safely(
+        target,
+        [lambda staging: model.save_pretrained(staging, save_base_model=full), processor, write_card],
+        needed,
+        what="the upload folder",
+    )
     logger.info("built upload folder %s (%s weights)", target, "full" if full else "adapter-only")
     return target
 
@@ -144,8 +153,13 @@ def push_to_hub(
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="cleft-upload-") as tmp:
         folder = build_upload_folder(
-            model, processor, Path(tmp) / "upload", results=results, save_base_model=save_base_model,
-            repo_id=repo_id, **card_kwargs,
+            model,
+            processor,
+            Path(tmp) / "upload",
+            results=results,
+            save_base_model=save_base_model,
+            repo_id=repo_id,
+            **card_kwargs,
         )
         _refuse_token_in_files(folder, token)
         adapter_only = not json.loads((folder / "config.json").read_text())["checkpoint_has_base_model"]
@@ -205,7 +219,9 @@ def maybe_push_to_hub(
     if training_summary is None and not (folder and recorded_recipes(model)):  # a folder of a training run
         training_summary = arguments_summary(args)  # records every stage's recipe; else this run's arguments
     return push_to_hub(
-        model, processor, repo_id,
+        model,
+        processor,
+        repo_id,
         results=results_path,
         private=bool(getattr(args, "hub_private_repo", False)),
         save_base_model=getattr(args, "save_base_model", None),
@@ -215,6 +231,10 @@ def maybe_push_to_hub(
 
 
 __all__ = [
-    "WEIGHT_PATTERNS", "build_upload_folder", "check_repo_id", "maybe_push_to_hub",
-    "push_to_hub", "resolve_token",
+    "WEIGHT_PATTERNS",
+    "build_upload_folder",
+    "check_repo_id",
+    "maybe_push_to_hub",
+    "push_to_hub",
+    "resolve_token",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import logging
-from typing import Any, Iterator
+from typing import Any
 
-import torch
 from accelerate import Accelerator
+import torch
 
 logger = logging.getLogger(__name__)
 

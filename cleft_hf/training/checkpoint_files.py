@@ -21,9 +21,9 @@ import random
 from typing import Any
 import zipfile
 
+from accelerate.utils.other import load as accelerate_load  # torch.load(weights_only=True) + numpy RNG types
 import numpy as np
 import torch
-from accelerate.utils.other import load as accelerate_load  # torch.load(weights_only=True) + numpy RNG types
 
 TRAINER_STATE_FILE = "trainer_state.json"
 COMPLETE_MARKER = "checkpoint_complete.json"
@@ -63,7 +63,8 @@ def _load_pickle(path: Path) -> Any:
     except Exception as error:  # UnpicklingError (code refused), RuntimeError (truncated zip), ...
         reason = str(error).strip().splitlines()[0][:200]
         raise CheckpointError(
-            f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {reason})") from None
+            f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {reason})"
+        ) from None
 
 
 def _check_safetensors(path: Path) -> None:
@@ -78,18 +79,32 @@ def _check_safetensors(path: Path) -> None:
 
 # The globals a torch.distributed.checkpoint `.metadata` pickle (FSDP `save_state`) may name: plain data classes.
 DCP_METADATA_GLOBALS = {
-    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("torch", "Size"), ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-    *(("torch.distributed.checkpoint.metadata", name) for name in (
-        "BytesStorageMetadata", "ChunkStorageMetadata", "Metadata", "MetadataIndex", "StorageMeta",
-        "TensorProperties", "TensorStorageMetadata", "_MEM_FORMAT_ENCODING")),
+    *(
+        ("torch.distributed.checkpoint.metadata", name)
+        for name in (
+            "BytesStorageMetadata",
+            "ChunkStorageMetadata",
+            "Metadata",
+            "MetadataIndex",
+            "StorageMeta",
+            "TensorProperties",
+            "TensorStorageMetadata",
+            "_MEM_FORMAT_ENCODING",
+        )
+    ),
 }
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if (module, name) in DCP_METADATA_GLOBALS or (module == "torch" and isinstance(getattr(torch, name, None),
-                                                                                        torch.dtype)):
+        if (module, name) in DCP_METADATA_GLOBALS or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused global {module}.{name}")
 
@@ -101,7 +116,8 @@ def _check_dcp_metadata(path: Path) -> None:
             _DataOnlyUnpickler(handle).load()
     except Exception as error:
         raise CheckpointError(
-            f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {error})") from None
+            f"checkpoint file {path} cannot be loaded safely ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _check_shard_folder(folder: Path) -> None:
@@ -133,12 +149,15 @@ def verify_checkpoint(folder: Path, process_index: int, sharded: bool, allow_ine
     """
     if not (folder / COMPLETE_MARKER).is_file():
         raise CheckpointError(
-            f"checkpoint {folder} is incomplete ({COMPLETE_MARKER} is missing): its save did not finish")
+            f"checkpoint {folder} is incomplete ({COMPLETE_MARKER} is missing): its save did not finish"
+        )
     marker = _read_json(folder / COMPLETE_MARKER)
     expected = marker.get("files") if isinstance(marker, dict) else None
     if not isinstance(expected, dict) or not all(isinstance(size, int) for size in expected.values()):
-        raise CheckpointError(f"checkpoint file {folder / COMPLETE_MARKER} is not a completion marker (expected "
-                              '{"files": {name: size}}); the checkpoint cannot be trusted')
+        raise CheckpointError(
+            f"checkpoint file {folder / COMPLETE_MARKER} is not a completion marker (expected "
+            '{"files": {name: size}}); the checkpoint cannot be trusted'
+        )
     rng_file = f"random_states_{process_index}.pkl"
     required = {TRAINER_STATE_FILE} | (set() if sharded else {"model.safetensors", "optimizer.bin"})
     for name in sorted(required | {rng_file}):
@@ -152,11 +171,15 @@ def verify_checkpoint(folder: Path, process_index: int, sharded: bool, allow_ine
     for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != COMPLETE_MARKER):
         try:
             if path.name in expected and path.stat().st_size != expected[path.name]:
-                raise CheckpointError(f"checkpoint file {path} is truncated or altered: {path.stat().st_size} bytes, "
-                                      f"{expected[path.name]} when saved")
+                raise CheckpointError(
+                    f"checkpoint file {path} is truncated or altered: {path.stat().st_size} bytes, "
+                    f"{expected[path.name]} when saved"
+                )
             if path.name.startswith("custom_checkpoint_"):
-                raise CheckpointError(f"checkpoint file {path} is a pickled custom state (older versions): never "
-                                      "loaded, it could run code; resume from a checkpoint saved by this version")
+                raise CheckpointError(
+                    f"checkpoint file {path} is a pickled custom state (older versions): never "
+                    "loaded, it could run code; resume from a checkpoint saved by this version"
+                )
             if path.suffix == ".safetensors":
                 _check_safetensors(path)
             elif path.suffix == ".json":
@@ -190,5 +213,12 @@ def rng_states_restored(folder: Path, process_index: int) -> bool:
     )
 
 
-__all__ = ["COMPLETE_MARKER", "CheckpointError", "TRAINER_STATE_FILE", "is_complete", "rng_states_restored",
-           "verify_checkpoint", "write_marker"]
+__all__ = [
+    "COMPLETE_MARKER",
+    "CheckpointError",
+    "TRAINER_STATE_FILE",
+    "is_complete",
+    "rng_states_restored",
+    "verify_checkpoint",
+    "write_marker",
+]

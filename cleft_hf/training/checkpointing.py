@@ -15,6 +15,7 @@ number whether complete or not. Which arguments may change on resume: `resume`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import errno
 import json
 import logging
@@ -22,10 +23,10 @@ import os
 from pathlib import Path
 import re
 import shutil
-from typing import Any, Callable
+from typing import Any
 
-import torch
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
+import torch
 
 from ..atomic_folder import discard_folder, publish_folder, remove_leftovers, staging_path, unique_tag
 from .checkpoint_files import (
@@ -84,8 +85,11 @@ def resolve_resume_checkpoint(
         complete = {path for _, path in checkpoints}
         unmarked = sorted(p.name for p in root.glob("step_*") if p.is_dir() and p not in complete)
         if unmarked:
-            logger.warning("ignoring checkpoints without %s (unfinished, or written by an older version): %s",
-                           COMPLETE_MARKER, ", ".join(unmarked))
+            logger.warning(
+                "ignoring checkpoints without %s (unfinished, or written by an older version): %s",
+                COMPLETE_MARKER,
+                ", ".join(unmarked),
+            )
         if not checkpoints:
             root = checkpoints_root(output_dir)
             logger.info("resume_from_checkpoint=latest: no checkpoint in %s yet, starting from step 0", root)
@@ -202,10 +206,14 @@ class CheckpointManager:
         code = getattr(error, "errno", None)
         if code == errno.ENOSPC or (free is not None and free < 1.1 * needed):
             have = f", {_size(free)} free" if free is not None else ""
-            return CheckpointError(f"no space left on {self.root}: a checkpoint needs ~{_size(needed)}{have}; "
-                                   "the unfinished checkpoint was removed. Free space or use another output_dir")
+            return CheckpointError(
+                f"no space left on {self.root}: a checkpoint needs ~{_size(needed)}{have}; "
+                "the unfinished checkpoint was removed. Free space or use another output_dir"
+            )
         if code in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return CheckpointError(f"cannot write checkpoints to {self.root}: {error.strerror}; use another output_dir")
+            return CheckpointError(
+                f"cannot write checkpoints to {self.root}: {error.strerror}; use another output_dir"
+            )
         return error
 
     def _rotate(self) -> None:

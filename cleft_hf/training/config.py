@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import json
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from ..arguments import CommonArguments, ConfigError, Mapping, arg, did_you_mean, require
 from ..number_checks import check_range
@@ -28,7 +28,7 @@ class _TrainingArguments(CommonArguments):
     """Optimisation, checkpointing and logging fields of both training stages."""
 
     train_split: str = arg("train", "Split used for training.")
-    eval_split: Optional[str] = arg("validation", "Split of the periodic validation (none: no validation).")
+    eval_split: str | None = arg("validation", "Split of the periodic validation (none: no validation).")
     optimizer: Literal["adamw", "sgd"] = arg("adamw", "Optimiser: adamw or sgd (momentum).")
     learning_rate: float = arg(4e-5, "Peak learning rate after warm-up.")
     weight_decay: float = arg(0.1, "Weight decay; never on biases, norms, logit scale, prompt context.")
@@ -43,10 +43,10 @@ class _TrainingArguments(CommonArguments):
         "Micro-batches per optimiser step. Each micro-batch is its own contrastive problem (its negatives come "
         "from that micro-batch on all processes), so this is not the same as a larger batch.",
     )
-    max_grad_norm: Optional[float] = arg(1.0, "Gradient clipping norm (none or 0: no clipping).")
+    max_grad_norm: float | None = arg(1.0, "Gradient clipping norm (none or 0: no clipping).")
     save_every: int = arg(1000, "Save the training state every N optimiser steps (0: never).")
     keep_last: int = arg(3, "Training-state checkpoints kept (<= 0: all).")
-    resume_from_checkpoint: Optional[str] = arg(
+    resume_from_checkpoint: str | None = arg(
         None, "'latest' (newest in output_dir/checkpoints, if any) or a checkpoint folder."
     )
     allow_inexact_resume: bool = arg(
@@ -54,7 +54,8 @@ class _TrainingArguments(CommonArguments):
     )
     log_every: int = arg(10, "Log loss and learning rate every N optimiser steps.")
     eval_every: int = arg(
-        0, "Validate on eval_split every N optimiser steps and after the last one (0: never): zero-shot accuracy "
+        0,
+        "Validate on eval_split every N optimiser steps and after the last one (0: never): zero-shot accuracy "
         "(hand prompts in stage 1, learned prompts in stage 2) and image-report retrieval R@5, logged to the "
         "trackers (val/...) and training_log.json.",
     )
@@ -62,7 +63,7 @@ class _TrainingArguments(CommonArguments):
     best_metric: Literal["zero_shot_acc", "retrieval_r_at_5"] = arg("zero_shot_acc", "Validation metric of save_best.")
     report_to: str = arg("tensorboard", "Accelerate trackers, comma-separated (tensorboard, wandb, ...) or 'none'.")
     push_to_hub: bool = arg(False, "Upload the final model to the Hugging Face Hub (token checked before training).")
-    hub_model_id: Optional[str] = arg(None, "Hub repository 'user/name' for push_to_hub.")
+    hub_model_id: str | None = arg(None, "Hub repository 'user/name' for push_to_hub.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,14 +73,24 @@ class _TrainingArguments(CommonArguments):
             check_range(name, getattr(self, name), low=0)
         check_range("momentum", self.momentum, low=0, high=1, high_open=True)
         check_range("betas", self.betas, low=0, high=1, high_open=True)
-        require(0 <= self.warmup_steps <= self.max_steps, f"config field 'warmup_steps' must be in [0, max_steps="
-                 f"{self.max_steps}], got {self.warmup_steps} (lower it with --warmup_steps)")
-        require(0.0 <= self.min_lr_ratio <= 1.0, f"config field 'min_lr_ratio' must be in [0, 1], got {self.min_lr_ratio}")
+        require(
+            0 <= self.warmup_steps <= self.max_steps,
+            f"config field 'warmup_steps' must be in [0, max_steps="
+            f"{self.max_steps}], got {self.warmup_steps} (lower it with --warmup_steps)",
+        )
+        require(
+            0.0 <= self.min_lr_ratio <= 1.0, f"config field 'min_lr_ratio' must be in [0, 1], got {self.min_lr_ratio}"
+        )
         require(self.eval_every >= 0, f"config field 'eval_every' must be >= 0, got {self.eval_every}")
-        require(not self.eval_every or self.eval_split is not None,
-                 "config field 'eval_split' is required when eval_every > 0 (or set eval_every: 0)")
+        require(
+            not self.eval_every or self.eval_split is not None,
+            "config field 'eval_split' is required when eval_every > 0 (or set eval_every: 0)",
+        )
         require(len(self.betas) == 2, f"config field 'betas' takes 2 values, got {self.betas}")
-        require(not self.push_to_hub or bool(self.hub_model_id), "config field 'hub_model_id' is required when push_to_hub is true")
+        require(
+            not self.push_to_hub or bool(self.hub_model_id),
+            "config field 'hub_model_id' is required when push_to_hub is true",
+        )
 
     @property
     def trackers(self) -> list[str]:
@@ -132,7 +143,8 @@ class PretrainArguments(_TrainingArguments):
     """Stage 1: contrastive pretraining of the vision tower + PEFT adapters of the LLM (paper recipe defaults)."""
 
     model_config: Mapping = arg(
-        {}, "CLEFTConfig fields of the new model: vision_model_name, vision_model_kwargs, image_size, image_pooling, "
+        {},
+        "CLEFTConfig fields of the new model: vision_model_name, vision_model_kwargs, image_size, image_pooling, "
         "text_model_name_or_path (Hub id or folder of the causal LLM), peft_config, projection_dim, ...; the ones "
         "left out keep CLEFTConfig's defaults (the paper's: DINOv2 ViT-B/14-reg, BioMedLM, LoRA r=8).",
     )
@@ -140,12 +152,14 @@ class PretrainArguments(_TrainingArguments):
     max_text_length: int = arg(256, "Report tokens kept (truncation length).")
     gradient_checkpointing: bool = arg(True, "Recompute LLM activations in backward.")
     label_caption_prob: float = arg(
-        0.0, "Probability of training on the caption built from an image's labels instead of its report "
-        "(the reference code's CheXpert captions; multi-label datasets)."
+        0.0,
+        "Probability of training on the caption built from an image's labels instead of its report "
+        "(the reference code's CheXpert captions; multi-label datasets).",
     )
     otsu_crop: bool = arg(
-        False, "Crop images to their Otsu foreground (the breast on a mammogram) before resizing. Saved in the image "
-        "processor (preprocessor_config.json), so stage 2, evaluation and Hub/pipeline users crop alike."
+        False,
+        "Crop images to their Otsu foreground (the breast on a mammogram) before resizing. Saved in the image "
+        "processor (preprocessor_config.json), so stage 2, evaluation and Hub/pipeline users crop alike.",
     )
     augment: bool = arg(True, "Augment training images (false: the deterministic eval transform).")
     augmentation: Mapping = arg(
@@ -166,9 +180,11 @@ class PretrainArguments(_TrainingArguments):
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
         _check_model_config(self.model_config)
         _check_augmentation(self.augmentation)
-        require(self.model_config.get("projection_head") != "mlp" or self.per_device_batch_size >= 2,
-                 "model_config projection_head 'mlp' (BatchNorm) needs per_device_batch_size >= 2; raise it, or use "
-                 "projection_head 'linear'")
+        require(
+            self.model_config.get("projection_head") != "mlp" or self.per_device_batch_size >= 2,
+            "model_config projection_head 'mlp' (BatchNorm) needs per_device_batch_size >= 2; raise it, or use "
+            "projection_head 'linear'",
+        )
 
     @staticmethod
     def misplaced_key_hint(key: str, value: Any = None) -> str | None:
@@ -178,8 +194,10 @@ class PretrainArguments(_TrainingArguments):
         if key not in CLEFTConfig.field_names():
             return None
         shown = "..." if value is None else value if isinstance(value, str) else json.dumps(value)
-        return (f"is a model field: put it under model_config (command line `--model_config \"{{{key}: {shown}}}\"`"
-                f", YAML `model_config: {{{key}: {shown}}}`)")
+        return (
+            f'is a model field: put it under model_config (command line `--model_config "{{{key}: {shown}}}"`'
+            f", YAML `model_config: {{{key}: {shown}}}`)"
+        )
 
     def model_field(self, name: str) -> Any:
         """A field of the new model: `model_config[name]`, else CLEFTConfig's default."""
@@ -192,7 +210,7 @@ class PretrainArguments(_TrainingArguments):
 class PromptTuneArguments(_TrainingArguments):
     """Stage 2: learn context prompts on top of a frozen stage-1 text side (reference recipe defaults)."""
 
-    model_name_or_path: Optional[str] = arg(None, "Stage-1 model folder or Hub id (required).")
+    model_name_or_path: str | None = arg(None, "Stage-1 model folder or Hub id (required).")
     allow_partial_weights: bool = arg(
         False, "Load the stage-1 model even when its weights do not cover it (missing ones randomly initialised)."
     )
@@ -204,14 +222,14 @@ class PromptTuneArguments(_TrainingArguments):
     max_steps: int = arg(8000, "Total optimiser steps.")
     num_context_tokens: int = arg(30, "Learned context tokens placed before the class name.")
     class_specific: bool = arg(False, "One context per class instead of one shared context.")
-    init_text: Optional[str] = arg(
+    init_text: str | None = arg(
         None,
         "Text whose token embeddings initialise the context, repeated to fill it (none: the model's, i.e. the "
         "dataset's prompt without the class, e.g. 'this is a chest x ray of a patient with'; empty: random).",
     )
     freeze_vision: bool = arg(False, "Freeze the vision tower, cache image features (reference: it trains).")
     augment: bool = arg(True, "Augment training images while the vision tower trains (false: the eval transform).")
-    class_names: Optional[list[str]] = arg(None, "Classes to learn prompts for (none: the dataset's).")
+    class_names: list[str] | None = arg(None, "Classes to learn prompts for (none: the dataset's).")
     loss: Literal["clip", "bce"] = arg("bce", "Multi-label BCE over class prompts, or InfoNCE on label texts.")
 
     def __post_init__(self) -> None:

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoTokenizer
 
 from ..data import caption_ids, get_dataset_spec, get_split, make_loader
-from ..modeling.loss_cleft import clip_loss, siglip_loss
 from ..modeling import CLEFTImageProcessor, CLEFTModel, CLEFTProcessor
+from ..modeling.loss_cleft import clip_loss, siglip_loss
 from .config import PretrainArguments
 from .runner import Stage, run_stage
 
@@ -32,14 +32,27 @@ def build_model(args: PretrainArguments) -> CLEFTModel:
     LLM's pretrained weights."""
     spec = get_dataset_spec(args.dataset)
     modality = spec.modality
-    hand_prompts = {task: dict(zip((n.lower() for n in spec.task(task).class_names), spec.hand_prompts(task)))
-                    for task in spec.tasks}
-    config = {"prompt_template": modality.prompt_template, "prompt_init_text": modality.prompt_init_text,
-              "modality": modality.tag, "hand_prompts": hand_prompts, **args.model_config}
+    hand_prompts = {
+        task: dict(zip((n.lower() for n in spec.task(task).class_names), spec.hand_prompts(task)))
+        for task in spec.tasks
+    }
+    config = {
+        "prompt_template": modality.prompt_template,
+        "prompt_init_text": modality.prompt_init_text,
+        "modality": modality.tag,
+        "hand_prompts": hand_prompts,
+        **args.model_config,
+    }
     vision = config.pop("vision_model_name", args.model_field("vision_model_name"))
     text = config.pop("text_model_name_or_path", args.model_field("text_model_name_or_path"))
-    model = CLEFTModel.from_vision_text_pretrained(vision, text, vision_pretrained=args.vision_pretrained,
-                                                   dtype=args.dtype, attn_implementation=args.attn_implementation, **config)
+    model = CLEFTModel.from_vision_text_pretrained(
+        vision,
+        text,
+        vision_pretrained=args.vision_pretrained,
+        dtype=args.dtype,
+        attn_implementation=args.attn_implementation,
+        **config,
+    )
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
@@ -48,10 +61,17 @@ def build_model(args: PretrainArguments) -> CLEFTModel:
 def contrastive_loss_fn(args: PretrainArguments, model: CLEFTModel, outputs, text_ids: torch.Tensor | None):
     """The configured contrastive loss on one micro-batch (negatives gathered across processes)."""
     if args.loss == "siglip":
-        return siglip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, model.logit_bias,
-                           gather=args.gather_negatives, text_ids=text_ids)
-    return clip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, gather=args.gather_negatives,
-                     text_ids=text_ids)
+        return siglip_loss(
+            outputs.image_embeds,
+            outputs.text_embeds,
+            model.logit_scale,
+            model.logit_bias,
+            gather=args.gather_negatives,
+            text_ids=text_ids,
+        )
+    return clip_loss(
+        outputs.image_embeds, outputs.text_embeds, model.logit_scale, gather=args.gather_negatives, text_ids=text_ids
+    )
 
 
 class ContrastivePretraining(Stage):
@@ -71,17 +91,29 @@ class ContrastivePretraining(Stage):
             model.logit_bias.requires_grad_(True)
         spec = self.spec
         dataset = get_split(datasets, args.train_split)
-        loader = make_loader(dataset, processor, shuffle=True, batch_size=args.per_device_batch_size,
-                             num_workers=args.dataloader_num_workers, seed=args.seed, max_length=args.max_text_length,
-                             augment=dict(args.augmentation or {}) if args.augment else None,
-                             label_caption_prob=args.label_caption_prob, spec=spec,
-                             task=spec.task_name(args.dataset_kwargs), skip_bad=args.skip_bad)
+        loader = make_loader(
+            dataset,
+            processor,
+            shuffle=True,
+            batch_size=args.per_device_batch_size,
+            num_workers=args.dataloader_num_workers,
+            seed=args.seed,
+            max_length=args.max_text_length,
+            augment=dict(args.augmentation or {}) if args.augment else None,
+            label_caption_prob=args.label_caption_prob,
+            spec=spec,
+            task=spec.task_name(args.dataset_kwargs),
+            skip_bad=args.skip_bad,
+        )
         return model, processor, loader
 
     def loss(self, model, batch: dict[str, Any]) -> torch.Tensor:
-        outputs = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                        attention_mask=batch["attention_mask"])
-        text_ids = caption_ids(batch["text"]).to(outputs.image_embeds.device) if self.args.dedup_identical_texts else None
+        outputs = model(
+            pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        )
+        text_ids = (
+            caption_ids(batch["text"]).to(outputs.image_embeds.device) if self.args.dedup_identical_texts else None
+        )
         return contrastive_loss_fn(self.args, self.accelerator.unwrap_model(model), outputs, text_ids)
 
 

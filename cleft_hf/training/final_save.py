@@ -16,11 +16,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import logging
+from pathlib import Path
 import signal
 import threading
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..model_folder_write import ModelFolderWriteError
@@ -45,8 +45,9 @@ class SignalsDeferred:
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
-        logger.warning("received %s while writing %s: finishing it, then stopping", signal.Signals(signum).name,
-                       self.what)
+        logger.warning(
+            "received %s while writing %s: finishing it, then stopping", signal.Signals(signum).name, self.what
+        )
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # a second one acts as usual
 
     def __enter__(self) -> SignalsDeferred:
@@ -60,13 +61,15 @@ class SignalsDeferred:
             signal.signal(signum, handler)
         self._previous.clear()
         if self.signum is not None and kind is None:
-            logger.warning("stopped by %s after %s was written completely", signal.Signals(self.signum).name,
-                           self.what)
+            logger.warning(
+                "stopped by %s after %s was written completely", signal.Signals(self.signum).name, self.what
+            )
             raise SystemExit(128 + self.signum)
 
 
-def save_final_or_keep_state(save: Callable[[], Path], checkpoints, step: int,
-                             extra_state: Callable[[], dict[str, Any]]) -> Path:
+def save_final_or_keep_state(
+    save: Callable[[], Path], checkpoints, step: int, extra_state: Callable[[], dict[str, Any]]
+) -> Path:
     """`save()` (the final model folder); if it fails for lack of space or permission, keep the state of `step`
     as a checkpoint (unless the newest one is of `step`) and raise `FinalSaveError` saying how to finish.
     Call on every process (checkpoint saves are collective)."""
@@ -82,14 +85,20 @@ def save_final_or_keep_state(save: Callable[[], Path], checkpoints, step: int,
         except CheckpointError as failed:  # e.g. no space for it either: the earlier checkpoint stays
             logger.warning("could not keep the state of step %d as a checkpoint either: %s", step, failed)
     if newest is None:
-        advice = ("no checkpoint could be kept (save_every 0 and no room for one): free space and train again, "
-                  "with --save_every so that a checkpoint survives")
+        advice = (
+            "no checkpoint could be kept (save_every 0 and no room for one): free space and train again, "
+            "with --save_every so that a checkpoint survives"
+        )
     elif newest[0] == step:
-        advice = (f"the trained state is kept in {newest[1]}: free space, then run the same command with "
-                  "--resume_from_checkpoint latest to write the model folder (no step is repeated)")
+        advice = (
+            f"the trained state is kept in {newest[1]}: free space, then run the same command with "
+            "--resume_from_checkpoint latest to write the model folder (no step is repeated)"
+        )
     else:
-        advice = (f"the last checkpoint is {newest[1]} (step {newest[0]} of {step}): free space, then run the same "
-                  f"command with --resume_from_checkpoint latest (repeats steps {newest[0] + 1}-{step})")
+        advice = (
+            f"the last checkpoint is {newest[1]} (step {newest[0]} of {step}): free space, then run the same "
+            f"command with --resume_from_checkpoint latest (repeats steps {newest[0] + 1}-{step})"
+        )
     raise FinalSaveError(f"{' '.join(str(cause).split())}; {advice}") from cause
 
 

@@ -23,12 +23,16 @@ class NonFiniteWeightsError(RuntimeError):
         self.step, self.names, self.last_checkpoint = step, names, last_checkpoint
         where = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
         if last_checkpoint is not None:
-            advice = (f"the last finite state is {last_checkpoint}: resume with --resume_from_checkpoint "
-                      f"{last_checkpoint} and a lower --learning_rate (or a --max_grad_norm)")
+            advice = (
+                f"the last finite state is {last_checkpoint}: resume with --resume_from_checkpoint "
+                f"{last_checkpoint} and a lower --learning_rate (or a --max_grad_norm)"
+            )
         else:
             advice = "no checkpoint was written before it: start again with a lower --learning_rate"
-        super().__init__(f"non-finite weights after the optimiser step of step {step}{where}; nothing of this step "
-                         f"was saved; {advice}")
+        super().__init__(
+            f"non-finite weights after the optimiser step of step {step}{where}; nothing of this step "
+            f"was saved; {advice}"
+        )
 
 
 def updated_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -53,8 +57,9 @@ def non_finite_parameters(params: Iterable[torch.Tensor]) -> list[int]:
     return [i for i in suspicious if not bool(torch.isfinite(params[i]).all())]
 
 
-def check_finite_update(optimizer: torch.optim.Optimizer, step: int, any_process, names: dict[int, str],
-                        last_checkpoint) -> None:
+def check_finite_update(
+    optimizer: torch.optim.Optimizer, step: int, any_process, names: dict[int, str], last_checkpoint
+) -> None:
     """Raise `NonFiniteWeightsError` (on every process) when the step left a non-finite trainable parameter.
 
     `any_process(flag) -> bool` ORs a flag over processes (`CheckpointManager._anywhere`), `names` maps

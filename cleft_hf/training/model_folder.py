@@ -39,9 +39,13 @@ def save_model_folder(run: RunState, folder: str | os.PathLike) -> Path:
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(run.model)
         try:
-            save_pretrained_atomic(folder, lambda target: unwrapped.save_pretrained(target, state_dict=state_dict),
-                                   run.processor, lambda target: write_training_log(target, log),
-                                   needed_bytes=tensor_bytes(state_dict))
+            save_pretrained_atomic(
+                folder,
+                lambda target: unwrapped.save_pretrained(target, state_dict=state_dict),
+                run.processor,
+                lambda target: write_training_log(target, log),
+                needed_bytes=tensor_bytes(state_dict),
+            )
         except ModelFolderWriteError as error:  # full / read-only disk: one line, raised on every process
             failure = [str(error)]
     if accelerator.num_processes > 1:

@@ -8,11 +8,11 @@ Frozen parameters (`requires_grad=False`) are left out of the optimiser.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
+import logging
 
-import torch
 from timm.optim import param_groups_weight_decay
+import torch
 from torch import nn
 from transformers.optimization import (
     get_constant_schedule_with_warmup,
@@ -38,8 +38,9 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, no_decay_patterns: Sequence[str] = NO_DECAY_PATTERNS
-                     ) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, no_decay_patterns: Sequence[str] = NO_DECAY_PATTERNS
+) -> list[dict]:
     """timm's optimiser groups over the trainable parameters: `{params, weight_decay: 0.0}` (see module
     docstring) and `{params, weight_decay}`; empty groups are dropped, tied parameters appear once."""
     patterns = (*no_decay_patterns, *sorted(no_weight_decay_names(model)))
@@ -47,8 +48,12 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay_patterns: S
     if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameters (all requires_grad=False)")
     for group in groups:
-        logger.info("optimiser group: %d tensors (%d values) with weight decay %g", len(group["params"]),
-                    sum(p.numel() for p in group["params"]), group["weight_decay"])
+        logger.info(
+            "optimiser group: %d tensors (%d values) with weight decay %g",
+            len(group["params"]),
+            sum(p.numel() for p in group["params"]),
+            group["weight_decay"],
+        )
     return groups
 
 
@@ -110,8 +115,9 @@ def build_scheduler(
     return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
 
 
-def position_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
-                      learning_rate: float, step: int) -> None:
+def position_schedule(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, learning_rate: float, step: int
+) -> None:
     """Put a freshly built schedule at optimiser step `step` after the optimiser state was loaded from a checkpoint.
 
     The schedule is not checkpointed: it is a function of the step and the run's arguments, so a resumed run

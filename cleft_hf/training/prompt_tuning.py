@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.distributed.fsdp import register_fsdp_forward_method
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import DatasetSpec, caption_ids, get_split, label_names, make_loader, restrict_labels
-from ..modeling.loss_cleft import clip_loss, multilabel_bce_prompt_loss
 from ..modeling import CLEFTModel, CLEFTProcessor
+from ..modeling.loss_cleft import clip_loss, multilabel_bce_prompt_loss
 from .config import PromptTuneArguments
 from .runner import Stage, run_stage
 
@@ -47,26 +47,40 @@ def cached_batch_stream(cache: list[dict[str, torch.Tensor]], seed: int, start: 
         index += 1
 
 
-def prompt_loss(args: PromptTuneArguments, model, unwrapped: CLEFTModel, batch: dict[str, Any],
-                class_names: list[str], processor: CLEFTProcessor) -> torch.Tensor:
+def prompt_loss(
+    args: PromptTuneArguments,
+    model,
+    unwrapped: CLEFTModel,
+    batch: dict[str, Any],
+    class_names: list[str],
+    processor: CLEFTProcessor,
+) -> torch.Tensor:
     """Loss of one batch. BCE: every image against every class prompt (class prompts encoded once per step,
     shared by all images). CLIP: InfoNCE between images and the learned prompt of their positive classes."""
-    image_inputs = {"image_embeds": batch["image_embeds"]} if "image_embeds" in batch else {"pixel_values": batch["pixel_values"]}
+    image_inputs = (
+        {"image_embeds": batch["image_embeds"]} if "image_embeds" in batch else {"pixel_values": batch["pixel_values"]}
+    )
     labels = batch["labels"].float()
     if args.loss == "bce":
         outputs = model(**image_inputs, use_learned_prompts=True)  # (B, C) against the stored class prompts
         logits = outputs.logits_per_image  # scaled similarities + the model's logit_bias
         return multilabel_bce_prompt_loss(logits, labels, batch.get("label_mask"))
-    texts = [", ".join(n.lower() for n, on in zip(class_names, row) if on > 0.5) or "no finding"
-             for row in labels.tolist()]
+    texts = [
+        ", ".join(n.lower() for n, on in zip(class_names, row) if on > 0.5) or "no finding" for row in labels.tolist()
+    ]
     unique = sorted(set(texts))
     encoded = processor.tokenizer([" " + text for text in unique], padding=True, return_tensors="pt")
     device = labels.device
-    outputs = model(**image_inputs, input_ids=encoded["input_ids"].to(device),
-                    attention_mask=encoded["attention_mask"].to(device), use_learned_prompts=True)
+    outputs = model(
+        **image_inputs,
+        input_ids=encoded["input_ids"].to(device),
+        attention_mask=encoded["attention_mask"].to(device),
+        use_learned_prompts=True,
+    )
     rows = torch.tensor([unique.index(text) for text in texts], device=device)
-    return clip_loss(outputs.image_embeds, outputs.text_embeds[rows], unwrapped.logit_scale,
-                     text_ids=caption_ids(texts).to(device))
+    return clip_loss(
+        outputs.image_embeds, outputs.text_embeds[rows], unwrapped.logit_scale, text_ids=caption_ids(texts).to(device)
+    )
 
 
 class PromptTuning(Stage):
@@ -87,21 +101,38 @@ class PromptTuning(Stage):
 
     def build(self, datasets):
         args = self.args
-        model = CLEFTModel.from_pretrained(args.model_name_or_path, dtype=args.dtype,
-                                           attn_implementation=args.attn_implementation,
-                                           allow_partial_weights=args.allow_partial_weights)
+        model = CLEFTModel.from_pretrained(
+            args.model_name_or_path,
+            dtype=args.dtype,
+            attn_implementation=args.attn_implementation,
+            allow_partial_weights=args.allow_partial_weights,
+        )
         self.processor = processor = CLEFTProcessor.from_pretrained(args.model_name_or_path)
         spec, task = self.spec, self.spec.task_name(args.dataset_kwargs)
         dataset = get_split(datasets, args.train_split)
         self.class_names = list(args.class_names or default_class_names(dataset, spec, task))
         dataset = restrict_labels(dataset, self.class_names)
         prompt_names = [name.lower() for name in self.class_names]  # as written in prompts ("pleural effusion")
-        model.setup_prompt_learning(prompt_names, processor, num_context_tokens=args.num_context_tokens,
-                                    class_specific=args.class_specific, init_text=args.init_text, task=task)
+        model.setup_prompt_learning(
+            prompt_names,
+            processor,
+            num_context_tokens=args.num_context_tokens,
+            class_specific=args.class_specific,
+            init_text=args.init_text,
+            task=task,
+        )
         model.configure_for_prompt_tuning(freeze_vision=args.freeze_vision, train_logit_bias=args.loss == "bce")
-        loader = make_loader(dataset, processor, shuffle=not args.freeze_vision, batch_size=args.per_device_batch_size,
-                             num_workers=args.dataloader_num_workers, seed=args.seed, drop_last=True,
-                             augment=None if args.freeze_vision or not args.augment else {}, skip_bad=args.skip_bad)
+        loader = make_loader(
+            dataset,
+            processor,
+            shuffle=not args.freeze_vision,
+            batch_size=args.per_device_batch_size,
+            num_workers=args.dataloader_num_workers,
+            seed=args.seed,
+            drop_last=True,
+            augment=None if args.freeze_vision or not args.augment else {},
+            skip_bad=args.skip_bad,
+        )
         return model, processor, loader
 
     def batches(self, model, loader, start_micro_step: int):
@@ -124,8 +155,9 @@ class PromptTuning(Stage):
             unwrapped.vision_model.eval()
 
     def loss(self, model, batch: dict[str, Any]) -> torch.Tensor:
-        return prompt_loss(self.args, model, self.accelerator.unwrap_model(model), batch, self.class_names,
-                           self.processor)
+        return prompt_loss(
+            self.args, model, self.accelerator.unwrap_model(model), batch, self.class_names, self.processor
+        )
 
     def summary(self) -> dict[str, Any]:
         return {"class_names": self.class_names}

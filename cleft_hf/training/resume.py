@@ -15,9 +15,25 @@ logger = logging.getLogger(__name__)
 
 # Arguments that may change when resuming (applied from the new values); any other change is refused.
 RESUME_CHANGEABLE = (
-    "learning_rate", "max_steps", "warmup_steps", "lr_scheduler", "min_lr_ratio", "max_grad_norm", "log_every",
-    "save_every", "keep_last", "report_to", "resume_from_checkpoint", "allow_inexact_resume", "output_dir",
-    "data_root", "dataloader_num_workers", "push_to_hub", "hub_model_id", "eval_every", "save_best",
+    "learning_rate",
+    "max_steps",
+    "warmup_steps",
+    "lr_scheduler",
+    "min_lr_ratio",
+    "max_grad_norm",
+    "log_every",
+    "save_every",
+    "keep_last",
+    "report_to",
+    "resume_from_checkpoint",
+    "allow_inexact_resume",
+    "output_dir",
+    "data_root",
+    "dataloader_num_workers",
+    "push_to_hub",
+    "hub_model_id",
+    "eval_every",
+    "save_best",
 )
 
 
@@ -48,10 +64,14 @@ def resume_training(args: Any, checkpoints: CheckpointManager, optimizer, schedu
         saved = state["arguments"] if changed or refused else {}
         if refused:
             listed = ", ".join(f"{k} ({saved[k]!r} -> {current[k]!r})" for k in refused)
-            raise CheckpointError(f"resume_from_checkpoint: the checkpoint was trained with other values of {listed}; "
-                                  "these cannot change on resume: restore them or start a new output_dir")
+            raise CheckpointError(
+                f"resume_from_checkpoint: the checkpoint was trained with other values of {listed}; "
+                "these cannot change on resume: restore them or start a new output_dir"
+            )
         if changed:
-            logger.warning("resuming with changed %s", ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in changed))
+            logger.warning(
+                "resuming with changed %s", ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in changed)
+            )
     position_schedule(optimizer, scheduler, args.learning_rate, start)
     return state
 

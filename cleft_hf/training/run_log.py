@@ -11,8 +11,8 @@ import copy
 import logging
 from typing import Any
 
-import torch
 from accelerate import Accelerator
+import torch
 
 from ..training_log import read_training_log
 from .batches import SkippedImages
@@ -33,8 +33,16 @@ class TrainingLog:
         earlier_model: the model folder this stage starts from (its log is extended; None for a new model).
     """
 
-    def __init__(self, accelerator: Accelerator, stage: str, log_every: int, *, recipe: dict[str, Any],
-                 skipped: SkippedImages, earlier_model: str | None = None):
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        stage: str,
+        log_every: int,
+        *,
+        recipe: dict[str, Any],
+        skipped: SkippedImages,
+        earlier_model: str | None = None,
+    ):
         self.accelerator, self.stage, self.log_every = accelerator, stage, log_every
         self.recipe, self.skipped = recipe, skipped
         self.earlier = read_training_log(earlier_model)

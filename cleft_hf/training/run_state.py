@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
-import torch
 from accelerate import Accelerator
+import torch
 
 from .batches import SkippedImages
 from .checkpointing import CheckpointManager

@@ -11,18 +11,19 @@ runner does everything else, in one order for both, reading top to bottom:
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
+import torch
 
 from ..arguments import ConfigError, save_arguments
-from ..run_lock import hold_output_dir
 from ..data import get_dataset_spec
 from ..modeling.quantization_cleft import fsdp2_refusal
+from ..run_lock import hold_output_dir
 from .batches import SkippedImages, batch_stream
 from .checkpointing import CheckpointManager
 from .final_save import SignalsDeferred, save_final_or_keep_state
@@ -84,14 +85,17 @@ def make_accelerator(args: Any) -> Accelerator:
         cpu=not torch.cuda.is_available(),  # `accelerate launch --multi_gpu` on a CPU machine: gloo processes
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=args.trackers or None,
-        project_config=ProjectConfiguration(project_dir=args.output_dir,
-                                            logging_dir=str(Path(args.output_dir) / "logs")),
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "logs")
+        ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         step_scheduler_with_optimizer=False,
     )
     set_seed(args.seed, deterministic=False)
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return accelerator
 
 
@@ -104,7 +108,9 @@ def prepare_run(accelerator: Accelerator, args: Any, model, loader, project: str
     refusal = fsdp2_refusal(getattr(model.config, "text_quantization", None))
     if refusal and accelerator.distributed_type == DistributedType.FSDP:
         raise ConfigError(refusal)
-    optimizer = build_optimizer(model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum)
+    optimizer = build_optimizer(
+        model, args.optimizer, args.learning_rate, args.weight_decay, args.betas, args.momentum
+    )
     scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, args.lr_scheduler, args.min_lr_ratio)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if args.trackers:
@@ -124,18 +130,44 @@ def start_run(stage: Stage, accelerator: Accelerator) -> RunState:
     checkpoints = CheckpointManager(accelerator, args.output_dir, args.save_every, args.keep_last)
     state = resume_training(args, checkpoints, optimizer, scheduler)
     arguments = run_arguments(args)
-    log = TrainingLog(accelerator, stage.name, args.log_every, recipe={"stage": stage.recipe_title, **arguments},
-                      skipped=stage.skipped_images, earlier_model=stage.previous_model)
+    log = TrainingLog(
+        accelerator,
+        stage.name,
+        args.log_every,
+        recipe={"stage": stage.recipe_title, **arguments},
+        skipped=stage.skipped_images,
+        earlier_model=stage.previous_model,
+    )
     validation = None
     if args.eval_every:
-        validation = PeriodicValidation(args, accelerator, processor, datasets, log, class_names=stage.class_names or None,
-                                        learned_prompts=stage.learned_prompts)
+        validation = PeriodicValidation(
+            args,
+            accelerator,
+            processor,
+            datasets,
+            log,
+            class_names=stage.class_names or None,
+            learned_prompts=stage.learned_prompts,
+        )
     log.restore(state)
     start = int(state["step"])
     batches = stage.batches(model, loader, start * args.gradient_accumulation_steps)
-    return RunState(args=args, stage=stage, accelerator=accelerator, model=model, processor=processor,
-                    optimizer=optimizer, scheduler=scheduler, batches=batches, checkpoints=checkpoints, log=log,
-                    skipped=stage.skipped_images, validation=validation, arguments=arguments, start=start)
+    return RunState(
+        args=args,
+        stage=stage,
+        accelerator=accelerator,
+        model=model,
+        processor=processor,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        batches=batches,
+        checkpoints=checkpoints,
+        log=log,
+        skipped=stage.skipped_images,
+        validation=validation,
+        arguments=arguments,
+        start=start,
+    )
 
 
 def run_stage(stage: Stage) -> dict[str, Any]:
@@ -151,8 +183,12 @@ def run_stage(stage: Stage) -> dict[str, Any]:
         run = start_run(stage, accelerator)
         train_steps(run)
         with SignalsDeferred():  # SIGTERM/SIGINT: the model folder is finished first, then the run stops
-            final_dir = save_final_or_keep_state(lambda: save_model_folder(run, Path(args.output_dir) / "model"),
-                                                 run.checkpoints, args.max_steps, run.trainer_state)
+            final_dir = save_final_or_keep_state(
+                lambda: save_model_folder(run, Path(args.output_dir) / "model"),
+                run.checkpoints,
+                args.max_steps,
+                run.trainer_state,
+            )
         accelerator.end_training()
     finally:
         if lock is not None:

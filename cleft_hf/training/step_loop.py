@@ -8,8 +8,9 @@ gradient norm on any process stops the run after saving the state from before th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -27,11 +28,15 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, step: int, value: float, state_dir: Path | None, what: str = "loss"):
         self.step, self.loss_value, self.state_dir = step, value, state_dir
         if state_dir is not None:
-            advice = (f"; the state before this step (finite) is in {state_dir}: resume with --resume_from_checkpoint "
-                      f"{state_dir} and a lower --learning_rate, or check the batch")
+            advice = (
+                f"; the state before this step (finite) is in {state_dir}: resume with --resume_from_checkpoint "
+                f"{state_dir} and a lower --learning_rate, or check the batch"
+            )
         else:
-            advice = ("; the weights themselves are no longer finite (an earlier update overflowed), so nothing was "
-                      "saved: resume from an earlier checkpoint with a lower --learning_rate")
+            advice = (
+                "; the weights themselves are no longer finite (an earlier update overflowed), so nothing was "
+                "saved: resume from an earlier checkpoint with a lower --learning_rate"
+            )
         super().__init__(f"non-finite {what} at step {step} (on this process: {value}){advice}")
 
 
@@ -53,9 +58,16 @@ def restore_tensors(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> N
             buffers[name].copy_(value)
 
 
-def stop_if_not_finite(value: torch.Tensor, step: int, checkpoints: CheckpointManager, *, what: str = "loss",
-                       model: torch.nn.Module | None = None, statistics: dict[str, torch.Tensor] | None = None,
-                       state: Callable[[], dict[str, Any]] | None = None) -> None:
+def stop_if_not_finite(
+    value: torch.Tensor,
+    step: int,
+    checkpoints: CheckpointManager,
+    *,
+    what: str = "loss",
+    model: torch.nn.Module | None = None,
+    statistics: dict[str, torch.Tensor] | None = None,
+    state: Callable[[], dict[str, Any]] | None = None,
+) -> None:
     """Raise `NonFiniteLossError` if `value` is NaN/inf on ANY process, after saving the last finite state.
 
     Call before `accelerator.backward(loss)` (and on the gradient norm before `optimizer.step()`). With
@@ -92,9 +104,10 @@ def train_steps(run: RunState) -> None:
     unwrapped = accelerator.unwrap_model(model)
     max_norm = args.max_grad_norm or float("inf")  # inf: the norm is still computed (and checked), not clipped
     names = {id(parameter): name for name, parameter in unwrapped.named_parameters()}  # for non-finite weights
-    newest_checkpoint = lambda: (list_checkpoints(args.output_dir) or [(0, None)])[-1][1]  # noqa: E731
-    progress = tqdm(total=args.max_steps, initial=run.start, desc=run.stage.name,
-                    disable=not accelerator.is_local_main_process)
+    newest_checkpoint = lambda: (list_checkpoints(args.output_dir) or [(0, None)])[-1][1]
+    progress = tqdm(
+        total=args.max_steps, initial=run.start, desc=run.stage.name, disable=not accelerator.is_local_main_process
+    )
     run.stage.set_train_mode(model)
     with StopSignals() as stop:
         for step in range(run.start + 1, args.max_steps + 1):
@@ -111,8 +124,9 @@ def train_steps(run: RunState) -> None:
                             stop_if_not_finite(norm, step, run.checkpoints, what="gradient norm", **guard)
                     run.optimizer.step()
                     if accelerator.sync_gradients:  # before anything of this step is saved
-                        check_finite_update(run.optimizer, step, lambda flag: any_process(accelerator, flag), names,
-                                            newest_checkpoint)
+                        check_finite_update(
+                            run.optimizer, step, lambda flag: any_process(accelerator, flag), names, newest_checkpoint
+                        )
                     run.optimizer.zero_grad(set_to_none=True)
                 run.log.add(loss)
             run.scheduler.step()

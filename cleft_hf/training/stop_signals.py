@@ -30,8 +30,10 @@ class TrainingInterrupted(SystemExit):
         name = signal.Signals(signum).name
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
         super().__init__(128 + signum)
-        self.message = (f"stopped by {name} after step {step}; state saved to {checkpoint}: continue with "
-                        "--resume_from_checkpoint latest")
+        self.message = (
+            f"stopped by {name} after step {step}; state saved to {checkpoint}: continue with "
+            "--resume_from_checkpoint latest"
+        )
 
     def __str__(self) -> str:
         return self.message
@@ -53,7 +55,7 @@ class StopSignals:
         logger.warning("received %s: saving the state after this step, then stopping", signal.Signals(signum).name)
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)

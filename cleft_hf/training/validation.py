@@ -30,8 +30,17 @@ class PeriodicValidation:
     """The validation of one stage run on `eval_split` of the run's `datasets` (loaded once, with the run's
     loader options); `after_step(model, step)` is called by the step loop."""
 
-    def __init__(self, args: Any, accelerator, processor, datasets, log: TrainingLog, *,
-                 class_names: list[str] | None, learned_prompts: bool):
+    def __init__(
+        self,
+        args: Any,
+        accelerator,
+        processor,
+        datasets,
+        log: TrainingLog,
+        *,
+        class_names: list[str] | None,
+        learned_prompts: bool,
+    ):
         self.args, self.accelerator, self.processor, self.log = args, accelerator, processor, log
         self.learned_prompts = learned_prompts
         spec = get_dataset_spec(args.dataset)
@@ -42,13 +51,26 @@ class PeriodicValidation:
             raise ValueError(f"{error}: set eval_split to one of them, or eval_every: 0 (no validation)") from None
         dataset, self.class_names = single_label_split(split, spec, task, class_names, seed=args.seed)
         self.hand_prompts = spec.hand_prompts(task, self.class_names)
-        self.loader = accelerator.prepare(make_loader(
-            dataset, processor, shuffle=False, batch_size=args.per_device_batch_size,
-            num_workers=args.dataloader_num_workers, seed=args.seed, max_length=getattr(args, "max_text_length", None),
-            skip_bad=args.skip_bad))
+        self.loader = accelerator.prepare(
+            make_loader(
+                dataset,
+                processor,
+                shuffle=False,
+                batch_size=args.per_device_batch_size,
+                num_workers=args.dataloader_num_workers,
+                seed=args.seed,
+                max_length=getattr(args, "max_text_length", None),
+                skip_bad=args.skip_bad,
+            )
+        )
         log.track_validation(METRICS, args.best_metric, args.save_best)
-        logger.info("validation every %d steps on %s (%d images, %d classes)", args.eval_every, args.eval_split,
-                    len(dataset), len(self.class_names))
+        logger.info(
+            "validation every %d steps on %s (%d images, %d classes)",
+            args.eval_every,
+            args.eval_split,
+            len(dataset),
+            len(self.class_names),
+        )
 
     @torch.no_grad()
     def compute(self, model) -> dict[str, float]:
@@ -56,13 +78,21 @@ class PeriodicValidation:
         unwrapped = self.accelerator.unwrap_model(model)
         image_embeds, labels, texts = compute_image_embeddings(model, self.loader, self.accelerator)
         names = [name.lower() for name in self.class_names] if self.learned_prompts else self.hand_prompts
-        probabilities = unwrapped.zero_shot_classify(
-            image_embeds=image_embeds.to(self.accelerator.device), class_names=names, processor=self.processor,
-            prompt_template=None if self.learned_prompts else "{}", use_learned_prompts=self.learned_prompts,
-        ).float().cpu()
+        probabilities = (
+            unwrapped.zero_shot_classify(
+                image_embeds=image_embeds.to(self.accelerator.device),
+                class_names=names,
+                processor=self.processor,
+                prompt_template=None if self.learned_prompts else "{}",
+                use_learned_prompts=self.learned_prompts,
+            )
+            .float()
+            .cpu()
+        )
         accuracy = float((probabilities.argmax(1).numpy() == labels).mean())
-        text_embeds = compute_text_embeddings(unwrapped, self.processor, texts,
-                                              batch_size=self.args.per_device_batch_size)
+        text_embeds = compute_text_embeddings(
+            unwrapped, self.processor, texts, batch_size=self.args.per_device_batch_size
+        )
         recall = retrieval_recall(image_embeds, text_embeds, texts, ks=(5,))["mean"][5]
         return {"zero_shot_acc": accuracy, "retrieval_r_at_5": float(recall)}
 
@@ -79,8 +109,13 @@ class PeriodicValidation:
         logger.info("step %d validation: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         new_best = self.log.add_validation(step, metrics)
         if new_best:
-            logger.info("new best %s %.4f at step %d: saving %s/best_model", self.args.best_metric,
-                        metrics[self.args.best_metric], step, self.args.output_dir)
+            logger.info(
+                "new best %s %.4f at step %d: saving %s/best_model",
+                self.args.best_metric,
+                metrics[self.args.best_metric],
+                step,
+                self.args.output_dir,
+            )
         return new_best
 
 

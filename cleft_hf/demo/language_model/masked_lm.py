@@ -47,8 +47,9 @@ BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MASK_PROBABILITY = 0.15
 
 
-def train_wordpiece_tokenizer(texts: Iterable[str], *, vocab_size: int = 512,
-                              model_max_length: int = 128) -> BertTokenizerFast:
+def train_wordpiece_tokenizer(
+    texts: Iterable[str], *, vocab_size: int = 512, model_max_length: int = 128
+) -> BertTokenizerFast:
     """A lower-cased WordPiece tokenizer trained on `texts`, as a `BertTokenizerFast` ([CLS] text [SEP])."""
     corpus = [text for text in texts if isinstance(text, str) and text.strip()]
     if not corpus:
@@ -56,31 +57,54 @@ def train_wordpiece_tokenizer(texts: Iterable[str], *, vocab_size: int = 512,
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS),
-                                        show_progress=False)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS), show_progress=False)
     backend.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
     backend.decoder = decoders.WordPiece()
-    return BertTokenizerFast(tokenizer_object=backend, model_max_length=model_max_length, padding_side="right",
-                             unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
-                             mask_token="[MASK]", do_lower_case=True)
+    return BertTokenizerFast(
+        tokenizer_object=backend,
+        model_max_length=model_max_length,
+        padding_side="right",
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        do_lower_case=True,
+    )
 
 
-def tiny_bert_config(vocab_size: int, *, num_layers: int = 2, hidden_size: int = 64, num_heads: int = 4,
-                     max_positions: int = 128, pad_token_id: int = 0) -> BertConfig:
+def tiny_bert_config(
+    vocab_size: int,
+    *,
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    max_positions: int = 128,
+    pad_token_id: int = 0,
+) -> BertConfig:
     """A small `BertConfig` (feed-forward width 4 x hidden)."""
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
-    return BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
-                      num_attention_heads=num_heads, intermediate_size=4 * hidden_size,
-                      max_position_embeddings=max_positions, pad_token_id=pad_token_id)
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+        max_position_embeddings=max_positions,
+        pad_token_id=pad_token_id,
+    )
 
 
-def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_size: int,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking of `(batch, length)` ids (`special`: True where nothing may be masked) -> (inputs,
     labels with -100 where no prediction is asked)."""
     chosen = (torch.rand(input_ids.shape, generator=generator) < MASK_PROBABILITY) & ~special
@@ -98,8 +122,8 @@ def collate_texts(windows: Sequence[list[int]], pad_token_id: int) -> dict[str, 
     input_ids = torch.full((len(windows), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     for row, window in enumerate(windows):
-        input_ids[row, :len(window)] = torch.tensor(window)
-        attention_mask[row, :len(window)] = 1
+        input_ids[row, : len(window)] = torch.tensor(window)
+        attention_mask[row, : len(window)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
@@ -120,13 +144,14 @@ class MaskedLMLoss:
 
 
 @torch.no_grad()
-def masked_perplexity(model: nn.Module, windows: Sequence[list[int]], loss: MaskedLMLoss,
-                      batch_size: int = 64) -> float:
+def masked_perplexity(
+    model: nn.Module, windows: Sequence[list[int]], loss: MaskedLMLoss, batch_size: int = 64
+) -> float:
     """exp(mean NLL of masked tokens) over `windows` (masks from `loss`'s generator)."""
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
-        nll, n = loss(model, collate_texts(windows[start:start + batch_size], 0))
+        nll, n = loss(model, collate_texts(windows[start : start + batch_size], 0))
         total, count = total + float(nll), count + n
     return math.exp(total / max(count, 1))
 
@@ -166,32 +191,65 @@ def pretrain_masked_lm(
         random.seed(seed)
         torch.manual_seed(seed)
         tokenizer = train_wordpiece_tokenizer(train_texts, vocab_size=vocab_size, model_max_length=seq_len)
-        config = tiny_bert_config(len(tokenizer), num_layers=num_layers, hidden_size=hidden_size,
-                                  num_heads=num_heads, max_positions=seq_len, pad_token_id=tokenizer.pad_token_id)
+        config = tiny_bert_config(
+            len(tokenizer),
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            max_positions=seq_len,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         model = BertForMaskedLM(config)
         model.train()
         encode = lambda batch: tokenizer(batch, truncation=True, max_length=seq_len)["input_ids"]
         train_windows, eval_windows = encode(train_texts), encode(eval_texts)
         loss = MaskedLMLoss(tokenizer, seed)
         curve, stopped_by_budget, total_steps = _train_loop(
-            model, train_windows, tokenizer.pad_token_id, batch_size=batch_size, max_steps=max_steps, lr=lr,
-            weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed, time_budget_s=time_budget_s,
-            started=started, progress=progress, loss_fn=lambda m, b: loss(m, _without_labels(b)))
+            model,
+            train_windows,
+            tokenizer.pad_token_id,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_fraction=warmup_fraction,
+            seed=seed,
+            time_budget_s=time_budget_s,
+            started=started,
+            progress=progress,
+            loss_fn=lambda m, b: loss(m, _without_labels(b)),
+        )
         eval_ppl = masked_perplexity(model, eval_windows, MaskedLMLoss(tokenizer, seed + 1))
         os.makedirs(output_dir, exist_ok=True)
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         result = PretrainResult(
-            path=os.fspath(output_dir), train_loss_curve=curve, eval_perplexity=eval_ppl,
-            seconds=time.perf_counter() - started, uniform_perplexity=float(len(tokenizer)), num_steps=len(curve),
-            num_parameters=sum(p.numel() for p in model.parameters()), num_train_texts=len(train_texts),
-            num_eval_texts=len(eval_texts), stopped_by_time_budget=stopped_by_budget,
-            extra={"family": "bert", "objective": "masked_lm", "planned_steps": total_steps,
-                   "num_threads": torch.get_num_threads()})
+            path=os.fspath(output_dir),
+            train_loss_curve=curve,
+            eval_perplexity=eval_ppl,
+            seconds=time.perf_counter() - started,
+            uniform_perplexity=float(len(tokenizer)),
+            num_steps=len(curve),
+            num_parameters=sum(p.numel() for p in model.parameters()),
+            num_train_texts=len(train_texts),
+            num_eval_texts=len(eval_texts),
+            stopped_by_time_budget=stopped_by_budget,
+            extra={
+                "family": "bert",
+                "objective": "masked_lm",
+                "planned_steps": total_steps,
+                "num_threads": torch.get_num_threads(),
+            },
+        )
         with open(os.path.join(output_dir, SUMMARY_FILE), "w", encoding="utf-8") as handle:
             json.dump(asdict(result), handle, indent=2)
-        logger.info("demo BERT: masked-token perplexity %.2f (uniform %d) after %d steps in %.1f s", eval_ppl,
-                    len(tokenizer), len(curve), result.seconds)
+        logger.info(
+            "demo BERT: masked-token perplexity %.2f (uniform %d) after %d steps in %.1f s",
+            eval_ppl,
+            len(tokenizer),
+            len(curve),
+            result.seconds,
+        )
         return result
     finally:
         torch.set_num_threads(previous_threads)

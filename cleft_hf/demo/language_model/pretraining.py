@@ -15,18 +15,18 @@ Documents longer than ``seq_len`` are cut into consecutive windows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 import json
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig, PreTrainedTokenizerBase
 
@@ -55,8 +55,13 @@ def tiny_causal_lm_config(
     """
     if family not in TOKENIZER_FAMILIES:
         raise ValueError(f"family={family!r} is not supported; choose one of {TOKENIZER_FAMILIES}")
-    for name, value in (("vocab_size", vocab_size), ("num_layers", num_layers), ("hidden_size", hidden_size),
-                        ("num_heads", num_heads), ("max_positions", max_positions)):
+    for name, value in (
+        ("vocab_size", vocab_size),
+        ("num_layers", num_layers),
+        ("hidden_size", hidden_size),
+        ("num_heads", num_heads),
+        ("max_positions", max_positions),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
     if hidden_size % num_heads:
@@ -65,18 +70,36 @@ def tiny_causal_lm_config(
     if tokenizer is not None:
         if len(tokenizer) > vocab_size:
             raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens")
-        special_ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                       "pad_token_id": tokenizer.pad_token_id}
+        special_ids = {
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
     if family == "gpt2":
         return GPT2Config(
-            vocab_size=vocab_size, n_positions=max_positions, n_embd=hidden_size, n_layer=num_layers,
-            n_head=num_heads, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-            tie_word_embeddings=True, **special_ids)
+            vocab_size=vocab_size,
+            n_positions=max_positions,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            tie_word_embeddings=True,
+            **special_ids,
+        )
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=4 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=max_positions, attention_dropout=dropout, tie_word_embeddings=True,
-        **special_ids)
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_positions,
+        attention_dropout=dropout,
+        tie_word_embeddings=True,
+        **special_ids,
+    )
 
 
 @dataclass
@@ -115,7 +138,7 @@ def encode_documents(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, s
     for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]:
         if not ids or ids[-1] != tokenizer.eos_token_id:
             ids = ids + [tokenizer.eos_token_id]
-        windows.extend(ids[start:start + seq_len] for start in range(0, len(ids), seq_len))
+        windows.extend(ids[start : start + seq_len] for start in range(0, len(ids), seq_len))
     return [window for window in windows if len(window) >= 2]
 
 
@@ -125,8 +148,8 @@ def collate_windows(windows: Sequence[list[int]], pad_token_id: int) -> dict[str
     input_ids = torch.full((len(windows), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(windows), length), dtype=torch.long)
     for row, window in enumerate(windows):
-        input_ids[row, :len(window)] = torch.tensor(window, dtype=torch.long)
-        attention_mask[row, :len(window)] = 1
+        input_ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
+        attention_mask[row, : len(window)] = 1
     labels = input_ids.masked_fill(attention_mask == 0, -100)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
@@ -135,20 +158,20 @@ def next_token_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     """Summed next-token negative log-likelihood (scalar) and the number of predicted tokens."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     targets = batch["labels"][:, 1:]
-    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
-                          reduction="sum")
+    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum")
     return nll, int((targets != -100).sum())
 
 
 @torch.no_grad()
-def evaluate_perplexity(model: nn.Module, windows: Sequence[list[int]], pad_token_id: int,
-                        batch_size: int = 64) -> float:
+def evaluate_perplexity(
+    model: nn.Module, windows: Sequence[list[int]], pad_token_id: int, batch_size: int = 64
+) -> float:
     """exp(mean next-token NLL) of ``model`` over ``windows`` (the first token of a window is not predicted)."""
     was_training = model.training
     model.eval()
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(windows), batch_size):
-        nll, count = next_token_nll(model, collate_windows(windows[start:start + batch_size], pad_token_id))
+        nll, count = next_token_nll(model, collate_windows(windows[start : start + batch_size], pad_token_id))
         total_nll, total_tokens = total_nll + float(nll), total_tokens + count
     model.train(was_training)
     if total_tokens == 0:
@@ -156,8 +179,9 @@ def evaluate_perplexity(model: nn.Module, windows: Sequence[list[int]], pad_toke
     return math.exp(total_nll / total_tokens)
 
 
-def unigram_perplexity(train_windows: Sequence[list[int]], eval_windows: Sequence[list[int]],
-                       vocab_size: int) -> float:
+def unigram_perplexity(
+    train_windows: Sequence[list[int]], eval_windows: Sequence[list[int]], vocab_size: int
+) -> float:
     """Perplexity of an add-one-smoothed unigram model fitted on the training targets (the baseline)."""
     counts = torch.ones(vocab_size, dtype=torch.float64)
     for window in train_windows:
@@ -240,10 +264,18 @@ def pretrain_causal_lm(
     try:
         random.seed(seed)
         torch.manual_seed(seed)
-        tokenizer = train_tokenizer(train_texts, family=family, vocab_size=vocab_size, model_max_length=seq_len,
-                                    append_eos=append_eos)
-        config = tiny_causal_lm_config(family, len(tokenizer), num_layers=num_layers, hidden_size=hidden_size,
-                                       num_heads=num_heads, max_positions=seq_len, tokenizer=tokenizer)
+        tokenizer = train_tokenizer(
+            train_texts, family=family, vocab_size=vocab_size, model_max_length=seq_len, append_eos=append_eos
+        )
+        config = tiny_causal_lm_config(
+            family,
+            len(tokenizer),
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            max_positions=seq_len,
+            tokenizer=tokenizer,
+        )
         model = AutoModelForCausalLM.from_config(config)
         model.train()
         train_windows = encode_documents(train_texts, tokenizer, seq_len)
@@ -251,14 +283,32 @@ def pretrain_causal_lm(
         if not train_windows or not eval_windows:
             raise ValueError("texts are too short: no train or eval document has two tokens")
         num_parameters = sum(p.numel() for p in model.parameters())
-        logger.info("pretraining %s LM (%d params, vocab %d) on %d train / %d eval texts (%d / %d windows), %d threads",
-                    family, num_parameters, len(tokenizer), len(train_texts), len(eval_texts), len(train_windows),
-                    len(eval_windows), torch.get_num_threads())
+        logger.info(
+            "pretraining %s LM (%d params, vocab %d) on %d train / %d eval texts (%d / %d windows), %d threads",
+            family,
+            num_parameters,
+            len(tokenizer),
+            len(train_texts),
+            len(eval_texts),
+            len(train_windows),
+            len(eval_windows),
+            torch.get_num_threads(),
+        )
 
         curve, stopped_by_budget, total_steps = _train_loop(
-            model, train_windows, tokenizer.pad_token_id, batch_size=batch_size, max_steps=max_steps, lr=lr,
-            weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed, time_budget_s=time_budget_s,
-            started=started, progress=progress)
+            model,
+            train_windows,
+            tokenizer.pad_token_id,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_fraction=warmup_fraction,
+            seed=seed,
+            time_budget_s=time_budget_s,
+            started=started,
+            progress=progress,
+        )
 
         model.eval()
         eval_ppl = evaluate_perplexity(model, eval_windows, tokenizer.pad_token_id)
@@ -267,29 +317,57 @@ def pretrain_causal_lm(
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         result = PretrainResult(
-            path=os.fspath(output_dir), train_loss_curve=curve, eval_perplexity=eval_ppl,
-            seconds=time.perf_counter() - started, unigram_perplexity=unigram_ppl,
-            uniform_perplexity=float(len(tokenizer)), num_steps=len(curve), num_parameters=num_parameters,
-            num_train_texts=len(train_texts), num_eval_texts=len(eval_texts), stopped_by_time_budget=stopped_by_budget,
-            extra={"family": family, "planned_steps": total_steps, "num_threads": torch.get_num_threads()})
+            path=os.fspath(output_dir),
+            train_loss_curve=curve,
+            eval_perplexity=eval_ppl,
+            seconds=time.perf_counter() - started,
+            unigram_perplexity=unigram_ppl,
+            uniform_perplexity=float(len(tokenizer)),
+            num_steps=len(curve),
+            num_parameters=num_parameters,
+            num_train_texts=len(train_texts),
+            num_eval_texts=len(eval_texts),
+            stopped_by_time_budget=stopped_by_budget,
+            extra={"family": family, "planned_steps": total_steps, "num_threads": torch.get_num_threads()},
+        )
         with open(os.path.join(output_dir, SUMMARY_FILE), "w", encoding="utf-8") as handle:
             json.dump(asdict(result), handle, indent=2)
-        logger.info("held-out perplexity %.2f (unigram %.2f, uniform %.0f) after %d steps in %.1f s",
-                    eval_ppl, unigram_ppl, len(tokenizer), len(curve), result.seconds)
+        logger.info(
+            "held-out perplexity %.2f (unigram %.2f, uniform %.0f) after %d steps in %.1f s",
+            eval_ppl,
+            unigram_ppl,
+            len(tokenizer),
+            len(curve),
+            result.seconds,
+        )
         return result
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train_loop(model: nn.Module, windows: list[list[int]], pad_token_id: int, *, batch_size: int, max_steps: int,
-                lr: float, weight_decay: float, warmup_fraction: float, seed: int, time_budget_s: float | None,
-                started: float, progress: bool, loss_fn=next_token_nll) -> tuple[list[float], bool, int]:
+def _train_loop(
+    model: nn.Module,
+    windows: list[list[int]],
+    pad_token_id: int,
+    *,
+    batch_size: int,
+    max_steps: int,
+    lr: float,
+    weight_decay: float,
+    warmup_fraction: float,
+    seed: int,
+    time_budget_s: float | None,
+    started: float,
+    progress: bool,
+    loss_fn=next_token_nll,
+) -> tuple[list[float], bool, int]:
     """Run the optimisation; returns (per-step mean token loss, stopped by the time budget, planned steps).
     `loss_fn(model, batch) -> (summed NLL, token count)` (default: next-token prediction)."""
     optimizer = _optimizer(model, lr, weight_decay)
     plan = {"total": max_steps, "warmup": max(1, round(warmup_fraction * max_steps))}
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _cosine_with_warmup(step, plan["warmup"], plan["total"]))
+        optimizer, lambda step: _cosine_with_warmup(step, plan["warmup"], plan["total"])
+    )
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
     curve: list[float] = []
@@ -322,8 +400,15 @@ def _train_loop(model: nn.Module, windows: list[list[int]], pad_token_id: int, *
                 stopped_by_budget = True
                 break
             if (step + 1) in (5, 10) or (step + 1) % 25 == 0:
-                _replan(plan, step + 1, max_steps, time_budget_s, elapsed_total,
-                        (time.perf_counter() - loop_started) / (step + 1), warmup_fraction)
+                _replan(
+                    plan,
+                    step + 1,
+                    max_steps,
+                    time_budget_s,
+                    elapsed_total,
+                    (time.perf_counter() - loop_started) / (step + 1),
+                    warmup_fraction,
+                )
                 bar.total = plan["total"]
         if step % 50 == 0 or step + 1 == plan["total"]:
             logger.info("step %d/%d loss %.4f lr %.2e", step + 1, plan["total"], curve[-1], scheduler.get_last_lr()[0])
@@ -331,13 +416,25 @@ def _train_loop(model: nn.Module, windows: list[list[int]], pad_token_id: int, *
     return curve, stopped_by_budget, plan["total"]
 
 
-def _replan(plan: dict, done: int, max_steps: int, time_budget_s: float, elapsed: float, per_step: float,
-            warmup_fraction: float) -> None:
+def _replan(
+    plan: dict,
+    done: int,
+    max_steps: int,
+    time_budget_s: float,
+    elapsed: float,
+    per_step: float,
+    warmup_fraction: float,
+) -> None:
     """Set ``plan["total"]`` to the steps that fit the budget (keeping ~15 % of it for evaluation and saving)."""
     affordable = done + int((0.85 * time_budget_s - elapsed) / per_step)
     total = max(done + 1, min(max_steps, affordable))
     if total != plan["total"]:
-        logger.info("time budget %.0f s at %.3f s/step: training %d of at most %d steps", time_budget_s, per_step,
-                    total, max_steps)
+        logger.info(
+            "time budget %.0f s at %.3f s/step: training %d of at most %d steps",
+            time_budget_s,
+            per_step,
+            total,
+            max_steps,
+        )
     plan["total"] = total
     plan["warmup"] = min(plan["warmup"], max(1, round(warmup_fraction * total)))

@@ -18,9 +18,9 @@ hidden state of the last token must summarise a whole report). Padding is on the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 import json
 import logging
-from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -69,12 +69,16 @@ def _train_gpt2_backend(texts: list[str], vocab_size: int, append_eos: bool) -> 
     backend.train_from_iterator(texts, trainer=trainer, length=len(texts))
     eos_id = backend.token_to_id(GPT2_EOS)
     if append_eos:
-        backend.post_processor = processors.Sequence([
-            processors.ByteLevel(trim_offsets=False),
-            processors.TemplateProcessing(
-                single=f"$A:0 {GPT2_EOS}:0", pair=f"$A:0 {GPT2_EOS}:0 $B:1 {GPT2_EOS}:1",
-                special_tokens=[(GPT2_EOS, eos_id)]),
-        ])
+        backend.post_processor = processors.Sequence(
+            [
+                processors.ByteLevel(trim_offsets=False),
+                processors.TemplateProcessing(
+                    single=f"$A:0 {GPT2_EOS}:0",
+                    pair=f"$A:0 {GPT2_EOS}:0 $B:1 {GPT2_EOS}:1",
+                    special_tokens=[(GPT2_EOS, eos_id)],
+                ),
+            ]
+        )
     else:
         backend.post_processor = processors.ByteLevel(trim_offsets=False)
     return backend
@@ -87,12 +91,14 @@ def _train_llama_backend(texts: list[str], vocab_size: int, append_eos: bool) ->
     if vocab_size <= minimum:
         raise ValueError(
             f"vocab_size={vocab_size} is too small for the llama family on this corpus (needs > {minimum}: "
-            f"{len(LLAMA_SPECIALS)} specials + 256 byte tokens + the corpus' characters)")
+            f"{len(LLAMA_SPECIALS)} specials + 256 byte tokens + the corpus' characters)"
+        )
     metaspace = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
     trained = Tokenizer(models.BPE(unk_token="<unk>"))
     trained.pre_tokenizer = metaspace
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - reserved, special_tokens=list(LLAMA_SPECIALS), show_progress=False)
+        vocab_size=vocab_size - reserved, special_tokens=list(LLAMA_SPECIALS), show_progress=False
+    )
     trained.train_from_iterator(texts, trainer=trainer, length=len(texts))
 
     # Re-number: specials keep ids 0..3, byte tokens take 4..259, learned symbols follow in training order.
@@ -104,18 +110,22 @@ def _train_llama_backend(texts: list[str], vocab_size: int, append_eos: bool) ->
     for token, _ in learned:
         if token not in vocab:
             vocab[token] = len(vocab)
-    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in spec["model"]["merges"]]
+    merges = [
+        tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in spec["model"]["merges"]
+    ]
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
     backend.add_special_tokens(list(LLAMA_SPECIALS))
     backend.pre_tokenizer = metaspace
-    backend.decoder = decoders.Sequence([
-        decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     bos_id, eos_id = vocab["<s>"], vocab["</s>"]
     single, pair = "<s>:0 $A:0", "<s>:0 $A:0 <s>:1 $B:1"
     if append_eos:
         single, pair = "<s>:0 $A:0 </s>:0", "<s>:0 $A:0 </s>:0 <s>:1 $B:1 </s>:1"
     backend.post_processor = processors.TemplateProcessing(
-        single=single, pair=pair, special_tokens=[("<s>", bos_id), ("</s>", eos_id)])
+        single=single, pair=pair, special_tokens=[("<s>", bos_id), ("</s>", eos_id)]
+    )
     return backend
 
 

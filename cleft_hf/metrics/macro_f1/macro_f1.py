@@ -46,6 +46,8 @@ class MacroF1(evaluate.Metric):
                 raise ValueError("macro_f1 (multilabel) takes no `labels`: every position is a class")
             names = [str(c) for c in range(np.shape(references)[1])]
         else:
-            names = [str(c) for c in (np.unique(np.concatenate([predictions, references])) if labels is None else labels)]
+            names = [
+                str(c) for c in (np.unique(np.concatenate([predictions, references])) if labels is None else labels)
+            ]
         per_class = f1_score(references, predictions, labels=labels, average=None, zero_division=0)
         return {"macro_f1": float(np.mean(per_class)), "f1_per_class": dict(zip(names, per_class.tolist()))}
