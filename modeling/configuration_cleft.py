@@ -6,6 +6,7 @@ import contextvars
 import copy
 import dataclasses
 import difflib
+import functools
 import math
 from typing import Any
 
@@ -64,15 +65,17 @@ _BASE_CONFIG_KEYWORDS = (
 )
 
 
-def transformers_config_keys() -> set[str]:
+@functools.cache
+def transformers_config_keys() -> frozenset[str]:
     """The keywords transformers' own `PretrainedConfig` accepts (its fields, what its `__post_init__` reads,
     the generation parameters it drops)."""
     from transformers import GenerationConfig
 
-    return (
+    return frozenset(
         {f.name for f in dataclasses.fields(PretrainedConfig)}
         | set(_BASE_CONFIG_KEYWORDS)
         | set(GenerationConfig._get_default_generation_params())
+        | set(PretrainedConfig().to_dict())  # what `to_dict()` writes (`_name_or_path`, `transformers_version`)
     )
 
 

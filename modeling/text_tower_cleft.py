@@ -114,8 +114,17 @@ def unwrapped_text_model(text_model: nn.Module) -> nn.Module:
     return text_model.get_base_model() if isinstance(text_model, PeftModel) else text_model
 
 
+def build_text_tower(config, base_model: nn.Module | None = None) -> nn.Module:
+    """The LLM (or encoder) without its head, wrapped by PEFT (base weights frozen, adapter trainable), or
+    trained whole with `peft_type: NONE`."""
+    if base_model is None:
+        base_model = new_text_model(config.text_config)
+    return wrap_text_model(base_model, config.build_peft_config())
+
+
 __all__ = [
     "NO_ADAPTER",
+    "build_text_tower",
     "check_text_family",
     "is_encoder_config",
     "keep_first_layers",

@@ -83,7 +83,7 @@ def script_of(command: str) -> str | None:
 
 
 def needs_twin(command: str) -> bool:
-    return re.search(r"(^|\s)/data/", command) is not None or (
+    return re.search(r"(^|[\s'\"(=])/data/", command) is not None or (  # also a quoted path in `python -c`
         script_of(command) == "examples/push_to_hub.py" and "--build_only" not in command
     )
 

@@ -13,7 +13,7 @@ def test_counts_follow_from_configs():
     assert 2.6e9 < cleft.total < 2.8e9 and 85e6 < cleft.trainable < 95e6
     bert6 = count_bert_clip(6)  # Bio_ClinicalBERT's first 6 layers without pooler: embeddings + 6 x 7.09 M
     assert bert6.trainable_lm == 28996 * 768 + 512 * 768 + 2 * 768 + 2 * 768 + 6 * 7_087_872
-    assert bert6.total - bert6.trainable == 30 * 768 + 1  # only the stage-2 context and the logit bias wait
+    assert bert6.total - bert6.trainable == 1  # only the logit bias waits (prompt sets are made in stage 2)
 
 
 def test_cli_prints_table_then_the_two_lines(capsys):
