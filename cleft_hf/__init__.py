@@ -7,9 +7,11 @@ importing torch.
 import logging
 
 __version__ = "0.1.0"
-# bitsandbytes, imported by peft and transformers whenever installed, logs on each import that it could not fetch an
-# optional CPU kernel from the Hub; it then runs its own CPU code (see cleft_hf.modeling.quantization_cleft).
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda record: "kernels-community" not in record.msg)
+# bitsandbytes, imported by peft and transformers whenever installed, logs on each import (and so does the `kernels`
+# package, offline) that it could not fetch an optional CPU kernel from the Hub; it then runs its own CPU code. The
+# same filter as cleft_hf.modeling.quantization_cleft, here without importing torch.
+for _name in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):
+    logging.getLogger(_name).addFilter(lambda record: "kernels-community" not in str(record.msg))
 __all__ = ["CLEFTConfig", "CLEFTModel", "CLEFTOutput", "CLEFTProcessor", "CLEFTImageProcessor", "__version__"]
 
 

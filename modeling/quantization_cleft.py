@@ -25,21 +25,26 @@ _DTYPE_FIELDS = ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage")
 QUANTIZED_PARAMETER_CLASSES = ("Params4bit", "Int8Params")
 
 
+# Where the notice is logged: bitsandbytes itself, and (transformers >= 5.25 installs `kernels`) the kernels package,
+# which in offline mode first says it skips the publisher check of the kernel's repository.
+HUB_KERNEL_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub")
+
+
 class _HubKernelNotice(logging.Filter):
-    """Drops bitsandbytes' notice that it could not fetch an optional CPU kernel from the Hub (`kernels` package):
-    peft imports bitsandbytes whenever it is installed, so the notice came on every import, and bitsandbytes then
-    uses its own CPU code. Installing `kernels` is no fix: bitsandbytes would download and load a binary from the
-    Hub at import time."""
+    """Drops the notices about bitsandbytes' optional CPU kernel from the Hub (`kernels` package): peft imports
+    bitsandbytes whenever it is installed, so they came on every import (offline: "skipping publisher trust check",
+    then "failed to load"), and bitsandbytes then uses its own CPU code."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "kernels-community" not in record.getMessage()
 
 
 def quiet_bitsandbytes_hub_kernel_notice() -> None:
-    """Install `_HubKernelNotice` on bitsandbytes' CPU logger (before bitsandbytes is imported; idempotent)."""
-    cpu_logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    if not any(isinstance(f, _HubKernelNotice) for f in cpu_logger.filters):
-        cpu_logger.addFilter(_HubKernelNotice())
+    """Install `_HubKernelNotice` on the loggers that print it (before bitsandbytes is imported; idempotent)."""
+    for name in HUB_KERNEL_LOGGERS:
+        hub_logger = logging.getLogger(name)
+        if not any(isinstance(f, _HubKernelNotice) for f in hub_logger.filters):
+            hub_logger.addFilter(_HubKernelNotice())
 
 
 quiet_bitsandbytes_hub_kernel_notice()

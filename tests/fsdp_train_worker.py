@@ -10,7 +10,8 @@ variables (the shipped config), so that accelerate's own FSDP2 code runs unchang
 
 Writes OUT/launch.json (rank 0): the distributed type and whether the prepared parameters were sharded DTensors.
 `fsdp_train_worker.py ARGS.json OUT [ARGS2.json OUT2 ...]` runs several trainings one after the other in the same
-processes (one launch, one start-up: e.g. a run, then a resume from its checkpoint), each with a fresh state.
+processes (one launch, one start-up: e.g. a run, then a resume from its checkpoint). As in `stage_worker`, the
+process group stays up between runs: closing and re-opening it under the launcher's store can hang in gloo.
 """
 
 from __future__ import annotations
@@ -48,16 +49,15 @@ def prepare_run_recording(accelerator, args, model, loader, project):
 
 
 if __name__ == "__main__":
-    from accelerate.state import AcceleratorState
-
     from cleft_hf.training.config import PretrainArguments
 
     runner.make_accelerator, runner.prepare_run = make_accelerator_allowing_cpu_fsdp, prepare_run_recording
-    for index, (arguments_file, out_dir) in enumerate(zip(sys.argv[1::2], sys.argv[2::2])):
-        if index:  # the previous run's `end_training` closed the process group: the next one starts afresh
-            AcceleratorState._reset_state(reset_partial_state=True)
+    destroy_process_group = PartialState.destroy_process_group
+    PartialState.destroy_process_group = lambda self, group=None: None  # `end_training` of a run: keep it
+    for arguments_file, out_dir in zip(sys.argv[1::2], sys.argv[2::2]):
         seen.clear()
         run_pretraining(PretrainArguments(**json.loads(open(arguments_file).read())))
         if PartialState().is_main_process:
             with open(os.path.join(out_dir, "launch.json"), "w") as handle:
                 json.dump(seen, handle)
+    destroy_process_group(PartialState())
