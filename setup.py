@@ -54,7 +54,7 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6,<1"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6,<1"],
         "bench": ["open-clip-torch>=2.24", "psutil>=5.9"],
         "dicom-compressed": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2"],
         "app": ["gradio>=6,<7", "gradio_client>=2,<3"],  # examples/app (a Space); gradio 6 needs pillow < 13

@@ -30,6 +30,16 @@ CORPUS = [
 ]
 
 
+# The longest test files, started first: with `pytest -n 2 --dist loadfile` (`make test`) each runs on one worker
+# while the other works through the rest, instead of one of them starting last.
+SLOW_FIRST = ("test_docs_run.py", "test_gpu_check.py", "test_cli.py", "test_slurm_recipe.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: index for index, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def loader_table_cache(tmp_path_factory):
     """Loader tables cached by the tests go to a temporary folder, not the user's datasets cache."""

@@ -24,7 +24,7 @@ from cleft_hf.training.config import PretrainArguments
 
 HERE = Path(__file__).resolve().parent
 SBATCH = HERE.parent / "examples" / "slurm" / "pretrain.sbatch"
-MAX_STEPS = 120  # at ~30 steps/s here: seconds for the pre-emption to land before the end
+MAX_STEPS = 60  # about 2 s at ~30 steps/s here: time for the pre-emption to land before the end
 
 
 def _job(tmp_path: Path, env: dict, **extra: str) -> subprocess.Popen:

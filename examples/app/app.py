@@ -24,16 +24,17 @@ from cleft_hf import CLEFTModel, CLEFTProcessor
 from cleft_hf.data.dicom import is_dicom, read_dicom_header
 from cleft_hf.data.transforms import load_image
 from cleft_hf.evaluation.similarity_plots import figure_to_array, processed_image, similarity_figure
+from cleft_hf.modeling.image_bounds_cleft import MAX_PIXELS_ENV, check_pixel_budget
 
-MAX_PIXELS = 64_000_000  # a 5355 x 4915 mammogram has 26 M; the largest image one request may decode
 MAX_FILE_SIZE = "200mb"
 TYPED = "typed class names"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
 
-def check_dimensions(path: str, max_pixels: int = MAX_PIXELS) -> None:
-    """ValueError (one line) unless `path` is an image or DICOM with pixels whose header size is at most
-    `max_pixels`: only the header is read, so a decompression bomb is refused before any decoding."""
+def check_dimensions(path: str) -> None:
+    """ValueError (one line) unless `path` is an image or DICOM with pixels whose header size is within the
+    library's pixel budget (`CLEFT_MAX_IMAGE_PIXELS`, 8192 x 8192 by default): only the header is read, so a
+    decompression bomb is refused before any decoding."""
     if is_dicom(path):
         header = read_dicom_header(path)  # ValueError when not DICOM / corrupt / without pixel data
         height, width = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
@@ -45,8 +46,7 @@ def check_dimensions(path: str, max_pixels: int = MAX_PIXELS) -> None:
             raise ValueError(f"image refused as a decompression bomb: {error}") from error
         except Exception as error:  # PIL raises many types for files it cannot identify
             raise ValueError(f"not an image PIL can read (PNG, JPEG, ...) or a DICOM file: {error}") from error
-    if height * width > max_pixels:
-        raise ValueError(f"image is {width} x {height} pixels, more than the {max_pixels:,} this app decodes")
+    check_pixel_budget(height, width, source=Path(path).name)
 
 
 def prompt_sets(model: CLEFTModel) -> dict[str, dict]:
@@ -70,7 +70,7 @@ def class_labels(model: CLEFTModel, kwargs: dict, typed: str) -> list[str]:
     return names
 
 
-def build_app(model_name_or_path: str, examples: list[str] | None = None, max_pixels: int = MAX_PIXELS) -> gr.Blocks:
+def build_app(model_name_or_path: str, examples: list[str] | None = None) -> gr.Blocks:
     """The Gradio app of one model (loaded once, eval mode, CPU or the first GPU)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = CLEFTModel.from_pretrained(model_name_or_path).to(device).eval()
@@ -83,7 +83,7 @@ def build_app(model_name_or_path: str, examples: list[str] | None = None, max_pi
             return "Upload an image first.", None, None, None
         path = file if isinstance(file, str) else getattr(file, "name", str(file))
         try:
-            check_dimensions(path, max_pixels)
+            check_dimensions(path)
             kwargs = choices.get(prompt_set)
             if kwargs is None:
                 raise ValueError(f"unknown prompt set {prompt_set!r}; choose one of {list(choices)}")
@@ -138,10 +138,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="CLEFT zero-shot classification app (Gradio).")
     parser.add_argument("--model", default=os.environ.get("CLEFT_MODEL"), help="CLEFT model folder or Hub id.")
     parser.add_argument("--examples", default=None, help="Folder of example images (PNG, JPEG, DICOM) to pick.")
-    parser.add_argument("--max_pixels", type=int, default=MAX_PIXELS, help="Largest image (pixels) decoded.")
+    parser.add_argument(
+        "--max_pixels", type=int, default=None, help=f"Largest image (pixels) decoded (sets {MAX_PIXELS_ENV})."
+    )
     args = parser.parse_args()
     if not args.model:
         parser.error("--model is required (a CLEFT folder such as outputs/demo/mammo/model, or a Hub id)")
+    if args.max_pixels is not None:  # the library's budget, for the header check and every decode
+        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
     examples = None
     if args.examples:
         folder = Path(args.examples)
@@ -149,7 +153,7 @@ def main() -> None:
             parser.error(f"--examples {folder} is not a folder")
         examples = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:8]
     try:
-        app = build_app(args.model, examples, args.max_pixels)
+        app = build_app(args.model, examples)
     except (OSError, ValueError) as error:
         parser.exit(2, f"error: cannot load the CLEFT model {args.model!r}: {str(error).splitlines()[0]}\n")
     app.launch(max_file_size=MAX_FILE_SIZE)
