@@ -38,7 +38,7 @@ STAGES = (
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    """Every command of README.md and docs/ run in a fresh folder (what `make docs-check` does, ~8-9 min)."""
+    """Every command of README.md and docs/ run in a fresh folder (what `make docs-check` does, ~8 min)."""
     folder = tmp_path_factory.mktemp("docs")
     ran = run_all(folder)
     return folder, ran
