@@ -153,7 +153,7 @@ class CLEFTImageProcessor(BaseImageProcessor):
             raise TypeError(f"unsupported image type {type(image).__name__}: use PIL, numpy or torch")
         tensor = self._channels_first(tensor)
         if dtype in (np.uint8, torch.uint8):
-            return tensor.float() / 255.0
+            return tensor.float().div_(255.0)  # in place on the new float tensor: one allocation, not two
         tensor = tensor.float()
         check_finite_pixels(tensor)
         if dtype in (np.uint16, torch.uint16) or tensor.min() < 0 or tensor.max() > 1:
@@ -226,6 +226,10 @@ class CLEFTImageProcessor(BaseImageProcessor):
 
     def normalize_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
         """`(C, H, W)` in [0, 1] -> `(3, H, W)`: grey replicated to 3 channels, then `(x - mean) / std`."""
+        uniform = len(set(self.image_mean)) == 1 and len(set(self.image_std)) == 1
+        if tensor.shape[0] == 1 and self.do_normalize and uniform:  # normalise the one channel, then replicate
+            grey = (tensor - self.image_mean[0]).div_(self.image_std[0])
+            return grey.expand(3, -1, -1)
         if tensor.shape[0] == 1:
             tensor = tensor.expand(3, -1, -1)
         elif tensor.shape[0] != 3:
@@ -234,7 +238,7 @@ class CLEFTImageProcessor(BaseImageProcessor):
             return tensor.contiguous()
         mean = torch.tensor(self.image_mean, dtype=tensor.dtype).view(3, 1, 1)
         std = torch.tensor(self.image_std, dtype=tensor.dtype).view(3, 1, 1)
-        return (tensor - mean) / std
+        return (tensor - mean).div_(std)
 
     def preprocess_one(self, image: Any) -> torch.Tensor:
         """One image -> `(3, crop_h, crop_w)` normalised tensor (all steps; `preprocessing="reference"`: the

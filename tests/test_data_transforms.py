@@ -8,10 +8,11 @@ import numpy as np
 from PIL import Image
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cleft_hf import CLEFTImageProcessor
 from cleft_hf.data import make_eval_transform, make_train_transform
-from cleft_hf.data.transforms import augment_text
+from cleft_hf.data.transforms import affine_grid, augment_text, crop_rotation_theta, load_image
 from cleft_hf.demo.dicom_writer import write_dicom
 
 REPORT = "The heart is enlarged. There is a small left effusion. No pneumothorax. Lungs are otherwise clear."
@@ -118,3 +119,31 @@ def test_text_augmentation():
     assert augment_text("One sentence only.", "shuffle", rng) == "One sentence only."
     with pytest.raises(ValueError, match="text_augment"):
         make_train_transform(CLEFTImageProcessor(), text_augment="reverse")
+
+
+def test_affine_grid_equals_torch_for_the_crop_rotation_matrix():
+    theta = crop_rotation_theta((3, 5, 200, 210), (240, 300), (224, 224), 0.1, (3.0, -2.0), flip=-1.0)
+    for height, width in ((224, 224), (30, 17)):
+        expected = F.affine_grid(torch.tensor([theta]), [1, 1, height, width], align_corners=False)
+        torch.testing.assert_close(affine_grid(theta, height, width), expected, atol=1e-6, rtol=0)
+
+
+def test_batch_decoded_first_equals_image_by_image(files, image_processor):
+    cells = [files["png"], files["grey"], files["dcm"], files["png"]]
+    batch = make_train_transform(image_processor, seed=3)({"image": cells})["pixel_values"]
+    one_by_one = make_train_transform(image_processor, seed=3)
+    for cell, tensor in zip(cells, batch):
+        torch.testing.assert_close(tensor, one_by_one.image(cell), atol=0, rtol=0)
+
+
+def test_large_8bit_images_are_resized_with_antialiasing_on_decode(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = (np.add.outer(np.arange(900), np.arange(700)) % 256 / 2 + rng.normal(0, 20, (900, 700))).clip(0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    whole = load_image(str(tmp_path / "a.jpg"), target=None)
+    reduced = load_image(str(tmp_path / "a.jpg"), target=100)  # 1/4 draft (175 px), then 175 -> 100 antialiased
+    assert reduced.mode == "L" and min(reduced.size) == 100 and reduced.size == (100, 129)
+    full = torch.from_numpy(np.asarray(whole, np.float32) / 255)[None, None]
+    expected = F.interpolate(full, size=(129, 100), mode="bilinear", align_corners=False, antialias=True)[0, 0]
+    difference = (torch.from_numpy(np.asarray(reduced, np.float32) / 255) - expected).abs()
+    assert float(difference.mean()) < 0.02  # the 1/4 DCT decode and 8-bit rounding against a full decode

@@ -23,15 +23,19 @@ from ..modeling.image_bounds_cleft import check_pixel_budget
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _JPEG2000_SYNTAXES = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")  # JPEG 2000 lossless / lossy
 _NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
-    """True for a ``.dcm``/``.dicom`` name or a file with the ``DICM`` marker after the 128-byte preamble."""
+    """True for a ``.dcm``/``.dicom`` name or a file with the ``DICM`` marker after the 128-byte preamble (files named
+    ``.jpg``/``.jpeg``/``.png`` are not opened)."""
     name = os.fspath(path)
     if name.lower().endswith(DICOM_SUFFIXES):
         return True
+    if name.lower().endswith(_IMAGE_SUFFIXES):  # a JPEG or PNG by name: no need to open it twice
+        return False
     try:
         with open(name, "rb") as handle:
             handle.seek(128)
