@@ -71,6 +71,15 @@ def test_shards_write_the_single_run_folder_and_a_killed_shard_resumes(tmp_path,
     assert paths and all("cleft_resized_40px" in path for path in paths)  # the merged copy is read
 
 
+def test_a_finished_folder_starts_no_worker_process(tmp_path, monkeypatch):
+    root = tmp_path / "mimic"
+    write_demo_mimic_cxr(root, 8, image_size=48, seed=1, n_test_per_class=1, empty_report_rate=0.0)
+    done = preprocess("mimic_cxr", root, 32, num_workers=1, progress=False)
+    monkeypatch.setattr("cleft_hf.data.preprocess.get_context", lambda *_: pytest.fail("a process pool started"))
+    again = preprocess("mimic_cxr", root, 32, num_workers=4, progress=False, shard=(0, 1))
+    assert again["written"] == 0 and again["skipped"] == done["written"] > 0
+
+
 @pytest.mark.parametrize("text", ["3/3", "-1/2", "1", "a/b", "1/0"])
 def test_a_bad_shard_is_one_error_line(tmp_path, capsys, text):
     with pytest.raises(ValueError, match="--shard"):

@@ -127,13 +127,16 @@ def preprocess(
     sources = sorted(set(image_paths(data)))
     index, count = shard or (0, 1)
     jobs = [(source, cached_path(root, folder, source), size) for source in sources[index::count]]
-    counts = {"written": 0, "skipped": 0, "failed": 0}
+    todo = [job for job in jobs if not os.path.exists(job[1])]  # a resumed run starts no process for done files
+    counts = {"written": 0, "skipped": len(jobs) - len(todo), "failed": 0}
     failures: list[str] = []
-    workers = max(1, num_workers or os.cpu_count() or 1)
+    chunksize = 8
+    workers = min(max(1, num_workers or os.cpu_count() or 1), -(-len(todo) // chunksize))
     with get_context("spawn").Pool(workers) if workers > 1 else _Serial() as pool:
-        results = pool.imap_unordered(convert, jobs, chunksize=8)
+        results = pool.imap_unordered(convert, todo, chunksize=chunksize)
         desc = f"resizing to {size} px" + (f" (shard {index}/{count})" if shard else "")
-        for status, detail in tqdm(results, total=len(jobs), desc=desc, disable=not progress):
+        bar = tqdm(results, total=len(jobs), initial=counts["skipped"], desc=desc, disable=not progress)
+        for status, detail in bar:
             counts[status] += 1
             if status == "failed":
                 failures.append(detail)
