@@ -13,6 +13,8 @@ their types after parsing (the YAML values too); every problem is a one-line `Co
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import asdict, dataclass, field, fields
 import difflib
 import os
@@ -214,6 +216,20 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+_LIBRARY_CHECKS_DEFERRED = contextvars.ContextVar("cleft_library_checks_deferred", default=False)
+
+
+@contextlib.contextmanager
+def library_checks_deferred():
+    """Arguments built inside skip `check_with_libraries`; the caller runs it later (the entry scripts: after
+    the checks of model folders and the Hub token, which need no torch either)."""
+    token = _LIBRARY_CHECKS_DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _LIBRARY_CHECKS_DEFERRED.reset(token)
+
+
 @dataclass
 class CommonArguments:
     """Fields shared by every entry script."""
@@ -251,12 +267,13 @@ class CommonArguments:
         from .number_checks import check_finite_numbers
 
         check_finite_numbers(self)  # NaN / inf in any numeric field, named with its value
-        from .data.registry import get_dataset_spec
+        self.check_values()
+        if not _LIBRARY_CHECKS_DEFERRED.get():
+            self.check_with_libraries()
 
-        try:
-            get_dataset_spec(self.dataset)
-        except ValueError as error:
-            raise ConfigError(f"config field 'dataset': {error}") from None
+    def check_values(self) -> None:
+        """The checks that need no library (values, required fields, folders): all of them run before any check
+        of `check_with_libraries`, so a user error answers before torch is imported. Subclasses extend both."""
         require(
             self.data_root is not None,
             f"config field 'data_root' is required (the {self.dataset} dataset's "
@@ -271,6 +288,16 @@ class CommonArguments:
         )
         doubled = sorted({"verify", "skip_bad"} & set(self.dataset_kwargs or {}))
         require(not doubled, f"config field 'dataset_kwargs' holds {', '.join(doubled)}: use --verify / --skip_bad")
+
+    def check_with_libraries(self) -> None:
+        """The checks that import the libraries (the dataset registry here; CLEFTConfig, the transforms in the
+        training arguments), after `check_values`."""
+        from .data.registry import get_dataset_spec
+
+        try:
+            get_dataset_spec(self.dataset)
+        except ValueError as error:
+            raise ConfigError(f"config field 'dataset': {error}") from None
 
     @property
     def loader_kwargs(self) -> dict[str, Any]:

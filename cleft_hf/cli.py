@@ -71,10 +71,13 @@ def run_cli(
     try:
         if arguments_class is None:
             return main(argv)
-        from .arguments import parse_arguments
+        from .arguments import library_checks_deferred, parse_arguments
 
-        args = parse_arguments(arguments_class, argv, section=section, config_file=config_file)
+        with library_checks_deferred():  # the checks that need no torch first: a user error answers in a second
+            args = parse_arguments(arguments_class, argv, section=section, config_file=config_file)
         check_inputs(args)
+        if hasattr(args, "check_with_libraries"):
+            args.check_with_libraries()
         return main(args)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
@@ -146,7 +149,7 @@ def check_hub_token(hub_model_id: str | None) -> str:
     """Before any training: a token exists and the Hub endpoint accepts it (push_to_hub)."""
     from huggingface_hub import HfApi, constants
 
-    from .hub import check_repo_id, resolve_token
+    from .hub.credentials import check_repo_id, resolve_token
 
     check_repo_id(hub_model_id)
     if constants.HF_HUB_OFFLINE:

@@ -253,8 +253,33 @@ def test_user_errors_end_in_one_line_with_exit_code_2(name, argv, message, tmp_p
     done = _run([*ENTRY_POINTS[name], *argv], tmp_path)
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"] and message in done.stderr
+
+
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("pretrain", ["--config", str(DEMO_CONFIG), "--data_root", "nowhere"]),
+        ("prompt_tune", ["--config", str(DEMO_CONFIG), "--data_root", ".", "--model_name_or_path", "/no/model"]),
+        ("evaluate", ["--config", str(DEMO_CONFIG), "--data_root", ".", "--model_name_or_path", "no/model"]),
+        ("push_to_hub", ["--model_dir", "nowhere", "--hub_model_id", "me/cleft"]),
+        ("accounting", ["--baseline_bert_layers", "0"]),
+    ],
+)
+def test_debug_shows_the_traceback_of_a_user_error(name, argv, tmp_path):
     debug = _run([*ENTRY_POINTS[name], *argv, "--debug"], tmp_path)
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_missing_data_folder_is_named_before_torch_is_imported(tmp_path):
+    probe = (
+        "import sys; from cleft_hf.arguments import ConfigError, parse_arguments\n"
+        "from cleft_hf.training.config import PretrainArguments\n"
+        f"try: parse_arguments(PretrainArguments, ['--config', {str(DEMO_CONFIG)!r}, '--data_root', 'nowhere'], "
+        "section='pretrain')\n"
+        "except ConfigError as error: print(error, 'torch' in sys.modules)"
+    )
+    done = _run(["-c", probe], tmp_path)
+    assert done.stdout.strip() == "config field 'data_root': folder nowhere does not exist False", done.stderr
 
 
 def test_push_to_hub_checks_the_token_before_training(tmp_path):

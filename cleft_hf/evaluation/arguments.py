@@ -41,8 +41,8 @@ class EvaluateArguments(CommonArguments):
         None, "Hand prompts as an ensemble: templates with {} averaged per class (CLIP); none: one prompt per class."
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_values(self) -> None:
+        super().check_values()
         require(bool(self.model_name_or_path), "config field 'model_name_or_path' (the model to evaluate) is required")
         unknown = [task for task in self.tasks if task not in EVALUATION_TASKS]
         require(

@@ -1,33 +1,29 @@
-"""Hub sharing: model card from results.json, the exact upload folder, push_to_hub with one commit."""
+"""Hub sharing: model card from results.json, the exact upload folder, push_to_hub with one commit.
 
-from .model_card import (
-    NOT_EVALUATED,
-    arguments_summary,
-    build_eval_results,
-    evaluation_table,
-    load_results,
-    render_model_card,
-    write_model_card,
-)
-from .upload import (
-    build_upload_folder,
-    check_repo_id,
-    maybe_push_to_hub,
-    push_to_hub,
-    resolve_token,
-)
+Names load on first use (`from cleft_hf.hub import push_to_hub`), so the token check of an entry script
+(`credentials`) does not import the model card's dependencies (the dataset registry, torch).
+"""
 
-__all__ = [
-    "NOT_EVALUATED",
-    "arguments_summary",
-    "build_eval_results",
-    "build_upload_folder",
-    "check_repo_id",
-    "evaluation_table",
-    "load_results",
-    "maybe_push_to_hub",
-    "push_to_hub",
-    "render_model_card",
-    "write_model_card",
-    "resolve_token",
-]
+import importlib
+
+_HOMES = {
+    "NOT_EVALUATED": "model_card",
+    "arguments_summary": "model_card",
+    "build_eval_results": "model_card",
+    "evaluation_table": "model_card",
+    "load_results": "model_card",
+    "render_model_card": "model_card",
+    "write_model_card": "model_card",
+    "build_upload_folder": "upload",
+    "maybe_push_to_hub": "upload",
+    "push_to_hub": "upload",
+    "check_repo_id": "credentials",
+    "resolve_token": "credentials",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module 'cleft_hf.hub' has no attribute {name!r}")

@@ -15,12 +15,10 @@ from pathlib import Path
 import tempfile
 from typing import Any
 
-import huggingface_hub
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HFValidationError, LocalTokenNotFoundError
-from huggingface_hub.utils import validate_repo_id
 
 from ..model_folder_write import tensor_bytes, write_model_folder_safely
+from .credentials import check_repo_id, resolve_token
 from .model_card import arguments_summary, recorded_recipes, render_model_card
 
 logger = logging.getLogger(__name__)
@@ -29,27 +27,6 @@ logger = logging.getLogger(__name__)
 # not leave stale shards or an index behind).
 WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
-def check_repo_id(repo_id: Any) -> str:
-    """`repo_id` if huggingface_hub accepts it as a model repository id, else a ValueError saying why."""
-    if not isinstance(repo_id, str) or not repo_id:
-        raise ValueError(f"invalid Hub repo_id {repo_id!r}: give 'user/name' or 'organisation/name'")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise ValueError(f"invalid Hub repo_id {repo_id!r}: {error}") from error
-    return repo_id
-
-
-def resolve_token(token: str | None = None) -> str:
-    """`token`, else huggingface_hub's own (HF_TOKEN, then the login cache); a clear error when there is none."""
-    resolved = token or huggingface_hub.get_token()
-    if not resolved:
-        raise LocalTokenNotFoundError(
-            "no Hugging Face token found: run `hf auth login`, set the HF_TOKEN environment variable or pass token="
-        )
-    return resolved
 
 
 def _check_folder(folder: Path) -> None:
@@ -233,8 +210,6 @@ def maybe_push_to_hub(
 __all__ = [
     "WEIGHT_PATTERNS",
     "build_upload_folder",
-    "check_repo_id",
     "maybe_push_to_hub",
     "push_to_hub",
-    "resolve_token",
 ]

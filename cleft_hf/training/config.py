@@ -65,8 +65,8 @@ class _TrainingArguments(CommonArguments):
     push_to_hub: bool = arg(False, "Upload the final model to the Hugging Face Hub (token checked before training).")
     hub_model_id: str | None = arg(None, "Hub repository 'user/name' for push_to_hub.")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_values(self) -> None:
+        super().check_values()
         for name in ("learning_rate", "max_steps", "gradient_accumulation_steps", "log_every"):
             check_range(name, getattr(self, name), low=0, low_open=True)
         for name in ("weight_decay", "save_every", "max_grad_norm"):
@@ -171,20 +171,23 @@ class PretrainArguments(_TrainingArguments):
     gather_negatives: bool = arg(True, "Use the other processes' embeddings as negatives (reference code: false).")
     dedup_identical_texts: bool = arg(True, "Identical captions in a global batch count as positives.")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_values(self) -> None:
+        super().check_values()
         require(self.max_text_length > 0, "config field 'max_text_length' must be > 0")
         check_range("label_caption_prob", self.label_caption_prob, low=0, high=1)
         peft_config = self.model_config.get("peft_config")
         if isinstance(peft_config, dict) and str(peft_config.get("peft_type", "")).upper() == "ADALORA":
             self.model_config["peft_config"] = {"total_step": self.max_steps, **peft_config}  # AdaLoRA's schedule
-        _check_model_config(self.model_config)
-        _check_augmentation(self.augmentation)
         require(
             self.model_config.get("projection_head") != "mlp" or self.per_device_batch_size >= 2,
             "model_config projection_head 'mlp' (BatchNorm) needs per_device_batch_size >= 2; raise it, or use "
             "projection_head 'linear'",
         )
+
+    def check_with_libraries(self) -> None:
+        super().check_with_libraries()
+        _check_model_config(self.model_config)
+        _check_augmentation(self.augmentation)
 
     @staticmethod
     def misplaced_key_hint(key: str, value: Any = None) -> str | None:
@@ -201,9 +204,11 @@ class PretrainArguments(_TrainingArguments):
 
     def model_field(self, name: str) -> Any:
         """A field of the new model: `model_config[name]`, else CLEFTConfig's default."""
-        from ..modeling import CLEFTConfig
+        if name in self.model_config:
+            return self.model_config[name]
+        from ..modeling import CLEFTConfig  # torch and the model classes: only for a default
 
-        return self.model_config.get(name, getattr(CLEFTConfig, name))
+        return getattr(CLEFTConfig, name)
 
 
 @dataclass
@@ -232,8 +237,8 @@ class PromptTuneArguments(_TrainingArguments):
     class_names: list[str] | None = arg(None, "Classes to learn prompts for (none: the dataset's).")
     loss: Literal["clip", "bce"] = arg("bce", "Multi-label BCE over class prompts, or InfoNCE on label texts.")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_values(self) -> None:
+        super().check_values()
         require(bool(self.model_name_or_path), "config field 'model_name_or_path' (the stage-1 model) is required")
         require(self.num_context_tokens > 0, "config field 'num_context_tokens' must be > 0")
 
