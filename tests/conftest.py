@@ -32,7 +32,7 @@ CORPUS = [
 
 # The longest test files, started first: with `pytest -n 2 --dist loadfile` (`make test`) each runs on one worker
 # while the other works through the rest, instead of one of them starting last.
-SLOW_FIRST = ("test_docs_run.py", "test_gpu_check.py", "test_cli.py", "test_slurm_recipe.py")
+SLOW_FIRST = ("test_docs_run.py", "test_gpu_check.py", "test_docs_run_standalone.py", "test_slurm_recipe.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

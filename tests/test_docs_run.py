@@ -38,9 +38,10 @@ STAGES = (
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    """Every command of README.md and docs/ run in a fresh folder (what `make docs-check` does, ~8 min)."""
+    """The commands of README.md and docs/ that read what `make demo` wrote, `make demo` first, in a fresh folder
+    (the others: tests/test_docs_run_standalone.py; `make docs-check` runs both parts)."""
     folder = tmp_path_factory.mktemp("docs")
-    ran = run_all(folder)
+    ran = run_all(folder, part="demo")
     return folder, ran
 
 
