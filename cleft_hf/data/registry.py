@@ -118,7 +118,6 @@ def _embed_task(classes: Sequence[str], label: str, first: int) -> TaskSpec:
     return TaskSpec(tuple(classes), tuple(f"{label} {first + k}: {name}." for k, name in enumerate(classes)))
 
 
-_CXR_FINDINGS = {"findings": TaskSpec(CHEXPERT_5X200_CLASSES)}
 DATASET_REGISTRY: dict[str, DatasetSpec] = {}
 
 
@@ -140,39 +139,18 @@ def dataset_names() -> tuple[str, ...]:
     return tuple(DATASET_REGISTRY)
 
 
-register_dataset(
-    DatasetSpec(
-        "mimic_cxr",
-        "MIMIC-CXR",
-        load_mimic_cxr,
-        CHEST_X_RAY,
-        _CXR_FINDINGS,
-        multi_label=True,
-        caption_builder=chexpert_caption,
-    )
+# What the chest X-ray datasets labelled with the CheXpert findings share (they differ in name and loader).
+_CHEST_X_RAY_SPEC = dict(
+    modality=CHEST_X_RAY,
+    tasks={"findings": TaskSpec(CHEXPERT_5X200_CLASSES)},
+    multi_label=True,
+    caption_builder=chexpert_caption,
 )
+register_dataset(DatasetSpec("mimic_cxr", "MIMIC-CXR", load_mimic_cxr, **_CHEST_X_RAY_SPEC))
 register_dataset(
-    DatasetSpec(
-        "synthetic",
-        "synthetic demo data (MIMIC-CXR format)",
-        load_mimic_cxr,
-        CHEST_X_RAY,
-        _CXR_FINDINGS,
-        multi_label=True,
-        caption_builder=chexpert_caption,
-    )
+    DatasetSpec("synthetic", "synthetic demo data (MIMIC-CXR format)", load_mimic_cxr, **_CHEST_X_RAY_SPEC)
 )
-register_dataset(
-    DatasetSpec(
-        "chexpert",
-        "CheXpert",
-        load_chexpert,
-        CHEST_X_RAY,
-        _CXR_FINDINGS,
-        multi_label=True,
-        caption_builder=chexpert_caption,
-    )
-)
+register_dataset(DatasetSpec("chexpert", "CheXpert", load_chexpert, **_CHEST_X_RAY_SPEC))
 register_dataset(
     DatasetSpec(
         "rsna",
