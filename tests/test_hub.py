@@ -26,7 +26,7 @@ import torch
 from cleft_hf import CLEFTModel
 from cleft_hf.arguments import ConfigError
 from cleft_hf.hub import build_upload_folder, maybe_push_to_hub, push_to_hub, render_model_card
-from cleft_hf.hub.model_card import training_rows
+from cleft_hf.hub.training_recipe import training_rows
 import cleft_hf.modeling
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,11 +7,11 @@ Names load on first use (`from cleft_hf.hub import push_to_hub`), so the token c
 import importlib
 
 _HOMES = {
-    "NOT_EVALUATED": "model_card",
-    "arguments_summary": "model_card",
-    "build_eval_results": "model_card",
-    "evaluation_table": "model_card",
-    "load_results": "model_card",
+    "NOT_EVALUATED": "eval_results",
+    "build_eval_results": "eval_results",
+    "evaluation_table": "eval_results",
+    "load_results": "eval_results",
+    "arguments_summary": "training_recipe",
     "render_model_card": "model_card",
     "write_model_card": "model_card",
     "build_upload_folder": "upload",

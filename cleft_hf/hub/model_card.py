@@ -5,24 +5,18 @@ true of the model: base models only where pretrained weights were used, no local
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-import dataclasses
 import json
-import logging
-import math
 import os
 from pathlib import Path
-import re
 from typing import Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub import ModelCard, ModelCardData
 
 from ..data.registry import DATASET_REGISTRY, MODALITIES
 from ..evaluation.report import MetricRecord, metric_records
-from ..training_log import read_training_log
-
-logger = logging.getLogger(__name__)
+from .eval_results import NOT_EVALUATED, build_eval_results, dataset_display_name, evaluation_table, load_results
+from .model_facts import parameter_counts, text_hub_id, vision_hub_id
+from .training_recipe import recorded_recipes, training_stages
 
 # The card template: the repository's top-level model_card.md (editable install), installed next to this file
 # by setup.py otherwise.
@@ -37,7 +31,6 @@ TEMPLATE_PATH = next(
     ),
     Path(__file__).resolve().parent / "model_card.md",
 )
-NOT_EVALUATED = "not evaluated"
 PAPER_URL = "https://arxiv.org/abs/2407.21011"
 TEXT_POOLING_TEXT = {
     "last": "hidden state of the last non-padding token",
@@ -47,156 +40,10 @@ TEXT_POOLING_TEXT = {
 }
 PROJECTION_TEXT = {"linear": "linear", "mlp": "MLP (Linear, BatchNorm, ReLU, Linear, BatchNorm)"}
 BASE_TAGS = ["medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft"]
-DIGITS = 4  # metric values in the card and its model-index
-# Record task -> (Hub task type, task name); record metric -> (Hub metric type, metric args).
-HUB_TASKS = {
-    "zero_shot": ("zero-shot-image-classification", "Zero-shot image classification"),
-    "linear_probe": ("image-classification", "Linear probe on frozen image features"),
-    "retrieval": ("retrieval", "Image-text retrieval"),
-}
-HUB_METRICS = {
-    "accuracy": ("accuracy", None),
-    "balanced_accuracy": ("balanced_accuracy", None),
-    "auroc": ("roc_auc", {"average": "macro", "multi_class": "ovr"}),
-    "macro_f1": ("f1", {"average": "macro"}),
-    "recall": ("recall", None),
-}
-# Run-argument fields that never go into a public card: Hub plumbing, bookkeeping, bulky curves; and credentials.
-_HIDDEN_SUMMARY_KEYS = {
-    "push_to_hub",
-    "hub_model_id",
-    "loss_curve",
-    "config",
-    "output_dir",
-    "logging_dir",
-    "resume_from_checkpoint",
-    "dataloader_num_workers",
-    "save_every",
-    "keep_last",
-    "log_every",
-    "report_to",
-    "data_root",
-    "model_name_or_path",
-    "stage",
-}
-_CREDENTIAL_KEY = re.compile(r"(?:^|_)(?:token|api_key|password|secret)$")
-
-
-# --------------------------------------------------------------------------------------------- results.json
-def load_results(results: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """results.json as a dict; None when not given or when the file does not exist (the card says
-    "not evaluated"). A file that is not a JSON object is an error naming it."""
-    if results is None:
-        return None
-    if isinstance(results, Mapping):
-        return dict(results)
-    path = Path(results)
-    if not path.is_file():
-        logger.warning("results file %s not found: the model card will say the model was %s", path, NOT_EVALUATED)
-        return None
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"results file {path} is not valid JSON: {error}") from error
-    if not isinstance(loaded, dict):
-        raise ValueError(f"results file {path} must hold a JSON object, got {type(loaded).__name__}")
-    return loaded
-
-
-def _dataset_of(results: Mapping[str, Any]) -> str:
-    dataset = results.get("dataset")
-    if not isinstance(dataset, str) or not dataset.strip():
-        raise ValueError("results has metrics but no 'dataset' field (a non-empty string) to report them against")
-    return dataset
-
-
-def build_eval_results(results: Mapping[str, Any]) -> list[EvalResult]:
-    """One Hub `EvalResult` per finite record of `results`, under its task, value rounded to `DIGITS`."""
-    records = [r for r in metric_records(results) if math.isfinite(r.value)]
-    if not records:
-        return []
-    dataset = _dataset_of(results)
-    split = results.get("split") if isinstance(results.get("split"), str) else None
-    task = results.get("task") if isinstance(results.get("task"), str) else None
-    evals = []
-    for record in records:
-        task_type, task_name = HUB_TASKS[record.task]
-        metric_type, metric_args = HUB_METRICS[record.metric]
-        evals.append(
-            EvalResult(
-                task_type=task_type,
-                task_name=task_name,
-                dataset_type=dataset,
-                dataset_name=_display_name(dataset),
-                dataset_config=task,
-                dataset_split=split,
-                metric_type=metric_type,
-                metric_value=round(record.value, DIGITS),
-                metric_name=record.label,
-                metric_args={**(metric_args or {}), **record.setting},
-            )
-        )
-    return evals
-
-
-def evaluation_table(records: Sequence[MetricRecord]) -> str:
-    """Markdown table `| task | result | value |` of the records (values rounded to `DIGITS`)."""
-    lines = ["| task | result | value |", "|---|---|---:|"]
-    lines += [f"| {HUB_TASKS[r.task][1]} | {r.label} | {r.display_value(DIGITS)} |" for r in records]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------- model facts
-def _count(parameters: Any) -> int:
-    return sum(p.numel() for p in parameters)
-
-
-def parameter_counts(model: Any) -> dict[str, int]:
-    """Parameter counts of the towers: vision, frozen base LLM, PEFT adapter, projections + scale, prompts."""
-    state = model.state_dict()
-    base_keys = set(model.base_llm_state_keys())
-    text_keys = [k for k in state if k.startswith("text_model.")]
-    return {
-        "vision": _count(model.vision_model.parameters()),
-        "llm_base": sum(state[k].numel() for k in text_keys if k in base_keys),
-        "adapter": sum(state[k].numel() for k in text_keys if k not in base_keys),
-        "projections": _count(
-            [
-                *model.visual_projection.parameters(),
-                *model.text_projection.parameters(),
-                model.logit_scale,
-                model.logit_bias,
-            ]
-        ),
-        "prompts": _count(model.prompt_set()[0].parameters()) if model.prompt_set_names() else 0,  # active set
-    }
 
 
 def _fmt_count(n: int) -> str:
     return f"{n:,}" if n < 1_000_000 else f"{n / 1e6:,.2f} M"
-
-
-def vision_hub_id(config: Any) -> str | None:
-    """Hub id of the pretrained weights the vision tower started from (`config.vision_pretrained_source`, set by
-    `from_vision_text_pretrained(vision_pretrained=True)`); None for a tower trained from scratch."""
-    return getattr(config, "vision_pretrained_source", None) or None
-
-
-def text_hub_id(config: Any) -> str | None:
-    """`config.text_model_name_or_path` when it is a Hub id (not a local folder), else None."""
-    source = config.text_model_name_or_path
-    if not source or _is_local_path(source):
-        return None
-    try:
-        validate_repo_id(source)
-    except HFValidationError:
-        return None
-    return source
-
-
-def _display_name(dataset: Any) -> Any:
-    spec = DATASET_REGISTRY.get(dataset) if isinstance(dataset, str) else None
-    return spec.display_name if spec is not None else dataset
 
 
 def _modality_tags(model: Any, *names: Any) -> list[str]:
@@ -209,46 +56,6 @@ def _modality_tags(model: Any, *names: Any) -> list[str]:
             tag for tag, modality in MODALITIES.items() if modality.prompt_template == model.config.prompt_template
         ]
     return list(dict.fromkeys(tags))
-
-
-def _is_local_path(value: str) -> bool:
-    """A file-system path rather than a Hub id ("org/name") or a setting: absolute, relative with a folder
-    ("outputs/demo/llm"), or existing here."""
-    return (
-        os.path.isabs(value)
-        or value.startswith(("./", "../", "~"))
-        or value.count("/") > 1
-        or "\\" in value
-        or Path(value).exists()
-    )
-
-
-def _show_summary_value(value: Any) -> str | None:
-    """A run setting as card text; local paths (data folders, local models) and bulky values are left out."""
-    if value is None or isinstance(value, Mapping) and not value:
-        return None
-    if isinstance(value, str):
-        return None if not value or _is_local_path(value) else f"`{value}`"
-    if isinstance(value, (list, tuple)):
-        if len(value) > 20 or any(isinstance(v, (list, tuple, Mapping)) for v in value):
-            return None
-        return ", ".join(str(v) for v in value) or None
-    if isinstance(value, Mapping):  # e.g. model_config: its local paths left out too
-        kept = {k: v for k, v in value.items() if not (isinstance(v, str) and _is_local_path(v))}
-        return f"`{json.dumps(kept, sort_keys=True, default=str)}`" if kept else None
-    return str(value)
-
-
-def training_rows(summary: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    """(setting, value) rows of a training summary / run arguments, without credentials or Hub fields."""
-    rows = []
-    for key, value in (summary or {}).items():
-        if key in _HIDDEN_SUMMARY_KEYS or key.startswith("hub_") or _CREDENTIAL_KEY.search(key.lower()):
-            continue
-        shown = _show_summary_value(value)
-        if shown is not None:
-            rows.append((key, shown))
-    return rows
 
 
 def _example_labels(model: Any, results: Mapping[str, Any] | None, modalities: list[str]) -> list[str]:
@@ -268,25 +75,6 @@ def _peft_text(peft_config: Mapping[str, Any]) -> str:
     return f"{peft_config['peft_type']} (`{json.dumps(details, sort_keys=True)}`)"
 
 
-def arguments_summary(args: Any) -> dict[str, Any]:
-    """Run arguments (dataclass, argparse namespace or mapping) as a plain dict for the card's recipe table (a
-    training run records them with their stage's title, see `cleft_hf.training.run_log`)."""
-    if dataclasses.is_dataclass(args) and not isinstance(args, type):
-        return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
-    return dict(args) if isinstance(args, Mapping) else dict(vars(args))
-
-
-def training_stages(summary: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    """`[{"title", "rows"}]`, one per stage: `summary` is one stage's run arguments or a list of them."""
-    stages = [summary] if isinstance(summary, Mapping) else list(summary or [])
-    titled = []
-    for index, stage in enumerate(stages, start=1):
-        title = stage.get("stage")
-        titled.append({"title": f"Stage {title}" if title else f"Stage {index}", "rows": training_rows(stage)})
-    return [stage for stage in titled if stage["rows"]]
-
-
-# --------------------------------------------------------------------------------------------- the card
 def _as_list(results: Any) -> list[Any]:
     """One results argument (path, dict or None) or a sequence of them (one per evaluated task)."""
     if results is None or isinstance(results, (str, os.PathLike, Mapping)):
@@ -294,17 +82,10 @@ def _as_list(results: Any) -> list[Any]:
     return list(results)
 
 
-def recorded_recipes(model: Any) -> list[dict[str, Any]]:
-    """The run arguments of every stage that produced `model`, in order, as its training wrote them into the
-    model folder's `training_log.json` under "recipes" (empty when the model was not loaded from a folder)."""
-    recipes = read_training_log(getattr(model, "name_or_path", None)).get("recipes")
-    return [recipe for recipe in recipes.values() if isinstance(recipe, Mapping)] if isinstance(recipes, dict) else []
-
-
 def _evaluation_text(results: Mapping[str, Any], records: Sequence[MetricRecord]) -> dict[str, Any]:
     """The template's view of one evaluation: where it ran and the table of its `records`."""
     return {
-        "dataset": _display_name(results.get("dataset")),
+        "dataset": dataset_display_name(results.get("dataset")),
         "task": results.get("task"),
         "split": results.get("split"),
         "n_images": results.get("n_images"),
@@ -444,16 +225,4 @@ def write_model_card(
     return path
 
 
-__all__ = [
-    "NOT_EVALUATED",
-    "TEMPLATE_PATH",
-    "build_eval_results",
-    "evaluation_table",
-    "load_results",
-    "parameter_counts",
-    "arguments_summary",
-    "render_model_card",
-    "training_rows",
-    "training_stages",
-    "write_model_card",
-]
+__all__ = ["TEMPLATE_PATH", "render_model_card", "write_model_card"]

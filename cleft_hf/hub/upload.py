@@ -19,7 +19,8 @@ from huggingface_hub import HfApi
 
 from ..model_folder_write import tensor_bytes, write_model_folder_safely
 from .credentials import check_repo_id, resolve_token
-from .model_card import arguments_summary, recorded_recipes, render_model_card
+from .model_card import render_model_card
+from .training_recipe import arguments_summary, recorded_recipes
 
 logger = logging.getLogger(__name__)
 
