@@ -32,7 +32,7 @@ from cleft_hf.data import (
     restrict_labels,
     single_finding_set,
 )
-from cleft_hf.demo.synthetic_cxr import CXR_FINDINGS, sample_case
+from cleft_hf.demo.synthetic_cxr_cases import CXR_FINDINGS, sample_case
 from cleft_hf.demo.synthetic_reports import write_report
 
 

@@ -14,7 +14,8 @@ from sklearn.linear_model import LogisticRegression
 
 from cleft_hf.data import CHEXPERT_5X200_CLASSES, build_chexpert_5x200, load_chexpert, load_mimic_cxr
 from cleft_hf.demo.synthetic import write_demo_chexpert, write_demo_embed, write_demo_mimic_cxr
-from cleft_hf.demo.synthetic_cxr import CXR_FINDINGS, ChestXRayRenderer, sample_case
+from cleft_hf.demo.synthetic_cxr import ChestXRayRenderer
+from cleft_hf.demo.synthetic_cxr_cases import CXR_FINDINGS, sample_case
 from cleft_hf.demo.synthetic_reports import write_report
 
 KEYWORDS = {  # every wording of a positive finding contains one of these

@@ -26,7 +26,8 @@ from ..data.embed import EMBED_CLINICAL_TABLE, EMBED_LEGEND_TABLE, EMBED_METADAT
 from ..data.mimic_cxr import MIMIC_TABLE_PREFIX, mimic_image_path, mimic_report_path
 from ..data.rsna import RSNA_CLASS_INFO_TABLE, RSNA_IMAGE_FOLDER, RSNA_LABELS_TABLE
 from .dicom_writer import write_dicom
-from .synthetic_cxr import CXR_FINDINGS, ChestXRayRenderer, sample_case
+from .synthetic_cxr import ChestXRayRenderer
+from .synthetic_cxr_cases import CXR_FINDINGS, sample_case
 from .synthetic_mammo import SYNTHETIC_LEGEND, render_mammogram, sample_findings
 from .synthetic_reports import write_report
 

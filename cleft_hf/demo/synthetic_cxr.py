@@ -9,143 +9,18 @@ Findings: Cardiomegaly = heart 0.62-0.69 of the thoracic width (normal 0.40-0.47
 with a meniscus rising laterally, blunted costophrenic angle; Consolidation = dense lobar opacity with air
 bronchograms; Edema = bilateral perihilar (bat-wing) haze; Atelectasis = plate-like linear opacities at a base with
 volume loss (elevated hemidiaphragm, mediastinal shift). Support devices: endotracheal/enteric tube or pacemaker.
-Everything is drawn with vectorised numpy on cached per-size fields; small structures only in their windows.
+Everything is drawn with vectorised numpy on cached per-size fields (`synthetic_cxr_textures`); small structures
+only in their windows. The cases themselves (`CXRCase`) are sampled in `synthetic_cxr_cases`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import lru_cache
-
 import numpy as np
 
-CXR_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
-LOBES = {
-    "right": ("right upper lobe", "right middle lobe", "right lower lobe"),
-    "left": ("left upper lobe", "left lower lobe"),
-}
+from .synthetic_cxr_cases import CXRCase
+from .synthetic_cxr_textures import per_size_fields, segment_profile, soft_ramp
+
 _SIGN = {"right": -1.0, "left": 1.0}  # patient's right is on the image left
-
-
-@dataclass
-class CXRCase:
-    """What one study shows: findings (name -> attributes), hedged findings drawn faintly, a support device."""
-
-    findings: dict[str, dict] = field(default_factory=dict)
-    uncertain: dict[str, dict] = field(default_factory=dict)
-    device: str | None = None  # "tube" or "pacemaker"
-
-
-def finding_attributes(name: str, rng: np.random.Generator, severity: float | None = None) -> dict:
-    """Random attributes (side, lobe, size) of one finding; severity in [0.7, 1] unless given."""
-    severity = float(rng.uniform(0.7, 1.0)) if severity is None else severity
-    attributes = {"severity": severity}
-    if name == "Pleural Effusion":
-        attributes["side"] = str(rng.choice(["right", "left", "bilateral"], p=[0.4, 0.3, 0.3]))
-    elif name in ("Consolidation", "Atelectasis"):
-        side = str(rng.choice(["right", "left"]))
-        attributes["side"] = side
-        if name == "Consolidation":
-            attributes["lobe"] = str(rng.choice(LOBES[side]))
-    return attributes
-
-
-def sample_case(rng: np.random.Generator, kind: str, device_rate: float = 0.0, uncertain_rate: float = 0.0) -> CXRCase:
-    """A case of ``kind``: "normal", one of :data:`CXR_FINDINGS` (single finding), or "multi" (2-3 findings)."""
-    case = CXRCase()
-    if kind == "multi":
-        names = rng.choice(CXR_FINDINGS, size=int(rng.choice([2, 3], p=[0.75, 0.25])), replace=False)
-    elif kind == "normal":
-        names = []
-    elif kind in CXR_FINDINGS:
-        names = [kind]
-    else:
-        raise ValueError(f"unknown case kind {kind!r}; use 'normal', 'multi' or one of {CXR_FINDINGS}")
-    for name in sorted(names):
-        case.findings[str(name)] = finding_attributes(str(name), rng)
-    if rng.random() < uncertain_rate:
-        absent = [n for n in CXR_FINDINGS if n not in case.findings]
-        name = str(rng.choice(absent))
-        case.uncertain[name] = finding_attributes(name, rng, severity=0.45)
-    if rng.random() < device_rate:
-        case.device = str(rng.choice(["tube", "pacemaker"]))
-    return case
-
-
-@lru_cache(maxsize=8)
-def _fields(size: int) -> dict[str, np.ndarray]:
-    """Cached per-size fields: coordinate grid, vignette, a noise bank and a bank of lung vessel textures."""
-    axis = ((np.arange(size) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
-    v, u = np.meshgrid(axis, axis, indexing="ij")
-    rng = np.random.default_rng(20240731)
-    vessels = np.stack([_vessel_tree(u, v, rng) for _ in range(4)])
-    return {
-        "u": u,
-        "v": v,
-        "vignette": (1.0 - 0.08 * (u * u + v * v)).astype(np.float32),
-        "noise": rng.standard_normal((4, size, size), dtype=np.float32),
-        "vessels": vessels,
-        "spine": (0.8 + 0.2 * np.cos(52.0 * v)).astype(np.float32),
-        "ribs": _rib_bank(u, v, rng),
-        "hila": np.exp(-((np.abs(u) - 0.2) ** 2 + (v + 0.05) ** 2) / 0.006).astype(np.float32),
-    }
-
-
-def _rib_bank(u: np.ndarray, v: np.ndarray, rng: np.random.Generator, count: int = 6) -> np.ndarray:
-    """Rib shadows in image coordinates: posterior ribs (horizontal medially, curving down laterally) and fainter
-    anterior ribs (sloping down medially), for a few spacings and phases. Values in [0, 0.16]."""
-    au = np.abs(u)
-    bank = []
-    for _ in range(count):
-        spacing, phase = rng.uniform(0.13, 0.16), rng.uniform(0.0, 1.0)
-        posterior = np.clip(np.cos((v - 0.6 * au * au) * (2 * np.pi / spacing) - 2 * np.pi * phase) - 0.3, 0.0, 1.0)
-        anterior = np.clip(np.cos((v + 0.5 * au) * (2 * np.pi / (1.3 * spacing)) + 2 * np.pi * phase) - 0.4, 0.0, 1.0)
-        bank.append((0.1 * posterior**2 + 0.06 * anterior**2).astype(np.float32))
-    return np.stack(bank)
-
-
-def _vessel_tree(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pulmonary vessel markings: branching, tapering segments from both hila, lightly blurred; values ~[0, 1]."""
-    texture = np.zeros_like(u)
-    stack = [
-        (sign * 0.2, -0.05, angle if sign > 0 else np.pi - angle, 0.22, 0.012)
-        for sign in (-1.0, 1.0)
-        for angle in np.linspace(-1.2, 1.3, 6) + rng.uniform(-0.15, 0.15, 6)
-    ]
-    size = u.shape[0]
-    while stack:
-        x0, y0, angle, length, width = stack.pop()
-        x1, y1 = x0 + length * np.cos(angle), y0 - length * np.sin(angle)
-        lo = [max(0, int((min(a, b) - 3 * width + 1) * size / 2) - 1) for a, b in ((y0, y1), (x0, x1))]
-        hi = [min(size, int((max(a, b) + 3 * width + 1) * size / 2) + 2) for a, b in ((y0, y1), (x0, x1))]
-        window = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
-        if hi[0] > lo[0] and hi[1] > lo[1]:
-            profile = _segment(u[window], v[window], x0, y0, x1, y1, width) * np.float32(width / 0.012)
-            np.maximum(texture[window], profile, out=texture[window])
-        if width > 0.004:
-            for turn in (-0.45, 0.45):
-                stack.append(
-                    (x1, y1, angle + turn + rng.uniform(-0.2, 0.2), length * rng.uniform(0.6, 0.8), width * 0.7)
-                )
-    kernel = np.array([1.0, 4.0, 6.0, 4.0, 1.0], np.float32) / 16.0
-    for axis in (0, 1):
-        texture = np.apply_along_axis(lambda row: np.convolve(row, kernel, mode="same"), axis, texture)
-    return (texture / max(float(texture.max()), 1e-6)).astype(np.float32)
-
-
-def _ramp(inside: np.ndarray, sharpness: float) -> np.ndarray:
-    """Soft mask from a field that is > 0 inside (linear ramp of width 1/sharpness)."""
-    out = inside * np.float32(sharpness)
-    np.maximum(out, 0.0, out=out)
-    return np.minimum(out, 1.0, out=out)
-
-
-def _segment(x, y, x0, y0, x1, y1, sigma):
-    """Profile (peak 1, ~Gaussian of width ``sigma``) around the segment (x0, y0)-(x1, y1)."""
-    dx, dy = x1 - x0, y1 - y0
-    t = np.clip(((x - x0) * dx + (y - y0) * dy) * (1.0 / (dx * dx + dy * dy + 1e-9)), 0.0, 1.0)
-    ex, ey = x - x0 - t * dx, y - y0 - t * dy
-    return np.clip(1.0 - (ex * ex + ey * ey) * (1.0 / (4.0 * sigma * sigma)), 0.0, 1.0) ** 2
 
 
 class ChestXRayRenderer:
@@ -155,7 +30,7 @@ class ChestXRayRenderer:
         if size < 32:
             raise ValueError(f"image size must be >= 32 pixels, got {size}")
         self.size = size
-        self.fields = _fields(size)
+        self.fields = per_size_fields(size)
 
     def _patient(self, rng: np.random.Generator) -> dict[str, float]:
         ranges = {
@@ -212,7 +87,7 @@ class ChestXRayRenderer:
         """target = max(target, weight * segment profile), computed only near the segment."""
         window = self._window(p, x0, y0, x1, y1, 2.5 * sigma)
         if window is not None:
-            profile = _segment(x[window], y[window], x0, y0, x1, y1, sigma)
+            profile = segment_profile(x[window], y[window], x0, y0, x1, y1, sigma)
             np.maximum(target[window], np.float32(weight) * profile, out=target[window])
 
     def _ellipse(self, p, x, y, cx, cy, rx, ry, sharpness) -> tuple[tuple[slice, slice], np.ndarray] | None:
@@ -221,7 +96,7 @@ class ChestXRayRenderer:
         if window is None:
             return None
         ex, ey = (x[window] - cx) * np.float32(1.0 / rx), (y[window] - cy) * np.float32(1.0 / ry)
-        return window, _ramp(1.0 - ex * ex - ey * ey, sharpness)
+        return window, soft_ramp(1.0 - ex * ex - ey * ey, sharpness)
 
     # ----------------------------------------------------------------------------------------- frontal view
     def _frontal(self, case: CXRCase, rng, p, x, y) -> np.ndarray:
@@ -240,19 +115,19 @@ class ChestXRayRenderer:
         tx, ty = x * np.float32(1.0 / (tw + 0.13)), (y - 0.2) * np.float32(1.0 / 1.1)
         tx, ty = tx * tx, ty * ty
         sx, sy = (ax - 0.5) * np.float32(2.0), (y + 0.82) * np.float32(1.0 / 0.22)
-        body = _ramp(np.maximum(1.0 - tx * tx - ty * ty, 1.0 - sx * sx - sy * sy), 8.0)
+        body = soft_ramp(np.maximum(1.0 - tx * tx - ty * ty, 1.0 - sx * sx - sy * sy), 8.0)
         neck = self._window(p, -0.25, -1.3, 0.25, -0.65)
         if neck is not None:
-            np.maximum(body[neck], _ramp(0.2 - ax[neck], 30.0) * _ramp(-0.7 - y[neck], 30.0), out=body[neck])
+            np.maximum(body[neck], soft_ramp(0.2 - ax[neck], 30.0) * soft_ramp(-0.7 - y[neck], 30.0), out=body[neck])
         for sign in (-1.0, 1.0):  # arms at the image edges (soft tissue around the humerus)
             arm = self._window(p, sign * (tw + 0.1), -0.9, sign * (tw + 0.42), 1.3)
             if arm is not None:
                 offset = np.abs(ax[arm] - (tw + 0.26))
                 np.maximum(
                     body[arm],
-                    _ramp(0.14 - offset, 12.0)
-                    * _ramp(y[arm] + 0.85, 12.0)
-                    * (1.0 + _ramp(0.035 - offset, 25.0) * 0.08),
+                    soft_ramp(0.14 - offset, 12.0)
+                    * soft_ramp(y[arm] + 0.85, 12.0)
+                    * (1.0 + soft_ramp(0.035 - offset, 25.0) * 0.08),
                     out=body[arm],
                 )
         density = 0.03 + (p["tissue"] - 0.03) * body
@@ -262,7 +137,7 @@ class ChestXRayRenderer:
         dome_field = (
             domes["right"] + (domes["left"] - domes["right"]) * (x > shift).astype(np.float32) + 0.14 * lat * lat
         )
-        density += 0.05 * _ramp(y - dome_field, 30.0) * body * (x < 0.1).astype(np.float32)  # liver
+        density += 0.05 * soft_ramp(y - dome_field, 30.0) * body * (x < 0.1).astype(np.float32)  # liver
         bubble = self._ellipse(p, x, y, 0.33, domes["left"] + 0.12, 0.09, 0.05, 4.0)
         if bubble is not None:
             density[bubble[0]] -= 0.15 * bubble[1]
@@ -270,11 +145,11 @@ class ChestXRayRenderer:
         # lungs: rounded apices widening downwards, cut by the domes
         rise = np.sqrt(np.clip((y - p["apex"]) * np.float32(1.0 / 0.5), 0.0, 1.0))
         lateral_edge = medial + 0.05 + (lateral - medial - 0.05) * rise
-        top = _ramp(y - p["apex"], 30.0) * _ramp(dome_field - y, 30.0)
+        top = soft_ramp(y - p["apex"], 30.0) * soft_ramp(dome_field - y, 30.0)
         lungs = {}
         for side, sign in _SIGN.items():
             across = sign * (x - shift * 0.5)
-            lungs[side] = _ramp(np.minimum(across - medial, lateral_edge - across), 25.0) * top
+            lungs[side] = soft_ramp(np.minimum(across - medial, lateral_edge - across), 25.0) * top
         lung = np.maximum(lungs["right"], lungs["left"])
 
         solid = np.zeros_like(x)  # heart, mediastinum, aortic knob
@@ -289,7 +164,7 @@ class ChestXRayRenderer:
         band = self._window(p, shift - 0.25, -1.3, shift + 0.25, domes["right"] + 0.05)
         if band is not None:
             width = medial * (0.85 + 0.3 * np.clip(y[band] + 0.9, 0.0, 1.5))
-            mediastinum = _ramp(width - np.abs(x[band] - shift), 40.0) * _ramp(domes["right"] - y[band], 20.0)
+            mediastinum = soft_ramp(width - np.abs(x[band] - shift), 40.0) * soft_ramp(domes["right"] - y[band], 20.0)
             np.maximum(solid[band], mediastinum, out=solid[band])
         aerated = lung * (1.0 - solid)
 
@@ -301,7 +176,7 @@ class ChestXRayRenderer:
                     (_SIGN[side] * (x - shift) - medial) * np.float32(1.0 / (lateral - medial)), 0.0, 1.0
                 )
                 meniscus = domes[side] - (0.05 + 0.2 * attrs["severity"]) - 0.2 * lateralness * lateralness
-                np.maximum(opacity, 0.95 * _ramp(y - meniscus, 14.0) * lungs[side], out=opacity)
+                np.maximum(opacity, 0.95 * soft_ramp(y - meniscus, 14.0) * lungs[side], out=opacity)
         if "Consolidation" in everything:
             np.maximum(
                 opacity,
@@ -334,8 +209,8 @@ class ChestXRayRenderer:
         if column is not None:  # trachea (air) and spine
             cx, cy = x[column], y[column]
             density[column] += (
-                0.06 * _ramp(0.07 - np.abs(cx - shift * 0.3), 40.0) * self.fields["spine"][column]
-                - 0.10 * _ramp(0.03 - np.abs(cx - shift * 0.5), 60.0) * _ramp(-0.30 - cy, 20.0)
+                0.06 * soft_ramp(0.07 - np.abs(cx - shift * 0.3), 40.0) * self.fields["spine"][column]
+                - 0.10 * soft_ramp(0.03 - np.abs(cx - shift * 0.5), 60.0) * soft_ramp(-0.30 - cy, 20.0)
             ) * body[column]
         if p["breasts"] > 0.5:
             for sign in (-1.0, 1.0):
@@ -359,8 +234,10 @@ class ChestXRayRenderer:
         wobble = 0.04 * np.cos(9.0 * x + float(rng.uniform(0, 6.3))) + 0.03 * np.cos(
             13.0 * y + float(rng.uniform(0, 6.3))
         )
-        band = np.minimum(_ramp(y - top + wobble, 30.0), _ramp(bottom - y + 0.5 * wobble, 60.0))  # sharp fissure side
-        inner = _ramp(sign * (x - shift) - 0.15 - 0.04 * float(rng.random()) + wobble, 25.0)
+        band = np.minimum(
+            soft_ramp(y - top + wobble, 30.0), soft_ramp(bottom - y + 0.5 * wobble, 60.0)
+        )  # sharp fissure side
+        inner = soft_ramp(sign * (x - shift) - 0.15 - 0.04 * float(rng.random()) + wobble, 25.0)
         region = band * inner * lungs[side] * (0.85 + 0.3 * self.fields["vessels"][int(rng.integers(4))])
         # air bronchograms: dark tubes running from the hilum into the opacity
         bronchi = np.zeros_like(x)
@@ -396,7 +273,7 @@ class ChestXRayRenderer:
         return (0.7 + 0.25 * attrs["severity"]) * plates * lungs[side]
 
     def _bones(self, p, rng, x, y, ax, dome_field, tw, body) -> np.ndarray:
-        cage = _ramp(
+        cage = soft_ramp(
             np.minimum(
                 np.minimum(tw - ax, (dome_field + 0.06 - y)), np.minimum(y - p["apex"] + 0.12, 1.5 * (ax - 0.06))
             ),
@@ -426,22 +303,22 @@ class ChestXRayRenderer:
     def _lateral(self, case: CXRCase, p, x, y) -> np.ndarray:
         bx, by = x * np.float32(1 / 0.82), (y - 0.1) * np.float32(1 / 1.1)
         bx, by = bx * bx, by * by
-        body = _ramp(1.0 - bx * bx - by * by, 8.0)
+        body = soft_ramp(1.0 - bx * bx - by * by, 8.0)
         density = 0.03 + (p["tissue"] - 0.03) * body
         dome = p["dome"] + 0.05 + 0.08 * x
         lx, ly = x * np.float32(1 / 0.55), (y + 0.05) * np.float32(1 / 0.62)
-        lung = _ramp(1.0 - lx * lx - ly * ly, 5.0) * _ramp(dome - y, 30.0)
+        lung = soft_ramp(1.0 - lx * lx - ly * ly, 5.0) * soft_ramp(dome - y, 30.0)
         scale = 1.25 if "Cardiomegaly" in case.findings else 1.0
         hx, hy = (x + 0.25) * np.float32(1 / (0.22 * scale)), (y - 0.2) * np.float32(1 / (0.24 * scale))
-        heart = _ramp(1.0 - hx * hx - hy * hy, 5.0)
+        heart = soft_ramp(1.0 - hx * hx - hy * hy, 5.0)
         opacity = np.zeros_like(x)
         if "Pleural Effusion" in case.findings:
-            opacity = 0.9 * _ramp(y - (dome - 0.2 + 0.15 * (0.5 - x)), 15.0)
+            opacity = 0.9 * soft_ramp(y - (dome - 0.2 + 0.15 * (0.5 - x)), 15.0)
         if {"Consolidation", "Edema", "Atelectasis"} & set(case.findings):
             ox, oy = (x - 0.05) * np.float32(1 / 0.3), (y - 0.05) * np.float32(1 / 0.3)
             np.maximum(opacity, 0.4 * np.exp(-(ox * ox + oy * oy)), out=opacity)
         density += -p["air"] * lung * (1.0 - heart) * (1.0 - opacity) + 0.08 * heart * body
-        density += 0.12 * _ramp(0.08 - np.abs(x - 0.6), 30.0) * (0.75 + 0.25 * np.cos(45.0 * y)) * body
+        density += 0.12 * soft_ramp(0.08 - np.abs(x - 0.6), 30.0) * (0.75 + 0.25 * np.cos(45.0 * y)) * body
         return density
 
     def _marker(self, image: np.ndarray, rng: np.random.Generator) -> None:
@@ -451,3 +328,6 @@ class ChestXRayRenderer:
         row = int(rng.integers(n // 32, n // 8))
         col = int(rng.integers(n // 32, n // 8)) if rng.random() < 0.5 else n - int(rng.integers(n // 32, n // 8)) - s
         image[row : row + s, col : col + s] = 0.95
+
+
+__all__ = ["ChestXRayRenderer"]

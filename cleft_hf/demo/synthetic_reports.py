@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 
 from ..data.chexpert import CHEXPERT_CLASSES
-from .synthetic_cxr import CXRCase
+from .synthetic_cxr_cases import CXRCase
 
 _SIZE = ("small", "moderate", "large")
 _SEVERITY = ("mild", "moderate", "severe")
