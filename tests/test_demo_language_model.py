@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
 
 from cleft_hf.demo.language_model import pretrain_causal_lm, tiny_causal_lm_config, train_tokenizer
-from cleft_hf.demo.language_model.pretraining import collate_windows, encode_documents, split_train_eval
+from cleft_hf.demo.language_model.token_windows import collate_windows, encode_documents, split_train_eval
 
 FINDINGS = ["cardiomegaly", "pleural effusion", "pulmonary edema", "consolidation", "atelectasis", "pneumothorax"]
 SIDES = ["left", "right", "bilateral"]

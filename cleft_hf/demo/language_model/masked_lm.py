@@ -33,13 +33,9 @@ from torch import nn
 import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-from .pretraining import (
-    SUMMARY_FILE,
-    PretrainResult,
-    _default_num_threads,
-    _train_loop,
-    split_train_eval,
-)
+from .lm_training_loop import LMTrainingSettings, default_num_threads, train_lm
+from .pretraining import SUMMARY_FILE, PretrainResult
+from .token_windows import split_train_eval
 
 logger = logging.getLogger(__name__)
 
@@ -182,11 +178,12 @@ def pretrain_masked_lm(
     Takes the arguments of `pretrain_causal_lm` (a demo's `language_model` section; `family` and `append_eos`,
     which only causal LMs have, are ignored) and returns the same `PretrainResult`, its perplexity over masked
     held-out tokens."""
+    settings = LMTrainingSettings.from_arguments(locals())
     started = time.perf_counter()
     corpus = [text for text in texts if isinstance(text, str) and text.strip()]
     train_texts, eval_texts = split_train_eval(corpus, eval_fraction, seed)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(num_threads or _default_num_threads())
+    torch.set_num_threads(num_threads or default_num_threads())
     try:
         random.seed(seed)
         torch.manual_seed(seed)
@@ -204,19 +201,12 @@ def pretrain_masked_lm(
         encode = lambda batch: tokenizer(batch, truncation=True, max_length=seq_len)["input_ids"]
         train_windows, eval_windows = encode(train_texts), encode(eval_texts)
         loss = MaskedLMLoss(tokenizer, seed)
-        curve, stopped_by_budget, total_steps = _train_loop(
+        curve, stopped_by_budget, total_steps = train_lm(
             model,
             train_windows,
             tokenizer.pad_token_id,
-            batch_size=batch_size,
-            max_steps=max_steps,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_fraction=warmup_fraction,
-            seed=seed,
-            time_budget_s=time_budget_s,
+            settings,
             started=started,
-            progress=progress,
             loss_fn=lambda m, b: loss(m, _without_labels(b)),
         )
         eval_ppl = masked_perplexity(model, eval_windows, MaskedLMLoss(tokenizer, seed + 1))

@@ -27,9 +27,10 @@ import time
 import torch
 from torch import nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig, PreTrainedTokenizerBase
 
+from .lm_training_loop import LMTrainingSettings, default_num_threads, train_lm
+from .token_windows import collate_windows, encode_documents, split_train_eval
 from .tokenizer_training import TOKENIZER_FAMILIES, train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -120,40 +121,6 @@ class PretrainResult:
     extra: dict = field(default_factory=dict)
 
 
-def split_train_eval(texts: Sequence[str], eval_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Shuffle with ``seed`` and hold out ``eval_fraction`` of the texts (at least one)."""
-    if len(texts) < 2:
-        raise ValueError(f"texts has {len(texts)} non-blank item(s); pretraining needs at least 2 (train + eval)")
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction={eval_fraction} must be strictly between 0 and 1")
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    num_eval = min(len(texts) - 1, max(1, round(eval_fraction * len(texts))))
-    return [texts[i] for i in order[num_eval:]], [texts[i] for i in order[:num_eval]]
-
-
-def encode_documents(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, seq_len: int) -> list[list[int]]:
-    """Token ids per document (tokenizer specials, eos appended), cut into windows of at most ``seq_len``."""
-    windows = []
-    for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]:
-        if not ids or ids[-1] != tokenizer.eos_token_id:
-            ids = ids + [tokenizer.eos_token_id]
-        windows.extend(ids[start : start + seq_len] for start in range(0, len(ids), seq_len))
-    return [window for window in windows if len(window) >= 2]
-
-
-def collate_windows(windows: Sequence[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest window: ``input_ids``, ``attention_mask``, ``labels`` (B, L); pads → -100."""
-    length = max(len(window) for window in windows)
-    input_ids = torch.full((len(windows), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(windows), length), dtype=torch.long)
-    for row, window in enumerate(windows):
-        input_ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
-        attention_mask[row, : len(window)] = 1
-    labels = input_ids.masked_fill(attention_mask == 0, -100)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
 def next_token_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Summed next-token negative log-likelihood (scalar) and the number of predicted tokens."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -191,34 +158,6 @@ def unigram_perplexity(
     return math.exp(float(-log_probs[targets].mean()))
 
 
-def _cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norms and embeddings (1-D or embedding tables)."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        skip = parameter.ndim < 2 or "wte" in name or "wpe" in name or "embed" in name
-        (no_decay if skip else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
-
-
-def _default_num_threads() -> int:
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:
-        available = os.cpu_count() or 1
-    return max(1, min(available, 8))
-
-
 def pretrain_causal_lm(
     texts: Iterable[str],
     output_dir: str | os.PathLike,
@@ -250,6 +189,7 @@ def pretrain_causal_lm(
     to `train_tokenizer` (the saved tokenizer then appends eos itself). ``num_threads`` defaults to the
     available cores (at most 8); torch's previous setting is restored on return.
     """
+    settings = LMTrainingSettings.from_arguments(locals())
     started = time.perf_counter()
     corpus = [text for text in texts if isinstance(text, str) and text.strip()]
     train_texts, eval_texts = split_train_eval(corpus, eval_fraction, seed)
@@ -260,7 +200,7 @@ def pretrain_causal_lm(
         raise ValueError(f"time_budget_s={time_budget_s} must be positive")
 
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(num_threads or _default_num_threads())
+    torch.set_num_threads(num_threads or default_num_threads())
     try:
         random.seed(seed)
         torch.manual_seed(seed)
@@ -295,19 +235,8 @@ def pretrain_causal_lm(
             torch.get_num_threads(),
         )
 
-        curve, stopped_by_budget, total_steps = _train_loop(
-            model,
-            train_windows,
-            tokenizer.pad_token_id,
-            batch_size=batch_size,
-            max_steps=max_steps,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_fraction=warmup_fraction,
-            seed=seed,
-            time_budget_s=time_budget_s,
-            started=started,
-            progress=progress,
+        curve, stopped_by_budget, total_steps = train_lm(
+            model, train_windows, tokenizer.pad_token_id, settings, started=started, loss_fn=next_token_nll
         )
 
         model.eval()
@@ -343,98 +272,3 @@ def pretrain_causal_lm(
         return result
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _train_loop(
-    model: nn.Module,
-    windows: list[list[int]],
-    pad_token_id: int,
-    *,
-    batch_size: int,
-    max_steps: int,
-    lr: float,
-    weight_decay: float,
-    warmup_fraction: float,
-    seed: int,
-    time_budget_s: float | None,
-    started: float,
-    progress: bool,
-    loss_fn=next_token_nll,
-) -> tuple[list[float], bool, int]:
-    """Run the optimisation; returns (per-step mean token loss, stopped by the time budget, planned steps).
-    `loss_fn(model, batch) -> (summed NLL, token count)` (default: next-token prediction)."""
-    optimizer = _optimizer(model, lr, weight_decay)
-    plan = {"total": max_steps, "warmup": max(1, round(warmup_fraction * max_steps))}
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _cosine_with_warmup(step, plan["warmup"], plan["total"])
-    )
-    generator = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    curve: list[float] = []
-    loop_started = time.perf_counter()
-    stopped_by_budget = False
-    bar = tqdm(total=max_steps, desc="pretraining LM", disable=not progress, leave=False)
-    for step in range(max_steps):
-        if step >= plan["total"]:
-            break
-        if len(order) < batch_size:
-            order.extend(torch.randperm(len(windows), generator=generator).tolist())
-        batch = collate_windows([windows[i] for i in order[:batch_size]], pad_token_id)
-        del order[:batch_size]
-        nll, count = loss_fn(model, batch)
-        loss = nll / max(count, 1)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite LM loss {float(loss)} at step {step}; lower lr={lr}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        curve.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{curve[-1]:.3f}")
-        if time_budget_s is not None:
-            elapsed_total = time.perf_counter() - started
-            if elapsed_total > time_budget_s:
-                logger.warning("time budget %.0f s exhausted at step %d; stopping early", time_budget_s, step + 1)
-                stopped_by_budget = True
-                break
-            if (step + 1) in (5, 10) or (step + 1) % 25 == 0:
-                _replan(
-                    plan,
-                    step + 1,
-                    max_steps,
-                    time_budget_s,
-                    elapsed_total,
-                    (time.perf_counter() - loop_started) / (step + 1),
-                    warmup_fraction,
-                )
-                bar.total = plan["total"]
-        if step % 50 == 0 or step + 1 == plan["total"]:
-            logger.info("step %d/%d loss %.4f lr %.2e", step + 1, plan["total"], curve[-1], scheduler.get_last_lr()[0])
-    bar.close()
-    return curve, stopped_by_budget, plan["total"]
-
-
-def _replan(
-    plan: dict,
-    done: int,
-    max_steps: int,
-    time_budget_s: float,
-    elapsed: float,
-    per_step: float,
-    warmup_fraction: float,
-) -> None:
-    """Set ``plan["total"]`` to the steps that fit the budget (keeping ~15 % of it for evaluation and saving)."""
-    affordable = done + int((0.85 * time_budget_s - elapsed) / per_step)
-    total = max(done + 1, min(max_steps, affordable))
-    if total != plan["total"]:
-        logger.info(
-            "time budget %.0f s at %.3f s/step: training %d of at most %d steps",
-            time_budget_s,
-            per_step,
-            total,
-            max_steps,
-        )
-    plan["total"] = total
-    plan["warmup"] = min(plan["warmup"], max(1, round(warmup_fraction * total)))
