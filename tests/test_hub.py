@@ -1,6 +1,6 @@
 """Hub sharing, offline: the exact upload folder (full and adapter-only) loads back with and without cleft_hf and
-gives the same learned-prompt scores; the card's metadata and table match results.json; tokens never leak; bad
-input gives clear errors. Only `HfApi.create_repo` / `HfApi.upload_folder` (the network) are replaced."""
+gives the same learned-prompt scores; tokens never leak; bad input gives clear errors. Only `HfApi.create_repo` /
+`HfApi.upload_folder` (the network) are replaced. The card's own content: tests/test_model_card.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import importlib.util
 import json
 import logging
 from pathlib import Path
-import re
 import shutil
 import textwrap
 
@@ -25,8 +24,7 @@ import torch
 
 from cleft_hf import CLEFTModel
 from cleft_hf.arguments import ConfigError
-from cleft_hf.hub import build_upload_folder, maybe_push_to_hub, push_to_hub, render_model_card
-from cleft_hf.hub.training_recipe import training_rows
+from cleft_hf.hub import build_upload_folder, maybe_push_to_hub, push_to_hub
 import cleft_hf.modeling
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,109 +200,6 @@ def test_upload_folder_loads_back_everywhere_with_same_learned_scores(model, pro
         torch.testing.assert_close(remote[f"{folder}:pipeline"], hand, atol=1e-5, rtol=1e-5)
 
 
-def test_card_metadata_and_table_match_results(model, processor, tmp_path):
-    _with_prompts(model, processor)
-    model.config.text_model_name_or_path = str(tmp_path / "llm")  # a local LLM folder: not a base model
-    results_path = tmp_path / "results.json"
-    results_path.write_text(json.dumps(RESULTS, indent=2))
-    stage1 = {
-        "stage": "1 (contrastive pretraining)",
-        "dataset": "chexpert",
-        "max_steps": 40000,
-        "data_root": str(tmp_path),
-        "text_model_name_or_path": str(tmp_path / "llm"),
-        "hub_token": FAKE_TOKEN,
-    }
-    stage2 = {
-        "stage": "2 (context prompt learning)",
-        "max_steps": 8000,
-        "learning_rate": 1e-4,
-        "per_device_batch_size": 72,
-        "num_context_tokens": 30,
-        "auth_token": FAKE_TOKEN,
-        "push_to_hub": True,
-        "loss_curve": [[1, 2.0]],
-        "model_name_or_path": "outputs/stage1/model",
-    }
-    card = render_model_card(
-        model,
-        results=results_path,
-        repo_id="me/cleft-card",
-        training_summary=[stage1, stage2],
-        datasets=["me/chexpert-captions"],
-        license="apache-2.0",
-    )
-    card.save(tmp_path / "README.md")
-    loaded = ModelCard.load(tmp_path / "README.md")
-    data = loaded.data
-    assert data.library_name == "transformers" and data.pipeline_tag == "zero-shot-image-classification"
-    tags = {"medical-imaging", "zero-shot-image-classification", "clip", "cleft", "peft", "lora", "chest-x-ray"}
-    assert tags <= set(data.tags)
-    assert (
-        "mammography" not in data.tags and data.license == "apache-2.0" and data.datasets == ["me/chexpert-captions"]
-    )
-    assert data.base_model is None  # a ViT trained from scratch and an LLM without a Hub id
-    assert set(data.metrics) == {"accuracy", "roc_auc", "f1", "recall"}
-    got = {(r.task_type, r.metric_type, r.metric_name, r.metric_value) for r in data.eval_results}
-    assert got == EXPECTED_EVALS and len(data.eval_results) == len(EXPECTED_EVALS)  # one row each
-    assert {(r.dataset_type, r.dataset_name, r.dataset_config, r.dataset_split) for r in data.eval_results} == {
-        ("chexpert", "CheXpert", "findings", "test")
-    }
-    by_name = {r.metric_name: r for r in data.eval_results}
-    assert by_name["linear probe accuracy, 1 % of training labels"].metric_args == {"label_fraction": 0.01}
-
-    rows = dict(re.findall(r"^\| [^|]+ \| ([^|]+) \| (\S+) \|$", loaded.text, flags=re.MULTILINE))
-    assert (
-        rows["zero-shot macro F1, learned prompts"] == "n/a" and rows["zero-shot accuracy, hand prompts"] == "0.4717"
-    )
-    assert rows["retrieval R@5 (mean of both directions)"] == "0.0375"
-    assert "600 images" in loaded.text and "`Atelectasis`, `Cardiomegaly`, `Edema`" in loaded.text
-    for text in (
-        "### Stage 1 (contrastive pretraining)",
-        "| max_steps | 40000 |",
-        "### Stage 2 (context prompt",
-        "| per_device_batch_size | 72 |",
-        "| num_context_tokens | 30 |",
-        "not for diagnosis",
-        "du2024cleft",
-        "| modality | chest X-ray |",
-        "no pretrained weights",
-        "local folder (not on the Hub)",
-        "hypothesis_template=model.config.prompt_template",
-        "use_learned_prompts=True",
-        'AutoModel.from_pretrained("me/cleft-card", trust_remote_code=True)',
-        "`pleural effusion`",
-    ):
-        assert text.lower() in loaded.text.lower(), text
-    for absent in (FAKE_TOKEN, str(tmp_path), "outputs/stage", "perplexity", "push_to_hub", "data_root"):
-        assert absent not in loaded.content, absent
-
-
-def test_card_names_pretrained_weights_only_when_used(model):
-    model.config.vision_pretrained_source = "timm/vit_base_patch14_reg4_dinov2.lvd142m"
-    model.config.text_model_name_or_path = "stanford-crfm/BioMedLM"
-    card = render_model_card(model)
-    assert card.data.base_model == ["timm/vit_base_patch14_reg4_dinov2.lvd142m", "stanford-crfm/BioMedLM"]
-    assert "started from the pretrained weights [`timm/vit_base_patch14_reg4_dinov2.lvd142m`]" in card.text
-
-
-def test_missing_or_bad_results(model, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="cleft_hf.hub"):
-        card = render_model_card(model, results=tmp_path / "missing.json")
-    assert "not evaluated" in card.text and "missing.json" in caplog.text
-    assert card.data.eval_results is None and "model-index" not in card.content
-    assert ModelCard(card.content).data.to_dict().get("model-index") is None
-    bad = tmp_path / "bad.json"
-    bad.write_text("[0.5, 0.6]")
-    with pytest.raises(ValueError, match="bad.json must hold a JSON object"):
-        render_model_card(model, results=bad)
-    with pytest.raises(ValueError, match="'dataset'"):
-        render_model_card(model, results={"metrics": RESULTS["metrics"]})
-    with pytest.raises(ValueError, match="bad metric record"):
-        render_model_card(model, results={"dataset": "rsna", "metrics": [{"task": "zero_shot"}]})
-    assert "not evaluated" in render_model_card(model, results={"dataset": "rsna", "n_images": 10}).text
-
-
 class _Hub:
     """Stands in for the two network calls of HfApi; keeps a copy of what would have been uploaded."""
 
@@ -409,41 +304,22 @@ def test_maybe_push_to_hub_and_cli(model, processor, tmp_path, monkeypatch):
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     (tmp_path / "results.json").write_text(json.dumps(RESULTS))
-    built = Path(
-        cli.main(
-            [
-                "--model_dir",
-                str(tmp_path / "model"),
-                "--hub_model_id",
-                "me/cleft-cli",
-                "--results",
-                str(tmp_path / "results.json"),
-                "--build_only",
-                str(tmp_path / "cli_folder"),
-            ]
-        )
-    )
+    results = str(tmp_path / "results.json")
+
+    def cli_main(*arguments: str):
+        return cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "me/cleft-cli", *arguments])
+
+    built = Path(cli_main("--results", results, "--build_only", str(tmp_path / "cli_folder")))
     assert _files(built) == UPLOAD_FILES and "zero-shot accuracy, learned prompts" in (built / "README.md").read_text()
     # one results file per task (EMBED density and BI-RADS) and one arguments file per stage: all in the card
     (tmp_path / "other.json").write_text(json.dumps({**RESULTS, "task": "other"}))
     (tmp_path / "s1.yaml").write_text("stage: 1 (contrastive pretraining)\nmax_steps: 40000\n")
     (tmp_path / "s2.yaml").write_text("stage: 2 (context prompt learning)\nmax_steps: 8000\n")
+    results_per_task = [results, str(tmp_path / "other.json")]
+    summaries = [str(tmp_path / "s1.yaml"), str(tmp_path / "s2.yaml")]
     built = Path(
-        cli.main(
-            [
-                "--model_dir",
-                str(tmp_path / "model"),
-                "--hub_model_id",
-                "me/cleft-cli",
-                "--results",
-                str(tmp_path / "results.json"),
-                str(tmp_path / "other.json"),
-                "--training_summary",
-                str(tmp_path / "s1.yaml"),
-                str(tmp_path / "s2.yaml"),
-                "--build_only",
-                str(tmp_path / "two"),
-            ]
+        cli_main(
+            "--results", *results_per_task, "--training_summary", *summaries, "--build_only", str(tmp_path / "two")
         )
     )
     card = ModelCard.load(built / "README.md")
@@ -451,46 +327,7 @@ def test_maybe_push_to_hub_and_cli(model, processor, tmp_path, monkeypatch):
     assert len(card.data.eval_results) == 2 * len(EXPECTED_EVALS)
     assert card.text.index("| max_steps | 40000 |") < card.text.index("| max_steps | 8000 |")
     with pytest.raises(ConfigError, match="--results: file .*missing.json does not exist"):
-        cli.main(
-            [
-                "--model_dir",
-                str(tmp_path / "model"),
-                "--hub_model_id",
-                "me/cleft-cli",
-                "--results",
-                str(tmp_path / "results.json"),
-                str(tmp_path / "missing.json"),
-                "--build_only",
-                str(tmp_path / "x"),
-            ]
-        )
+        cli_main("--results", results, str(tmp_path / "missing.json"), "--build_only", str(tmp_path / "x"))
     with pytest.raises(ValueError, match="invalid Hub repo_id"):
         cli.main(["--model_dir", str(tmp_path / "model"), "--hub_model_id", "bad id"])
     assert len(hub.calls) == 2
-
-
-def test_recipe_rows_leave_out_local_paths(tmp_path):
-    rows = dict(
-        training_rows(
-            {
-                "data_root": "/data/embed",
-                "learning_rate": 0.002,
-                "init_text": "a photo of",
-                "model_config": {
-                    "text_model_name_or_path": "outputs/demo/llm",
-                    "image_size": 64,
-                    "vision_model_name": "vit_base_patch14_reg4_dinov2.lvd142m",
-                },
-                "text_model": "stanford-crfm/BioMedLM",
-                "cache": str(tmp_path),
-                "relative": "runs/a/b",
-                "windows": "C:\\x\\y",
-            }
-        )
-    )
-    assert rows == {
-        "learning_rate": "0.002",
-        "init_text": "`a photo of`",
-        "text_model": "`stanford-crfm/BioMedLM`",
-        "model_config": '`{"image_size": 64, "vision_model_name": "vit_base_patch14_reg4_dinov2.lvd142m"}`',
-    }
