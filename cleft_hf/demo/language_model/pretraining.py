@@ -2,15 +2,15 @@
 
 CLEFT adapts a *pretrained*, frozen causal LLM. Where no real LLM can be downloaded (the built-in demo,
 tests), `pretrain_causal_lm` makes one: it trains a tokenizer on the corpus, builds a small model from
-`tiny_causal_lm_config`, trains it as a causal LM with a plain torch loop (AdamW, linear warm-up then
-cosine decay, gradient clipping), measures held-out perplexity against unigram and uniform baselines and
+`tiny_causal_lm_config`, trains it as a causal LM with a plain torch loop (`lm_training_loop`: AdamW, linear
+warm-up then cosine decay, gradient clipping), measures held-out perplexity against unigram and uniform baselines and
 writes model + tokenizer with `save_pretrained` (safetensors). The folder then loads through
 `AutoModelForCausalLM.from_pretrained(path)` exactly like a user's real LLM id.
 
 Sequences: one document per row, starting at position 0 (as CLEFT feeds a single report), ending with eos
 (llama family: ``<s> … </s>``); rows are right-padded per batch and padded positions are masked out of the
 labels by the attention mask (gpt2's pad token *is* its eos, so masking by id would drop real eos targets).
-Documents longer than ``seq_len`` are cut into consecutive windows.
+Documents longer than ``seq_len`` are cut into consecutive windows (`token_windows`).
 """
 
 from __future__ import annotations
