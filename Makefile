@@ -26,9 +26,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # Two pytest workers on the two cores, a test file per worker at a time (module fixtures built once; the longest
-# files first, see tests/conftest.py), one torch thread per process so that the workers do not oversubscribe.
+# files first, in the order of tests/conftest.py: --no-loadscope-reorder, else xdist orders files by their number
+# of tests), one torch thread per process so that the workers do not oversubscribe.
 test: lint
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -n 2 --dist loadfile tests
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m cleft_hf.demo --output_dir $(DEMO_DIR)

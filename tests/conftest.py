@@ -30,9 +30,10 @@ CORPUS = [
 ]
 
 
-# The longest test files, started first: with `pytest -n 2 --dist loadfile` (`make test`) each runs on one worker
-# while the other works through the rest, instead of one of them starting last.
-SLOW_FIRST = ("test_docs_run.py", "test_gpu_check.py", "test_docs_run_standalone.py", "test_slurm_recipe.py")
+# The longest test files, started first: with `pytest -n 2 --dist loadfile --no-loadscope-reorder` (`make test`;
+# without the last flag xdist queues files by their number of tests instead) the two docs-run parts start at once
+# on the two workers, which then work through the rest, instead of a long file starting last.
+SLOW_FIRST = ("test_docs_run.py", "test_docs_run_standalone.py", "test_gpu_check.py", "test_slurm_recipe.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
