@@ -76,20 +76,32 @@ def launch_command(how: str, jobs_file, record_dir, *, machine_rank: int = 0, po
         topology = ["--multi_gpu", "--num_machines", "1"]
     return [
         sys.executable,
+        *launch_arguments(
+            *topology,
+            "--num_processes",
+            "2",
+            str(here / "stage_worker.py"),
+            str(jobs_file),
+            str(record_dir),
+            port=port,
+        ),
+    ]
+
+
+def launch_arguments(*arguments: str, port: int = 0) -> list[str]:
+    """`-m accelerate.commands.launch` with this suite's CPU settings (no mixed precision, no dynamo, main process
+    port `port`, 0: a free one), then `arguments` (topology, processes, the script and its arguments); the
+    interpreter goes before it."""
+    return [
         "-m",
         "accelerate.commands.launch",
-        *topology,
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(port),
         "--mixed_precision",
         "no",
         "--dynamo_backend",
         "no",
-        str(here / "stage_worker.py"),
-        str(jobs_file),
-        str(record_dir),
+        "--main_process_port",
+        str(port),
+        *arguments,
     ]
 
 

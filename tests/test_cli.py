@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from stage_worker import launch_arguments
 import yaml
 
 from cleft_hf.arguments import ConfigError, load_arguments, parse_arguments, save_arguments
@@ -320,25 +321,17 @@ def test_push_to_hub_checks_the_token_before_training(tmp_path):
 
 @pytest.mark.parametrize("processes", [["--cpu", "--num_processes", "1"], ["--multi_gpu", "--num_processes", "2"]])
 def test_error_printed_once_under_accelerate_launch(processes, tmp_path):
-    command = [
-        "-m",
-        "accelerate.commands.launch",
+    command = launch_arguments(
         "--quiet",
         *processes,
         "--num_machines",
         "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
         *ENTRY_POINTS["pretrain"],
         "--config",
         str(DEMO_CONFIG),
         "--data_root",
         "nowhere",
-    ]
+    )
     done = _run(command, tmp_path, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     assert done.returncode != 0
     assert done.stderr.count("error: config field 'data_root': folder nowhere does not exist") == 1

@@ -16,6 +16,7 @@ from accelerate.utils import DataLoaderConfiguration
 from conftest import tiny_run_overrides
 from ddp_train_worker import first_step
 import pytest
+from stage_worker import launch_arguments
 import torch
 
 from cleft_hf.arguments import load_arguments
@@ -46,22 +47,16 @@ def test_two_process_training_step_equals_single_process(tmp_path, demo_tree, de
     }
     command = [
         sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        str(HERE / "ddp_train_worker.py"),
-        str(tmp_path / "args.json"),
-        str(tmp_path),
+        *launch_arguments(
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            str(HERE / "ddp_train_worker.py"),
+            str(tmp_path / "args.json"),
+            str(tmp_path),
+        ),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -12,6 +12,7 @@ import sys
 
 from conftest import tiny_run_overrides
 from safetensors.torch import load_file
+from stage_worker import launch_arguments
 import torch
 
 from cleft_hf import CLEFTModel, CLEFTProcessor
@@ -41,21 +42,15 @@ def _launch(mode: str, args: PretrainArguments, out: Path, *then: tuple[Pretrain
     how = ["--config_file", str(FSDP_CONFIG)] if mode == "fsdp" else ["--multi_gpu"]
     command = [
         sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        *how,
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        str(HERE / "fsdp_train_worker.py"),
-        *[str(p) for _, o in runs for p in (o / "args.json", o)],
+        *launch_arguments(
+            *how,
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            str(HERE / "fsdp_train_worker.py"),
+            *[str(p) for _, o in runs for p in (o / "args.json", o)],
+        ),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
