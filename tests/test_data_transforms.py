@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from cleft_hf import CLEFTImageProcessor
 from cleft_hf.data import make_eval_transform, make_train_transform
-from cleft_hf.data.transforms import affine_grid, augment_text, crop_rotation_theta, load_image
+from cleft_hf.data.affine_warp import affine_grid, crop_rotation_theta
+from cleft_hf.data.transforms import augment_text, load_image
 from cleft_hf.demo.dicom_writer import write_dicom
 
 REPORT = "The heart is enlarged. There is a small left effusion. No pneumothorax. Lungs are otherwise clear."
