@@ -1,6 +1,6 @@
 """The commands of README.md and docs/*.md, and `make docs-check`: run them all on a small demo tree.
 
-    python tests/docs_commands.py            # what `make docs-check` runs (about 8 minutes on 2 CPU cores)
+    python tests/docs_commands.py            # what `make docs-check` runs (about 6 minutes on 2 CPU cores)
 
 `tests/test_docs_run.py` runs the same in the suite and checks what the small `make demo` wrote.
 
