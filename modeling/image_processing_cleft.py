@@ -225,9 +225,11 @@ class CLEFTImageProcessor(BaseImageProcessor):
         return tensor
 
     def normalize_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
-        """`(C, H, W)` in [0, 1] -> `(3, H, W)`: grey replicated to 3 channels, then `(x - mean) / std`."""
+        """`(C, H, W)` in [0, 1] -> `(3, H, W)`: grey replicated to 3 channels, then `(x - mean) / std`. A grey image
+        with the same mean and std for every channel is normalised once and returned as a broadcast view
+        (`expand`): read it or stack it (the batch is a copy), do not write into it in place."""
         uniform = len(set(self.image_mean)) == 1 and len(set(self.image_std)) == 1
-        if tensor.shape[0] == 1 and self.do_normalize and uniform:  # normalise the one channel, then replicate
+        if tensor.shape[0] == 1 and self.do_normalize and uniform:
             grey = (tensor - self.image_mean[0]).div_(self.image_std[0])
             return grey.expand(3, -1, -1)
         if tensor.shape[0] == 1:

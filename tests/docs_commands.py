@@ -2,7 +2,8 @@
 
     python tests/docs_commands.py            # what `make docs-check` runs (about 6 minutes on 2 CPU cores)
 
-`tests/test_docs_run.py` runs the same in the suite and checks what the small `make demo` wrote.
+The suite runs the same (see the last paragraph); `tests/test_docs_run.py` also checks what the small `make demo`
+wrote.
 
 A command is a line of a ```bash block (backslash continuations joined, comments dropped). Each is one of:
 - `make demo`: run as the demo at a small size into the sandbox (`make test/bench/docs-check` are CI targets);
